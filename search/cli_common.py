@@ -1,0 +1,101 @@
+"""Pieces every command shares: the error-mapping group, the home folder, data flags."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from siamese.config import HEADS, INJECTED_BUGS, OPTIMIZERS, TASKS
+from siamese.errors import SiameseInputError
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_HOME = Path.home() / ".siamese-lab"
+
+
+class LabGroup(click.Group):
+    """Maps outcomes to DESIGN.md's exit codes: bad input 2 (one line, no traceback),
+    interrupted 130, unexpected errors 1 (with the traceback, which is then useful)."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(2)
+        except SiameseInputError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except (KeyboardInterrupt, click.Abort):
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def home_dir(ctx: click.Context) -> Path:
+    """The one folder holding the embedded stores; created on first use."""
+    root = ctx.find_root()
+    home = Path(root.params.get("home") or os.environ.get("SIAMESE_LAB_HOME") or DEFAULT_HOME)
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def data_options(func: F) -> F:
+    """--data/--task/--target/--train-pairs/--val-pairs/--inject-bug, all defaulting to None
+    so that presets and checkpoints are only overridden by what the user typed."""
+    options = [
+        click.option("--data", "source", help="digits (default), shapes, folder:PATH or npz:PATH"),
+        click.option("--task", type=click.Choice(TASKS), help="same-class (default) or one-vs-rest"),
+        click.option("--target", help="the class C for --task one-vs-rest"),
+        click.option("--train-pairs", type=int, help="training pairs (default 2048)"),
+        click.option("--val-pairs", type=int, help="validation (and test) pairs (default 512)"),
+        click.option("--inject-bug", type=click.Choice(INJECTED_BUGS),
+                     help="reproduce the original data bug: same-image feeds one image to both towers"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def train_options(func: F) -> F:
+    """A flag for every TrainConfig field."""
+    options = [
+        click.option("--head", type=click.Choice(HEADS), help="output head (default sq)"),
+        click.option("--optimizer", type=click.Choice(OPTIMIZERS), help="default adam"),
+        click.option("--lr", type=float, help="learning rate (default 1e-3)"),
+        click.option("--momentum", type=float, help="for sgd and rmsprop (default 0.9)"),
+        click.option("--weight-decay", type=float, help="default 0"),
+        click.option("--batch-size", type=int, help="default 32"),
+        click.option("--epochs", type=int, help="default 5"),
+        click.option("--dropout", type=float, help="after the tower's linear layer (default 0.3)"),
+        click.option("--margin", type=float, help="contrastive head margin (default 1.0)"),
+        click.option("--seed", type=int, help="data split, pair order and init (default 0)"),
+        click.option("--device", help="auto (default), cpu, cuda or cuda:N"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def jsonable(value: Any) -> Any:
+    """NaN/Inf become null so that --json output is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def print_json(obj: dict[str, Any]) -> None:
+    click.echo(json.dumps(jsonable(obj), indent=2, allow_nan=False))

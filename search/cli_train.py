@@ -1,0 +1,125 @@
+"""`siamese-lab train` and `siamese-lab data check`."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from search.cli_common import data_options, home_dir, print_json, train_options
+from siamese import PRESETS, DataConfig, TrainConfig, diagnose, fit, prepare_data, render_text
+from siamese.config import with_overrides
+from siamese.train import Callback, EpochRecord, History, load_checkpoint
+
+DATA_FIELDS = ("source", "task", "target", "train_pairs", "val_pairs", "inject_bug")
+
+
+def build_config(preset: str | None, flags: dict[str, Any]) -> TrainConfig:
+    """Defaults, then the preset, then every flag the user typed (flags win)."""
+    data_flags = {k: flags.pop(k) for k in DATA_FIELDS}
+    base = TrainConfig(**PRESETS[preset]) if preset else TrainConfig()
+    seed = flags.get("seed")
+    data = with_overrides(base.data, seed=seed, **data_flags)
+    if data.task == "same-class" and data_flags["target"] is None:
+        data = with_overrides(data, target=None)
+    return with_overrides(base, data=data, **flags)
+
+
+class EpochPrinter(Callback):
+    """One table row per epoch as it finishes."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def on_fit_start(self, history: History) -> None:
+        self.console.print(f"training on {history.device}: " + ", ".join(
+            f"{k}={v}" for k, v in history.config.items() if k != "data"))
+        for warning in history.data_warnings:
+            self.console.print(f"[yellow]data warning:[/] {warning}")
+        self.console.print(f"{'epoch':>5} {'train_loss':>10} {'val_loss':>9} {'val_acc':>7} {'val_auc':>7} "
+                           f"{'out_std':>8} {'upd_ratio':>9} {'pairs/s':>8}")
+
+    def on_epoch_end(self, record: EpochRecord, history: History) -> str | None:
+        self.console.print(
+            f"{record.epoch:>5} {record.train_loss:>10.4f} {record.val_loss:>9.4f} {record.val_acc:>7.3f} "
+            f"{record.val_auc:>7.3f} {record.output_std:>8.4f} {record.update_ratio:>9.2e} "
+            f"{record.pairs_per_second:>8.0f}"
+        )
+        return None
+
+
+def _resume_config(path: Path, epochs: int | None, device: str | None) -> TrainConfig:
+    saved = TrainConfig.from_dict(load_checkpoint(path)["config"])
+    return with_overrides(saved, epochs=epochs, device=device)
+
+
+@click.command()
+@click.option("--preset", type=click.Choice(sorted(PRESETS)),
+              help="seed: the original failing network; fixed: sq head with dropout 0.3")
+@train_options
+@data_options
+@click.option("--resume", "resume", type=click.Path(path_type=Path),
+              help="continue from a checkpoint (its config; --epochs/--device may change)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of tables")
+@click.option("--no-track", is_flag=True, help="do not log the run to MLflow")
+@click.pass_context
+def train(ctx: click.Context, preset: str | None, resume: Path | None, as_json: bool, no_track: bool,
+          **flags: Any) -> None:
+    """Train one model and diagnose it."""
+    if resume is not None:
+        config = _resume_config(resume, flags["epochs"], flags["device"])
+        checkpoint_dir = resume.parent
+    else:
+        config = build_config(preset, flags)
+        run_name = f"train-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        checkpoint_dir = home_dir(ctx) / "checkpoints" / run_name
+    console = Console(stderr=as_json, quiet=as_json, soft_wrap=True)
+    data = prepare_data(config.data)  # every pre-flight check, before any training
+    result = fit(config, data, callbacks=[EpochPrinter(console)], checkpoint_dir=checkpoint_dir,
+                 resume_from=resume)
+    verdict = diagnose(result.history)
+    if as_json:
+        print_json({
+            "config": config.to_dict(), "history": result.history.to_dict(), "diagnosis": verdict.to_dict(),
+            "checkpoints": {"best": _str(result.best_checkpoint), "last": _str(result.last_checkpoint)},
+        })
+        return
+    best = result.history.best
+    if best is not None:
+        console.print(f"best val_auc {best.val_auc:.4f} at epoch {best.epoch}")
+    console.print(f"checkpoints: {checkpoint_dir}")
+    console.print(render_text(verdict), markup=False, highlight=False)
+
+
+def _str(path: Path | None) -> str | None:
+    return str(path) if path else None
+
+
+@click.group()
+def data() -> None:
+    """Inspect the data alone."""
+
+
+@data.command("check")
+@data_options
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def check(seed: int, as_json: bool, **flags: Any) -> None:
+    """Run the pre-flight data checks without training (exit 2 on an error)."""
+    config = with_overrides(DataConfig(), seed=seed, **flags)
+    summary = prepare_data(config).summary()
+    if as_json:
+        print_json({"data": config.source, **summary})
+        return
+    click.echo(f"data {config.source}: {summary['classes']} classes; images {summary['images']}; "
+               f"pairs {summary['pairs']}; positive fraction {summary['positive_fraction']:.2f}")
+    warnings = summary["warnings"]
+    for warning in warnings if isinstance(warnings, list) else []:
+        click.echo(f"warning: {warning}")
+    click.echo("ok: no errors" + (f", {len(warnings)} warning(s)" if warnings else ""))
+
+

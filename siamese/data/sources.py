@@ -1,0 +1,144 @@
+"""Image sources: every loader returns an `ImageSet` of float32 images in [0, 1], 40x50.
+
+Loaders only read and convert; whether the data is fit to train on is decided by
+`siamese.data.checks`, which names the file or index of anything wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from siamese.config import IMAGE_HEIGHT, IMAGE_WIDTH
+from siamese.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images (N, 40, 50) float32, class labels (N,), and where each image came from."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    origins: tuple[str, ...]
+    source: str
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def resize(image: np.ndarray) -> np.ndarray:
+    """One grayscale image in [0, 1] of any size -> 40x50 float32, as in training and predict."""
+    if image.shape == (IMAGE_HEIGHT, IMAGE_WIDTH):
+        return image.astype(np.float32)
+    pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32))
+    return np.asarray(pil.resize((IMAGE_WIDTH, IMAGE_HEIGHT), Image.Resampling.BILINEAR), np.float32)
+
+
+def read_image_file(path: Path) -> np.ndarray:
+    """A PNG/JPEG file as a 40x50 grayscale float image in [0, 1]; DataError names the file."""
+    try:
+        with Image.open(path) as img:
+            gray = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read image ({type(exc).__name__}); expected a PNG or JPEG") from exc
+    return resize(gray)
+
+
+def load_digits_set() -> ImageSet:
+    """scikit-learn's bundled handwritten digits (1797 images, 8x8, 0..16) resized to 40x50."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.stack([resize(img / 16.0) for img in digits.images])
+    labels = digits.target.astype(np.int64)
+    origins = tuple(f"digits[{i}]" for i in range(len(labels)))
+    return ImageSet(images, labels, tuple(str(d) for d in range(10)), origins, "digits")
+
+
+def load_folder_set(root: Path) -> ImageSet:
+    """One subfolder per class, each holding PNG/JPEG images."""
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder; expected one subfolder of PNG/JPEG images per class")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
+    if not class_dirs:
+        raise DataError(f"{root}: no class subfolders; expected one subfolder of images per class")
+    images, labels, origins = [], [], []
+    for label, class_dir in enumerate(class_dirs):
+        files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{class_dir}: no .png/.jpg/.jpeg images in this class folder")
+        for path in files:
+            images.append(read_image_file(path))
+            labels.append(label)
+            origins.append(str(path))
+    return ImageSet(
+        np.stack(images), np.asarray(labels, np.int64), tuple(p.name for p in class_dirs),
+        tuple(origins), f"folder:{root}",
+    )
+
+
+def _npz_images(path: Path, raw: np.ndarray) -> np.ndarray:
+    if raw.dtype == object:
+        shapes = {np.asarray(img).shape for img in raw}
+        raise DataError(f"{path}: array x mixes image shapes {sorted(shapes)[:3]}; expected one (H, W)")
+    if raw.ndim != 3:
+        raise DataError(f"{path}: array x has shape {raw.shape}; expected (N, H, W) grayscale images")
+    if raw.dtype == np.uint8:
+        return raw.astype(np.float32) / 255.0
+    if not np.issubdtype(raw.dtype, np.number):
+        raise DataError(f"{path}: array x has dtype {raw.dtype}; expected numbers")
+    return raw.astype(np.float32)
+
+
+def load_npz_set(path: Path) -> ImageSet:
+    """Arrays `x` (N, H, W) and `y` (N,). uint8 pixels are scaled by 1/255, floats kept."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: no such file; expected an .npz with arrays x and y") from exc
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise DataError(f"{path}: array x mixes image shapes (object array); expected one (H, W)") from exc
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__})") from exc
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise DataError(f"{path}: missing array(s) {missing}; expected x (N, H, W) and y (N,)")
+    x = _npz_images(path, arrays["x"])
+    y = arrays["y"]
+    if y.ndim != 1 or len(y) != len(x):
+        raise DataError(f"{path}: y has shape {y.shape}; expected ({len(x)},), one label per image")
+    class_names, labels = np.unique(y.astype(str), return_inverse=True)
+    # NaN/Inf are left in place for the pre-flight checks, which name the image.
+    finite = x[np.isfinite(x)]
+    peak = float(finite.max()) if finite.size else 1.0
+    if peak > 1.0:  # 0..255 floats or other scales: bring into [0, 1] as the other sources are
+        x = x / peak
+    images = np.stack([resize(img) for img in x]) if len(x) else x
+    origins = tuple(f"{path}:x[{i}]" for i in range(len(x)))
+    return ImageSet(images, labels.astype(np.int64), tuple(class_names), origins, f"npz:{path}")
+
+
+def load_source(source: str, seed: int = 0) -> ImageSet:
+    """Dispatch on `--data`: digits, shapes, folder:PATH, npz:PATH."""
+    from siamese.data.shapes import load_shapes_set
+
+    kind, _, arg = source.partition(":")
+    if kind == "digits":
+        return load_digits_set()
+    if kind == "shapes":
+        return load_shapes_set(seed=seed)
+    if kind == "folder":
+        return load_folder_set(Path(arg))
+    if kind == "npz":
+        return load_npz_set(Path(arg))
+    raise DataError(f"--data: expected digits, shapes, folder:PATH or npz:PATH, got {source!r}")
+

@@ -1,0 +1,154 @@
+"""The original Siamese tower and four heads (one of them the original, broken on purpose).
+
+Both images of a pair run through the tower as one batch: one launch sequence instead of
+two, which matters on a GPU where this small network is launch-bound.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from siamese.config import IMAGE_HEIGHT, IMAGE_WIDTH, TrainConfig
+
+EMBEDDING_DIM = 100
+
+
+class Tower(nn.Module):
+    """conv 1->8 k7, 8->16 k5, maxpool 2, 16->32 k3 p1, 32->64 k3 p1, linear -> 100 (ReLUs)."""
+
+    def __init__(self, dropout: float, height: int = IMAGE_HEIGHT, width: int = IMAGE_WIDTH) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 8, 7), nn.ReLU(),
+            nn.Conv2d(8, 16, 5), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+        )  # fmt: skip
+        with torch.no_grad():  # derive the flatten size from the input shape, not a constant
+            flat = self.features(torch.zeros(1, 1, height, width)).numel()
+        self.fc = nn.Linear(flat, EMBEDDING_DIM)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        hidden = F.relu(self.fc(self.features(x).flatten(1)))
+        return self.dropout(hidden)
+
+
+class Head(nn.Module):
+    """Turns two embeddings into the head's raw output; knows its loss and its probability."""
+
+    def loss(self, out: Tensor, same: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def prob_same(self, out: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class ReLU2Head(Head):
+    """The original: |a-b| -> Linear(100, 2) -> ReLU, BCE-with-logits against [same, different].
+
+    Kept on purpose. sigmoid(ReLU(x)) is never below 0.5, and once the ReLU outputs 0 the
+    gradient through it is 0 too: the network prints ~0.5 for every pair and stops learning.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(EMBEDDING_DIM, 2)
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return F.relu(self.linear((a - b).abs()))
+
+    def loss(self, out: Tensor, same: Tensor) -> Tensor:
+        target = torch.stack([same, 1.0 - same], dim=1)
+        return F.binary_cross_entropy_with_logits(out.float(), target)
+
+    def prob_same(self, out: Tensor) -> Tensor:
+        return torch.sigmoid(out[:, 0].float())
+
+
+class LogitHead(Head):
+    """One logit from |a-b| (`abs`) or (a-b)^2 (`sq`), sigmoid + BCE."""
+
+    def __init__(self, squared: bool) -> None:
+        super().__init__()
+        self.squared = squared
+        self.linear = nn.Linear(EMBEDDING_DIM, 1)
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        diff = a - b
+        return self.linear(diff * diff if self.squared else diff.abs()).squeeze(1)
+
+    def loss(self, out: Tensor, same: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(out.float(), same)
+
+    def prob_same(self, out: Tensor) -> Tensor:
+        return torch.sigmoid(out.float())
+
+
+class ContrastiveHead(Head):
+    """Euclidean distance with the contrastive loss (Hadsell et al. 2006).
+
+    Same pairs are pulled together, different pairs pushed beyond `margin`; the probability
+    is a logistic on the distance, 0.5 at half the margin, so the score reads like the others.
+    """
+
+    def __init__(self, margin: float) -> None:
+        super().__init__()
+        self.margin = margin
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        # eps keeps the gradient of the square root finite when a == b.
+        return ((a.float() - b.float()).pow(2).sum(dim=1) + 1e-9).sqrt()
+
+    def loss(self, out: Tensor, same: Tensor) -> Tensor:
+        pull = same * out.pow(2)
+        push = (1.0 - same) * F.relu(self.margin - out).pow(2)
+        return 0.5 * (pull + push).mean()
+
+    def prob_same(self, out: Tensor) -> Tensor:
+        return torch.sigmoid((0.5 * self.margin - out) * (8.0 / self.margin))
+
+
+def make_head(kind: str, margin: float) -> Head:
+    if kind == "relu2":
+        return ReLU2Head()
+    if kind in ("abs", "sq"):
+        return LogitHead(squared=kind == "sq")
+    return ContrastiveHead(margin)
+
+
+class SiameseNet(nn.Module):
+    """Tower + head. Inputs are raw [0, 1] images; normalisation lives in the model (buffers),
+    so a checkpoint scores new images exactly as it was trained."""
+
+    def __init__(self, head: str, dropout: float, margin: float = 1.0) -> None:
+        super().__init__()
+        self.tower = Tower(dropout)
+        self.head = make_head(head, margin)
+        self.register_buffer("pixel_mean", torch.tensor(0.0))
+        self.register_buffer("pixel_std", torch.tensor(1.0))
+
+    def set_normalization(self, mean: float, std: float) -> None:
+        self.pixel_mean.fill_(mean)
+        self.pixel_std.fill_(max(std, 1e-6))
+
+    def embed_pair(self, left: Tensor, right: Tensor) -> tuple[Tensor, Tensor]:
+        both = torch.cat([left, right]).unsqueeze(1)
+        emb = self.tower((both - self.pixel_mean) / self.pixel_std)
+        return emb[: left.shape[0]], emb[left.shape[0] :]
+
+    def forward(self, left: Tensor, right: Tensor) -> Tensor:
+        return self.head(*self.embed_pair(left, right))
+
+    def loss(self, out: Tensor, same: Tensor) -> Tensor:
+        return self.head.loss(out, same)
+
+    def prob_same(self, out: Tensor) -> Tensor:
+        return self.head.prob_same(out)
+
+
+def build_model(config: TrainConfig) -> SiameseNet:
+    return SiameseNet(config.head, config.dropout, config.margin)

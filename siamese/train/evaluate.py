@@ -1,0 +1,65 @@
+"""Validation pass: metrics plus the output statistics the diagnosis reads."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import Tensor
+
+from siamese.model import ReLU2Head, SiameseNet
+
+EVAL_BATCH = 512
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    loss: float
+    acc: float
+    auc: float
+    output_std: float
+    output_mean: float
+    dead_unit_fraction: float
+    head_zero_fraction: float
+    probs: np.ndarray
+
+
+def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float:
+    """ROC AUC, or NaN where it is undefined (one class only, or non-finite scores)."""
+    if len(np.unique(labels)) < 2 or not np.isfinite(probs).all():
+        return math.nan
+    return float(roc_auc_score(labels, probs))
+
+
+@torch.no_grad()
+def evaluate(model: SiameseNet, images: Tensor, left: Tensor, right: Tensor, labels: Tensor) -> EvalResult:
+    was_training = model.training
+    model.eval()
+    losses, probs, zero_same, unit_alive = [], [], [], None
+    for start in range(0, labels.shape[0], EVAL_BATCH):
+        sl = slice(start, start + EVAL_BATCH)
+        emb_a, emb_b = model.embed_pair(images[left[sl]], images[right[sl]])
+        out = model.head(emb_a, emb_b)
+        losses.append(model.loss(out, labels[sl]) * labels[sl].shape[0])
+        probs.append(model.prob_same(out))
+        alive = ((emb_a > 0).any(dim=0)) | ((emb_b > 0).any(dim=0))
+        unit_alive = alive if unit_alive is None else unit_alive | alive
+        if isinstance(model.head, ReLU2Head):
+            zero_same.append(out[:, 0] == 0)
+    model.train(was_training)
+    prob = torch.cat(probs).float().cpu().numpy()
+    truth = labels.cpu().numpy()
+    n = max(len(truth), 1)
+    return EvalResult(
+        loss=float(torch.stack(losses).sum().cpu()) / n,
+        acc=float(((prob > 0.5) == (truth > 0.5)).mean()) if len(truth) else math.nan,
+        auc=roc_auc(truth, prob),
+        output_std=float(np.std(prob)) if np.isfinite(prob).all() else math.nan,
+        output_mean=float(np.mean(prob)) if np.isfinite(prob).all() else math.nan,
+        dead_unit_fraction=1.0 - float(unit_alive.float().mean()) if unit_alive is not None else math.nan,
+        head_zero_fraction=float(torch.cat(zero_same).float().mean()) if zero_same else math.nan,
+        probs=prob,
+    )

@@ -1,0 +1,221 @@
+"""`fit`: the training loop, in named steps, with callbacks for everything outside the core."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from siamese.config import TrainConfig
+from siamese.data import PairData, PairSet, Split, prepare_data
+from siamese.errors import ConfigError
+from siamese.model import SiameseNet, build_model
+from siamese.train.callbacks import Callback
+from siamese.train.checkpoint import load_checkpoint, save_checkpoint
+from siamese.train.evaluate import EvalResult, evaluate
+from siamese.train.history import EpochRecord, History
+from siamese.train.step import StepRunner, make_optimizer
+
+# Config fields a resumed run may change: they decide how long and where, not what is learned.
+RESUMABLE_CHANGES = ("epochs", "device")
+
+
+@dataclass
+class FitResult:
+    history: History
+    model: SiameseNet
+    best_checkpoint: Path | None
+    last_checkpoint: Path | None
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {spec}: CUDA is not available here; expected auto or cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return device
+
+
+@dataclass
+class _DeviceData:
+    images: Tensor
+    left: Tensor
+    right: Tensor
+    labels: Tensor
+
+    @classmethod
+    def put(cls, split: Split, pairs: PairSet, device: torch.device) -> _DeviceData:
+        # Resident on the device for the whole run: no per-batch host-to-device copies.
+        def to(array: Any, dtype: torch.dtype) -> Tensor:
+            return torch.as_tensor(array, dtype=dtype).to(device)
+
+        return cls(
+            to(split.images, torch.float32), to(pairs.left, torch.long),
+            to(pairs.right, torch.long), to(pairs.labels, torch.float32),
+        )
+
+
+def epoch_order(config: TrainConfig, epoch: int, n_pairs: int) -> Tensor:
+    """The pair order of one epoch, from (seed, epoch) alone: resuming replays it exactly."""
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    return torch.randperm(n_pairs, generator=generator)
+
+
+def _check_resumable(config: TrainConfig, saved: dict[str, Any], path: Path) -> None:
+    current = config.to_dict()
+    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and current[k] != saved.get(k))
+    if changed:
+        raise ConfigError(f"--resume {path}: config differs from the checkpoint's in {changed}; "
+                          f"only {list(RESUMABLE_CHANGES)} may change")
+
+
+class _Run:
+    """The state of one fit call; methods are the loop's named steps."""
+
+    def __init__(self, config: TrainConfig, data: PairData, callbacks: Sequence[Callback],
+                 checkpoint_dir: Path | None) -> None:
+        self.config, self.data, self.callbacks, self.checkpoint_dir = config, data, callbacks, checkpoint_dir
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        self.model = build_model(config)
+        train_images = torch.as_tensor(data.train.images)
+        self.model.set_normalization(float(train_images.mean()), float(train_images.std()))
+        self.model.to(self.device).train()
+        use_graph = self.device.type == "cuda"
+        self.optimizer = make_optimizer(config.optimizer, list(self.model.parameters()), config.lr,
+                                        config.momentum, config.weight_decay, capturable=use_graph)
+        self.train = _DeviceData.put(data.train, data.train_pairs, self.device)
+        self.val = _DeviceData.put(data.val, data.val_pairs, self.device)
+        self.runner = StepRunner(self.model, self.optimizer, self.train.images, self.train.left,
+                                 self.train.right, self.train.labels, config.batch_size, use_graph)
+        self.history = History(config.to_dict(), device=str(self.device),
+                               identical_pair_fraction=data.identical_train_pair_fraction,
+                               data_warnings=list(data.warnings))
+        self.start_epoch = 1
+        self.best_auc = -math.inf
+        self.best_path: Path | None = None
+        self.last_path: Path | None = None
+
+    def resume(self, path: Path) -> None:
+        payload = load_checkpoint(path, map_location=self.device)
+        _check_resumable(self.config, payload["config"], path)
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        torch.set_rng_state(payload["rng"]["torch"].cpu())
+        if self.device.type == "cuda" and "cuda" in payload["rng"]:
+            torch.cuda.set_rng_state(payload["rng"]["cuda"].cpu(), self.device)
+        saved = History.from_dict(payload["history"])
+        self.history.records = saved.records
+        self.history.initial_val_loss = saved.initial_val_loss
+        self.history.initial_output_std = saved.initial_output_std
+        self.best_auc = float(payload.get("best_val_auc", -math.inf))
+        self.start_epoch = int(payload["epoch"]) + 1
+        if self.checkpoint_dir is not None and (self.checkpoint_dir / "best.pt").is_file():
+            self.best_path = self.checkpoint_dir / "best.pt"
+
+    def measure_initial(self) -> None:
+        initial = self.validate()
+        self.history.initial_val_loss = initial.loss
+        self.history.initial_output_std = initial.output_std
+
+    def validate(self) -> EvalResult:
+        return evaluate(self.model, self.val.images, self.val.left, self.val.right, self.val.labels)
+
+    def train_epoch(self, epoch: int) -> EpochRecord:
+        started = time.perf_counter()
+        batch = self.config.batch_size
+        n_batches = len(self.data.train_pairs) // batch  # whole batches only: one shape, graphable
+        order = epoch_order(self.config, epoch, len(self.data.train_pairs)).to(self.device)
+        self.runner.reset_sums()
+        for step in range(n_batches):
+            self.runner.run(order[step * batch : (step + 1) * batch])
+        train_loss, grad_norm, update_ratio = self.runner.read_sums()
+        result = self.validate()
+        seconds = time.perf_counter() - started
+        return EpochRecord(
+            epoch=epoch, train_loss=train_loss, val_loss=result.loss, val_acc=result.acc,
+            val_auc=result.auc, grad_norm=grad_norm, update_ratio=update_ratio,
+            dead_unit_fraction=result.dead_unit_fraction, head_zero_fraction=result.head_zero_fraction,
+            output_std=result.output_std, output_mean=result.output_mean, seconds=seconds,
+            pairs_per_second=n_batches * batch / max(seconds, 1e-9),
+        )
+
+    def save(self, record: EpochRecord) -> None:
+        if self.checkpoint_dir is None or not math.isfinite(record.train_loss):
+            return  # never overwrite a good checkpoint with diverged weights
+        improved = math.isfinite(record.val_auc) and record.val_auc > self.best_auc
+        if improved:
+            self.best_auc = record.val_auc
+        payload = self._payload(record.epoch)
+        self.last_path = self.checkpoint_dir / "last.pt"
+        save_checkpoint(self.last_path, payload)
+        self._notify_checkpoint(self.last_path, "last", record.epoch)
+        if improved:
+            self.best_path = self.checkpoint_dir / "best.pt"
+            save_checkpoint(self.best_path, payload)
+            self._notify_checkpoint(self.best_path, "best", record.epoch)
+
+    def _notify_checkpoint(self, path: Path, kind: str, epoch: int) -> None:
+        for callback in self.callbacks:
+            callback.on_checkpoint(path, kind, epoch)
+
+    def _payload(self, epoch: int) -> dict[str, Any]:
+        rng: dict[str, Tensor] = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "epoch": epoch, "config": self.config.to_dict(), "history": self.history.to_dict(),
+            "rng": rng, "best_val_auc": self.best_auc,
+        }
+
+    def loop(self) -> None:
+        for epoch in range(self.start_epoch, self.config.epochs + 1):
+            record = self.train_epoch(epoch)
+            self.history.records.append(record)
+            self.save(record)
+            if not math.isfinite(record.train_loss) or not math.isfinite(record.val_loss):
+                self.history.stop_reason = "non_finite"
+                return
+            reasons = [cb.on_epoch_end(record, self.history) for cb in self.callbacks]
+            stop = next((r for r in reasons if r), None)
+            if stop:
+                self.history.stop_reason = stop
+                return
+
+
+def fit(
+    config: TrainConfig,
+    data: PairData | None = None,
+    callbacks: Sequence[Callback] = (),
+    checkpoint_dir: Path | None = None,
+    resume_from: Path | None = None,
+) -> FitResult:
+    """Train one model. A NaN/Inf loss ends the run as a result (stop_reason "non_finite"),
+    not an exception; Ctrl-C ends it with stop_reason "interrupted" and re-raises."""
+    run = _Run(config, data if data is not None else prepare_data(config.data), callbacks, checkpoint_dir)
+    if resume_from is not None:
+        run.resume(resume_from)
+    else:
+        run.measure_initial()
+    for callback in callbacks:
+        callback.on_fit_start(run.history)
+    try:
+        run.loop()
+    except KeyboardInterrupt:
+        run.history.stop_reason = "interrupted"
+        raise
+    finally:
+        for callback in callbacks:
+            callback.on_fit_end(run.history)
+    return FitResult(run.history, run.model, run.best_path, run.last_path)

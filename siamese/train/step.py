@@ -1,0 +1,161 @@
+"""One optimisation step, with the statistics the diagnosis needs accumulated on the device.
+
+Nothing here calls `.item()`: loss, gradient norms and update ratios are summed into device
+tensors and read once per epoch, so a GPU never waits on the host between steps. On CUDA
+the whole step (gather of the batch, forward, backward, statistics, optimizer) is captured
+in one CUDA graph and replayed: this network is launch-bound at batch 32 (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from siamese.model import SiameseNet
+
+# Layer names for the per-layer gradient norms, by parameter-name prefix.
+LAYER_PREFIXES = (
+    ("conv1", "tower.features.0."),
+    ("conv2", "tower.features.2."),
+    ("conv3", "tower.features.5."),
+    ("conv4", "tower.features.7."),
+    ("fc", "tower.fc."),
+    ("head", "head."),
+)
+# Eager steps before capture: the optimizer creates its state lazily on the first step(s).
+GRAPH_WARMUP_STEPS = 3
+
+
+def layer_names(model: SiameseNet) -> list[str]:
+    present = {name for name, prefix in LAYER_PREFIXES for p, _ in model.named_parameters() if p.startswith(prefix)}
+    return [name for name, _ in LAYER_PREFIXES if name in present]
+
+
+def _layer_index(model: SiameseNet, device: torch.device) -> Tensor:
+    names = layer_names(model)
+    index = []
+    for param_name, _ in model.named_parameters():
+        layer = next(name for name, prefix in LAYER_PREFIXES if param_name.startswith(prefix))
+        index.append(names.index(layer))
+    return torch.tensor(index, device=device)
+
+
+class StepRunner:
+    """Runs training steps on a device-resident data set and sums their statistics."""
+
+    def __init__(
+        self,
+        model: SiameseNet,
+        optimizer: torch.optim.Optimizer,
+        images: Tensor,
+        pair_left: Tensor,
+        pair_right: Tensor,
+        pair_labels: Tensor,
+        batch_size: int,
+        use_graph: bool,
+    ) -> None:
+        self.model, self.optimizer = model, optimizer
+        self.images, self.pair_left, self.pair_right, self.pair_labels = images, pair_left, pair_right, pair_labels
+        self.device = images.device
+        self.params = [p for p in model.parameters()]
+        self.layer_index = _layer_index(model, self.device)
+        self.layers = layer_names(model)
+        self.batch_idx = torch.zeros(batch_size, dtype=torch.long, device=self.device)
+        self.previous = [torch.empty_like(p) for p in self.params]
+        self.reset_sums()
+        self.use_graph = use_graph and self.device.type == "cuda"
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.eager_steps = 0
+
+    def reset_sums(self) -> None:
+        zeros = torch.zeros
+        self.loss_sum = zeros((), device=self.device)
+        self.grad_sums = zeros(len(self.layers), device=self.device)
+        self.ratio_sum = zeros((), device=self.device)
+        self.steps = 0
+
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
+        if self.device.type == "cuda":
+            # cache_enabled=False: autocast's weight cache is not valid across graph replays.
+            return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
+        return contextlib.nullcontext()
+
+    def _step_body(self) -> None:
+        """The step, written once for eager use and for graph capture (no host syncs)."""
+        idx = self.batch_idx
+        left = self.images.index_select(0, self.pair_left.index_select(0, idx))
+        right = self.images.index_select(0, self.pair_right.index_select(0, idx))
+        same = self.pair_labels.index_select(0, idx)
+        with self._autocast():
+            out = self.model(left, right)
+        loss = self.model.loss(out, same)
+        loss.backward()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        squares = torch.stack(torch._foreach_norm(grads)).float().pow(2)
+        per_layer = torch.zeros_like(self.grad_sums).index_add_(0, self.layer_index, squares)
+        self.grad_sums.add_(per_layer.sqrt())
+        torch._foreach_copy_(self.previous, [p.detach() for p in self.params])
+        self.optimizer.step()
+        deltas = torch._foreach_sub([p.detach() for p in self.params], self.previous)
+        delta_norm = torch.stack(torch._foreach_norm(deltas)).pow(2).sum().sqrt()
+        weight_norm = torch.stack(torch._foreach_norm(self.previous)).pow(2).sum().sqrt()
+        self.ratio_sum.add_(delta_norm / weight_norm.clamp_min(1e-12))
+        self.loss_sum.add_(loss.detach().float())
+
+    def run(self, batch_indices: Tensor) -> None:
+        """One step on the pairs at `batch_indices` (a device tensor of batch_size)."""
+        self.batch_idx.copy_(batch_indices, non_blocking=True)
+        if self.graph is not None:
+            self.graph.replay()
+        elif self.use_graph and self.eager_steps >= GRAPH_WARMUP_STEPS:
+            self._capture()
+            if self.graph is not None:
+                self.graph.replay()  # capture records but does not run: this runs the step
+            else:
+                self._eager()
+        else:
+            self._eager()
+        self.steps += 1
+
+    def _eager(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self._step_body()
+        self.eager_steps += 1
+
+    def _capture(self) -> None:
+        torch.cuda.synchronize(self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self._step_body()
+        except RuntimeError as exc:  # keep training correct, just slower, and say so once
+            warnings.warn(f"CUDA graph capture failed, training eagerly: {exc}", stacklevel=2)
+            self.use_graph = False
+            return
+        self.graph = graph
+
+    def read_sums(self) -> tuple[float, dict[str, float], float]:
+        """Mean loss, per-layer gradient norm and update ratio since reset (one host sync)."""
+        n = max(self.steps, 1)
+        values = torch.cat([self.loss_sum.reshape(1), self.grad_sums, self.ratio_sum.reshape(1)]).cpu() / n
+        grad = {name: float(v) for name, v in zip(self.layers, values[1:-1], strict=True)}
+        return float(values[0]), grad, float(values[-1])
+
+
+def make_optimizer(name: str, params: list[Tensor], lr: float, momentum: float, weight_decay: float,
+                   capturable: bool) -> torch.optim.Optimizer:
+    """Adam-family optimizers keep their step count on the device when captured in a graph."""
+    build: dict[str, Callable[[], torch.optim.Optimizer]] = {
+        "sgd": lambda: torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay),
+        "adam": lambda: torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, capturable=capturable),
+        "adamw": lambda: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, capturable=capturable),
+        "rmsprop": lambda: torch.optim.RMSprop(
+            params, lr=lr, momentum=momentum, weight_decay=weight_decay, capturable=capturable
+        ),
+    }
+    return build[name]()
