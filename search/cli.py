@@ -11,8 +11,12 @@ from search.cli_train import data, train
 
 
 @click.group(cls=LabGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--home", type=click.Path(path_type=Path), envvar="SIAMESE_LAB_HOME",
-              help="folder of the embedded stores and checkpoints (default ~/.siamese-lab)")
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path),
+    envvar="SIAMESE_LAB_HOME",
+    help="folder of the embedded stores and checkpoints (default ~/.siamese-lab)",
+)
 @click.version_option(package_name="siamese-lab")
 def cli(home: Path | None) -> None:
     """Train, search and diagnose Siamese image-pair networks."""

@@ -6,7 +6,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,9 +23,12 @@ class LabGroup(click.Group):
     """Maps outcomes to DESIGN.md's exit codes: bad input 2 (one line, no traceback),
     interrupted 130, unexpected errors 1 (with the traceback, which is then useful)."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, prog_name: str | None = None, **kwargs: Any
+    ) -> Any:
+        kwargs.pop("standalone_mode", None)  # always ours: CliRunner passes it too
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(args, prog_name, standalone_mode=False, **kwargs)
         except click.UsageError as exc:
             click.echo(f"error: {exc.format_message()}", err=True)
             sys.exit(2)
@@ -42,11 +45,27 @@ class LabGroup(click.Group):
 
 
 def home_dir(ctx: click.Context) -> Path:
-    """The one folder holding the embedded stores; created on first use."""
+    """The one folder holding the embedded stores; created on first use.
+    `--home` after the command wins over `--home` before it, then SIAMESE_LAB_HOME."""
     root = ctx.find_root()
-    home = Path(root.params.get("home") or os.environ.get("SIAMESE_LAB_HOME") or DEFAULT_HOME)
+    chosen = ctx.meta.get("home") or root.params.get("home") or os.environ.get("SIAMESE_LAB_HOME")
+    home = Path(chosen or DEFAULT_HOME)
     home.mkdir(parents=True, exist_ok=True)
     return home
+
+
+def _remember_home(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.meta["home"] = value
+
+
+home_option = click.option(
+    "--home",
+    type=click.Path(path_type=Path),
+    expose_value=False,
+    callback=_remember_home,
+    help="folder of the embedded stores and checkpoints (default ~/.siamese-lab)",
+)
 
 
 def data_options(func: F) -> F:
@@ -54,12 +73,17 @@ def data_options(func: F) -> F:
     so that presets and checkpoints are only overridden by what the user typed."""
     options = [
         click.option("--data", "source", help="digits (default), shapes, folder:PATH or npz:PATH"),
-        click.option("--task", type=click.Choice(TASKS), help="same-class (default) or one-vs-rest"),
+        click.option(
+            "--task", type=click.Choice(TASKS), help="same-class (default) or one-vs-rest"
+        ),
         click.option("--target", help="the class C for --task one-vs-rest"),
         click.option("--train-pairs", type=int, help="training pairs (default 2048)"),
         click.option("--val-pairs", type=int, help="validation (and test) pairs (default 512)"),
-        click.option("--inject-bug", type=click.Choice(INJECTED_BUGS),
-                     help="reproduce the original data bug: same-image feeds one image to both towers"),
+        click.option(
+            "--inject-bug",
+            type=click.Choice(INJECTED_BUGS),
+            help="reproduce the original data bug: same-image feeds one image to both towers",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -76,7 +100,7 @@ def train_options(func: F) -> F:
         click.option("--weight-decay", type=float, help="default 0"),
         click.option("--batch-size", type=int, help="default 32"),
         click.option("--epochs", type=int, help="default 5"),
-        click.option("--dropout", type=float, help="after the tower's linear layer (default 0.3)"),
+        click.option("--dropout", type=float, help="after the tower's linear layer (default 0)"),
         click.option("--margin", type=float, help="contrastive head margin (default 1.0)"),
         click.option("--seed", type=int, help="data split, pair order and init (default 0)"),
         click.option("--device", help="auto (default), cpu, cuda or cuda:N"),

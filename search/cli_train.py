@@ -10,7 +10,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from search.cli_common import data_options, home_dir, print_json, train_options
+from search.cli_common import data_options, home_dir, home_option, print_json, train_options
 from siamese import PRESETS, DataConfig, TrainConfig, diagnose, fit, prepare_data, render_text
 from siamese.config import with_overrides
 from siamese.train import Callback, EpochRecord, History, load_checkpoint
@@ -36,12 +36,16 @@ class EpochPrinter(Callback):
         self.console = console
 
     def on_fit_start(self, history: History) -> None:
-        self.console.print(f"training on {history.device}: " + ", ".join(
-            f"{k}={v}" for k, v in history.config.items() if k != "data"))
+        self.console.print(
+            f"training on {history.device}: "
+            + ", ".join(f"{k}={v}" for k, v in history.config.items() if k != "data")
+        )
         for warning in history.data_warnings:
             self.console.print(f"[yellow]data warning:[/] {warning}")
-        self.console.print(f"{'epoch':>5} {'train_loss':>10} {'val_loss':>9} {'val_acc':>7} {'val_auc':>7} "
-                           f"{'out_std':>8} {'upd_ratio':>9} {'pairs/s':>8}")
+        self.console.print(
+            f"{'epoch':>5} {'train_loss':>10} {'val_loss':>9} {'val_acc':>7} {'val_auc':>7} "
+            f"{'out_std':>8} {'upd_ratio':>9} {'pairs/s':>8}"
+        )
 
     def on_epoch_end(self, record: EpochRecord, history: History) -> str | None:
         self.console.print(
@@ -58,17 +62,31 @@ def _resume_config(path: Path, epochs: int | None, device: str | None) -> TrainC
 
 
 @click.command()
-@click.option("--preset", type=click.Choice(sorted(PRESETS)),
-              help="seed: the original failing network; fixed: sq head with dropout 0.3")
+@click.option(
+    "--preset",
+    type=click.Choice(sorted(PRESETS)),
+    help="seed: the original failing network; fixed: sq head with dropout 0.3",
+)
 @train_options
 @data_options
-@click.option("--resume", "resume", type=click.Path(path_type=Path),
-              help="continue from a checkpoint (its config; --epochs/--device may change)")
+@click.option(
+    "--resume",
+    "resume",
+    type=click.Path(path_type=Path),
+    help="continue from a checkpoint (its config; --epochs/--device may change)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of tables")
 @click.option("--no-track", is_flag=True, help="do not log the run to MLflow")
+@home_option
 @click.pass_context
-def train(ctx: click.Context, preset: str | None, resume: Path | None, as_json: bool, no_track: bool,
-          **flags: Any) -> None:
+def train(
+    ctx: click.Context,
+    preset: str | None,
+    resume: Path | None,
+    as_json: bool,
+    no_track: bool,
+    **flags: Any,
+) -> None:
     """Train one model and diagnose it."""
     if resume is not None:
         config = _resume_config(resume, flags["epochs"], flags["device"])
@@ -79,20 +97,37 @@ def train(ctx: click.Context, preset: str | None, resume: Path | None, as_json: 
         checkpoint_dir = home_dir(ctx) / "checkpoints" / run_name
     console = Console(stderr=as_json, quiet=as_json, soft_wrap=True)
     data = prepare_data(config.data)  # every pre-flight check, before any training
-    result = fit(config, data, callbacks=[EpochPrinter(console)], checkpoint_dir=checkpoint_dir,
-                 resume_from=resume)
+    result = fit(
+        config,
+        data,
+        callbacks=[EpochPrinter(console)],
+        checkpoint_dir=checkpoint_dir,
+        resume_from=resume,
+    )
     verdict = diagnose(result.history)
     if as_json:
-        print_json({
-            "config": config.to_dict(), "history": result.history.to_dict(), "diagnosis": verdict.to_dict(),
-            "checkpoints": {"best": _str(result.best_checkpoint), "last": _str(result.last_checkpoint)},
-        })
+        print_json(
+            {
+                "config": config.to_dict(),
+                "history": result.history.to_dict(),
+                "diagnosis": verdict.to_dict(),
+                "checkpoints": {
+                    "best": _str(result.best_checkpoint),
+                    "last": _str(result.last_checkpoint),
+                },
+            }
+        )
         return
     best = result.history.best
     if best is not None:
         console.print(f"best val_auc {best.val_auc:.4f} at epoch {best.epoch}")
     console.print(f"checkpoints: {checkpoint_dir}")
     console.print(render_text(verdict), markup=False, highlight=False)
+
+
+def data_warnings(summary: dict[str, object]) -> list[str]:
+    found = summary.get("warnings")
+    return [str(w) for w in found] if isinstance(found, list) else []
 
 
 def _str(path: Path | None) -> str | None:
@@ -115,11 +150,11 @@ def check(seed: int, as_json: bool, **flags: Any) -> None:
     if as_json:
         print_json({"data": config.source, **summary})
         return
-    click.echo(f"data {config.source}: {summary['classes']} classes; images {summary['images']}; "
-               f"pairs {summary['pairs']}; positive fraction {summary['positive_fraction']:.2f}")
-    warnings = summary["warnings"]
-    for warning in warnings if isinstance(warnings, list) else []:
+    click.echo(
+        f"data {config.source}: {summary['classes']} classes; images {summary['images']}; "
+        f"pairs {summary['pairs']}; positive fraction {summary['positive_fraction']:.2f}"
+    )
+    warnings = list(data_warnings(summary))
+    for warning in warnings:
         click.echo(f"warning: {warning}")
     click.echo("ok: no errors" + (f", {len(warnings)} warning(s)" if warnings else ""))
-
-

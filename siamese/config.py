@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from siamese.errors import ConfigError
 
@@ -43,7 +43,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         kind = self.source.split(":", 1)[0]
         _expect(
-            self.source in ("digits", "shapes") or (kind in ("folder", "npz") and ":" in self.source),
+            self.source in ("digits", "shapes")
+            or (kind in ("folder", "npz") and ":" in self.source),
             "--data",
             "digits, shapes, folder:PATH or npz:PATH",
             self.source,
@@ -51,9 +52,16 @@ class DataConfig:
         _expect(self.task in TASKS, "--task", " or ".join(TASKS), self.task)
         _expect(self.train_pairs >= 2, "--train-pairs", "an integer >= 2", self.train_pairs)
         _expect(self.val_pairs >= 2, "--val-pairs", "an integer >= 2", self.val_pairs)
-        _expect(self.inject_bug in INJECTED_BUGS, "--inject-bug", "/".join(INJECTED_BUGS), self.inject_bug)
+        _expect(
+            self.inject_bug in INJECTED_BUGS,
+            "--inject-bug",
+            "/".join(INJECTED_BUGS),
+            self.inject_bug,
+        )
         if self.task == "one-vs-rest":
-            _expect(self.target is not None, "--target", "a class name for --task one-vs-rest", None)
+            _expect(
+                self.target is not None, "--target", "a class name for --task one-vs-rest", None
+            )
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     batch_size: int = 32
     epochs: int = 5
-    dropout: float = 0.3
+    dropout: float = 0.0
     margin: float = 1.0
     seed: int = 0
     device: str = "auto"
@@ -83,7 +91,12 @@ class TrainConfig:
         _expect(self.epochs >= 1, "--epochs", "an integer >= 1", self.epochs)
         _expect(0.0 <= self.dropout < 1.0, "--dropout", "a number in [0, 1)", self.dropout)
         _expect(self.margin > 0.0, "--margin", "a positive number", self.margin)
-        _expect(bool(_DEVICE_PATTERN.match(self.device)), "--device", "auto, cpu, cuda or cuda:N", self.device)
+        _expect(
+            bool(_DEVICE_PATTERN.match(self.device)),
+            "--device",
+            "auto, cpu, cuda or cuda:N",
+            self.device,
+        )
         _expect(
             self.data.train_pairs >= self.batch_size,
             "--train-pairs",
@@ -123,6 +136,9 @@ FIXED_PRESET: dict[str, Any] = {"head": "sq", "dropout": 0.3}
 PRESETS = {"seed": SEED_PRESET, "fixed": FIXED_PRESET}
 
 
-def with_overrides(base: TrainConfig, **overrides: Any) -> TrainConfig:
+ConfigT = TypeVar("ConfigT", TrainConfig, DataConfig)
+
+
+def with_overrides(base: ConfigT, **overrides: Any) -> ConfigT:
     """`base` with the given non-None fields replaced (CLI flags left unset stay None)."""
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -26,6 +26,8 @@ DEAD_UNITS_FRACTION = 0.95
 # Per-step ||dw||/||w||: ~1e-3 is the usual healthy value; 100x below it, weights barely move.
 STALL_UPDATE_RATIO = 1e-5
 HEALTHY_UPDATE_RATIO = 1e-3
+# Below this summed gradient norm, the network receives no gradient at all.
+MIN_GRADIENT_NORM = 1e-8
 # Relative change of validation loss from before training to the last epoch that counts as flat.
 STALL_LOSS_CHANGE = 0.05
 # A training loss this many times the loss before training is exploding, not noisy.
@@ -85,17 +87,37 @@ RELU2_FIX = (
 
 
 def _diverged(h: History, records: list[EpochRecord]) -> Finding | None:
-    bad = next((r for r in records if not (math.isfinite(r.train_loss) and math.isfinite(r.val_loss))), None)
+    bad = next(
+        (r for r in records if not (math.isfinite(r.train_loss) and math.isfinite(r.val_loss))),
+        None,
+    )
     baseline = h.initial_val_loss
-    exploding = next((r for r in records if math.isfinite(baseline) and r.train_loss > DIVERGE_LOSS_FACTOR * baseline), None)
+    exploding = next(
+        (
+            r
+            for r in records
+            if math.isfinite(baseline) and r.train_loss > DIVERGE_LOSS_FACTOR * baseline
+        ),
+        None,
+    )
     hit = bad or exploding
     if hit is None:
         return None
     lr, opt = h.config.get("lr"), h.config.get("optimizer")
-    what = "became NaN/Inf" if hit is bad else f"rose to {_fmt(hit.train_loss)} (before training: {_fmt(baseline)})"
+    what = (
+        "became NaN/Inf"
+        if hit is bad
+        else f"rose to {_fmt(hit.train_loss)} (before training: {_fmt(baseline)})"
+    )
     return Finding(
-        "diverged", "the loss blew up: the learning rate is too high for this optimizer",
-        {"epoch": hit.epoch, "train_loss": str(hit.train_loss), "lr": str(lr), "optimizer": str(opt)},
+        "diverged",
+        "the loss blew up: the learning rate is too high for this optimizer",
+        {
+            "epoch": hit.epoch,
+            "train_loss": str(hit.train_loss),
+            "lr": str(lr),
+            "optimizer": str(opt),
+        },
         f"train_loss {what} in epoch {hit.epoch} with {opt} lr={lr}",
         f"lower the learning rate 10-100x (lr={lr} -> {_fmt(float(lr or 1) / 100)}); "
         "typical starting points: sgd 1e-2, adam 1e-3",
@@ -107,33 +129,48 @@ def _no_signal(h: History, records: list[EpochRecord]) -> Finding | None:
     best = max(aucs) if aucs else math.nan
     ratio = statistics.median(r.update_ratio for r in records)
     identical = h.identical_pair_fraction
-    if identical < 0.5 and (not math.isfinite(best) or best > NO_SIGNAL_AUC or ratio < STALL_UPDATE_RATIO):
+    if identical < 0.5 and (
+        not math.isfinite(best) or best > NO_SIGNAL_AUC or ratio < STALL_UPDATE_RATIO
+    ):
         return None
     if identical >= 0.5:
-        text = (f"{identical:.0%} of training pairs show the same image left and right, so |a-b| = 0 "
-                f"for them; best val_auc {_fmt(best)}")
+        text = (
+            f"{identical:.0%} of training pairs show the same image left and right, so |a-b| = 0 "
+            f"for them; best val_auc {_fmt(best)}"
+        )
         fix = "fix the pairing/partitioning code: the right image index must not come from the left one"
     else:
         text = f"best val_auc {_fmt(best)} (chance is 0.5) although updates were healthy (ratio {_fmt(ratio)})"
-        fix = ("check that labels match the pairs and that left/right images differ "
-               "(siamese-lab data check); then check the task/target")
-    return Finding("no_signal", "validation stayed at chance: the inputs or labels carry nothing to learn",
-                   {"best_val_auc": best, "identical_pair_fraction": identical, "update_ratio": ratio},
-                   text, fix)
+        fix = (
+            "check that labels match the pairs and that left/right images differ "
+            "(siamese-lab data check); then check the task/target"
+        )
+    return Finding(
+        "no_signal",
+        "validation stayed at chance: the inputs or labels carry nothing to learn",
+        {"best_val_auc": best, "identical_pair_fraction": identical, "update_ratio": ratio},
+        text,
+        fix,
+    )
 
 
 def _dead_head(h: History, records: list[EpochRecord]) -> Finding | None:
     last = records[-1]
-    if math.isfinite(last.head_zero_fraction) and last.head_zero_fraction >= DEAD_HEAD_ZERO_FRACTION:
+    if (
+        math.isfinite(last.head_zero_fraction)
+        and last.head_zero_fraction >= DEAD_HEAD_ZERO_FRACTION
+    ):
         return Finding(
-            "dead_head", "the ReLU output layer emits 0, so every pair scores sigmoid(0) = 0.5 and gets no gradient",
+            "dead_head",
+            "the ReLU output layer emits 0, so every pair scores sigmoid(0) = 0.5 and gets no gradient",
             {"head_zero_fraction": last.head_zero_fraction},
             f"the 'same' output is exactly 0 for {last.head_zero_fraction:.0%} of validation pairs",
             RELU2_FIX,
         )
     if math.isfinite(last.dead_unit_fraction) and last.dead_unit_fraction >= DEAD_UNITS_FRACTION:
         return Finding(
-            "dead_head", "the embedding's ReLU units are dead: they output 0 for every image",
+            "dead_head",
+            "the embedding's ReLU units are dead: they output 0 for every image",
             {"dead_unit_fraction": last.dead_unit_fraction},
             f"{last.dead_unit_fraction:.0%} of the 100 embedding units are 0 for every validation image",
             "lower the learning rate and check the input scale; dead units do not come back",
@@ -146,9 +183,14 @@ def _collapsed(h: History, records: list[EpochRecord]) -> Finding | None:
     if not (math.isfinite(last.output_std) and last.output_std < COLLAPSE_STD):
         return None
     relu2 = h.config.get("head") == "relu2"
-    fix = RELU2_FIX if relu2 else "see the other findings for the cause; if none, raise the learning rate"
+    fix = (
+        RELU2_FIX
+        if relu2
+        else "see the other findings for the cause; if none, raise the learning rate"
+    )
     return Finding(
-        "collapsed", "the network gives the same output for every pair",
+        "collapsed",
+        "the network gives the same output for every pair",
         {"output_mean": last.output_mean, "output_std": last.output_std, "val_auc": last.val_auc},
         f"P(same) = {last.output_mean:.3f} ± {last.output_std:.4f} across validation pairs "
         f"(val_auc {_fmt(last.val_auc)})",
@@ -160,12 +202,16 @@ def _stalled(h: History, records: list[EpochRecord]) -> Finding | None:
     ratio = statistics.median(r.update_ratio for r in records)
     start, end = h.initial_val_loss, records[-1].val_loss
     change = abs(start - end) / start if math.isfinite(start) and start > 0 else math.nan
-    if not (math.isfinite(ratio) and ratio < STALL_UPDATE_RATIO and (not math.isfinite(change) or change < STALL_LOSS_CHANGE)):
+    flat = not math.isfinite(change) or change < STALL_LOSS_CHANGE
+    # Zero gradients (a dead ReLU) also give tiny updates, but no learning rate fixes them.
+    has_gradient = sum(records[-1].grad_norm.values()) > MIN_GRADIENT_NORM
+    if not (math.isfinite(ratio) and ratio < STALL_UPDATE_RATIO and flat and has_gradient):
         return None
     lr = float(h.config.get("lr") or 0.0)
     suggested = lr * HEALTHY_UPDATE_RATIO / max(ratio, 1e-30)
     return Finding(
-        "stalled", "the weights barely move: the learning rate is too low",
+        "stalled",
+        "the weights barely move: the learning rate is too low",
         {"update_ratio": ratio, "val_loss_start": start, "val_loss_end": end, "lr": lr},
         f"updates are {_fmt(ratio)} of the weights per step (healthy: ~1e-3); "
         f"val_loss {_fmt(start)} -> {_fmt(end)} ({change:.1%} change)",
@@ -178,13 +224,20 @@ def _overfitting(h: History, records: list[EpochRecord]) -> Finding | None:
         return None
     best = min(records, key=lambda r: r.val_loss)
     tail = records[-2:]
-    rising = all(r.val_loss > OVERFIT_VAL_RISE * best.val_loss and r.epoch > best.epoch for r in tail)
+    rising = all(
+        r.val_loss > OVERFIT_VAL_RISE * best.val_loss and r.epoch > best.epoch for r in tail
+    )
     if not (rising and records[-1].train_loss < best.train_loss):
         return None
     last = records[-1]
     return Finding(
-        "overfitting", "training loss keeps falling while validation loss rises",
-        {"best_val_loss_epoch": best.epoch, "best_val_loss": best.val_loss, "last_val_loss": last.val_loss},
+        "overfitting",
+        "training loss keeps falling while validation loss rises",
+        {
+            "best_val_loss_epoch": best.epoch,
+            "best_val_loss": best.val_loss,
+            "last_val_loss": last.val_loss,
+        },
         f"val_loss {_fmt(best.val_loss)} at epoch {best.epoch} -> {_fmt(last.val_loss)} at epoch {last.epoch} "
         f"while train_loss fell {_fmt(best.train_loss)} -> {_fmt(last.train_loss)}",
         "use the best checkpoint (best.pt), add dropout/weight decay, or train on more pairs",
@@ -192,7 +245,12 @@ def _overfitting(h: History, records: list[EpochRecord]) -> Finding | None:
 
 
 RULES: tuple[Callable[[History, list[EpochRecord]], Finding | None], ...] = (
-    _no_signal, _diverged, _dead_head, _collapsed, _stalled, _overfitting,
+    _no_signal,
+    _diverged,
+    _dead_head,
+    _collapsed,
+    _stalled,
+    _overfitting,
 )
 
 

@@ -18,7 +18,9 @@ EMBEDDING_DIM = 100
 class Tower(nn.Module):
     """conv 1->8 k7, 8->16 k5, maxpool 2, 16->32 k3 p1, 32->64 k3 p1, linear -> 100 (ReLUs)."""
 
-    def __init__(self, dropout: float, height: int = IMAGE_HEIGHT, width: int = IMAGE_WIDTH) -> None:
+    def __init__(
+        self, dropout: float, height: int = IMAGE_HEIGHT, width: int = IMAGE_WIDTH
+    ) -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(1, 8, 7), nn.ReLU(),
@@ -123,6 +125,9 @@ def make_head(kind: str, margin: float) -> Head:
 class SiameseNet(nn.Module):
     """Tower + head. Inputs are raw [0, 1] images; normalisation lives in the model (buffers),
     so a checkpoint scores new images exactly as it was trained."""
+
+    pixel_mean: Tensor
+    pixel_std: Tensor
 
     def __init__(self, head: str, dropout: float, margin: float = 1.0) -> None:
         super().__init__()

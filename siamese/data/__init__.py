@@ -38,8 +38,16 @@ class PairData:
     def summary(self) -> dict[str, object]:
         return {
             "classes": len(self.class_names),
-            "images": {"train": len(self.train.labels), "val": len(self.val.labels), "test": len(self.test.labels)},
-            "pairs": {"train": len(self.train_pairs), "val": len(self.val_pairs), "test": len(self.test_pairs)},
+            "images": {
+                "train": len(self.train.labels),
+                "val": len(self.val.labels),
+                "test": len(self.test.labels),
+            },
+            "pairs": {
+                "train": len(self.train_pairs),
+                "val": len(self.val_pairs),
+                "test": len(self.test_pairs),
+            },
             "positive_fraction": float(self.train_pairs.labels.mean()),
             "identical_train_pair_fraction": self.identical_train_pair_fraction,
             "warnings": list(self.warnings),
@@ -63,8 +71,13 @@ def prepare_data(config: DataConfig, images: ImageSet | None = None) -> PairData
     for name in ("train", "val"):
         warnings += checks.warn_about_pairs(name, splits[name], pairs[name])
     return PairData(
-        splits["train"], splits["val"], splits["test"],
-        pairs["train"], pairs["val"], pairs["test"],
-        data.class_names, tuple(warnings),
+        splits["train"],
+        splits["val"],
+        splits["test"],
+        pairs["train"],
+        pairs["val"],
+        pairs["test"],
+        data.class_names,
+        tuple(warnings),
         checks.identical_pair_fraction(splits["train"], pairs["train"]),
     )

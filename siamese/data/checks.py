@@ -30,7 +30,9 @@ def check_images(data: ImageSet) -> None:
     present = np.unique(data.labels)
     if present.size < 2:
         names = [data.class_names[i] for i in present]
-        raise DataError(f"{data.source}: only {present.size} class {names}; expected at least 2 classes")
+        raise DataError(
+            f"{data.source}: only {present.size} class {names}; expected at least 2 classes"
+        )
     counts = np.bincount(data.labels, minlength=len(data.class_names))
     for cls, count in enumerate(counts):
         if count < MIN_IMAGES_PER_CLASS:
@@ -43,7 +45,9 @@ def check_images(data: ImageSet) -> None:
 def resolve_target(data: ImageSet, target: str | None) -> int:
     if target is None or target not in data.class_names:
         shown = ", ".join(data.class_names[:20])
-        raise DataError(f"--target {target!r}: not a class of {data.source}; expected one of {shown}")
+        raise DataError(
+            f"--target {target!r}: not a class of {data.source}; expected one of {shown}"
+        )
     return data.class_names.index(target)
 
 
@@ -54,7 +58,10 @@ def check_splits(splits: dict[str, Split]) -> None:
 
 
 def _digests(images: np.ndarray) -> list[str]:
-    return [hashlib.blake2b(np.ascontiguousarray(img).tobytes(), digest_size=16).hexdigest() for img in images]
+    return [
+        hashlib.blake2b(np.ascontiguousarray(img).tobytes(), digest_size=16).hexdigest()
+        for img in images
+    ]
 
 
 def warn_about_images(data: ImageSet) -> list[str]:
@@ -69,7 +76,9 @@ def warn_about_images(data: ImageSet) -> list[str]:
     flat = data.images.reshape(len(data), -1)
     constant = np.flatnonzero(flat.std(axis=1) == 0)
     if constant.size:
-        warnings.append(f"{constant.size} constant image(s) (every pixel equal), first: {data.origins[constant[0]]}")
+        warnings.append(
+            f"{constant.size} constant image(s) (every pixel equal), first: {data.origins[constant[0]]}"
+        )
     return warnings
 
 
@@ -84,14 +93,18 @@ def warn_about_splits(splits: dict[str, Split]) -> list[str]:
     if not shared:
         return []
     first = shared[0]
-    return [f"{len(shared)} image(s) appear in two splits (same pixels), e.g. {first[0]} and {first[1]}"]
+    return [
+        f"{len(shared)} image(s) appear in two splits (same pixels), e.g. {first[0]} and {first[1]}"
+    ]
 
 
 def identical_pair_fraction(split: Split, pairs: PairSet) -> float:
     """Share of pairs whose two images have identical pixels (the original data bug)."""
     if len(pairs) == 0:
         return 0.0
-    same = (split.images[pairs.left] == split.images[pairs.right]).reshape(len(pairs), -1).all(axis=1)
+    same = (
+        (split.images[pairs.left] == split.images[pairs.right]).reshape(len(pairs), -1).all(axis=1)
+    )
     return float(same.mean())
 
 

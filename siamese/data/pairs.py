@@ -56,7 +56,9 @@ def split_by_image(data: ImageSet, seed: int) -> dict[str, Split]:
     }
 
 
-def _two_distinct(rng: np.random.Generator, members: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _two_distinct(
+    rng: np.random.Generator, members: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
     """n pairs of different images drawn from `members` (which has at least two)."""
     first = rng.integers(0, len(members), n)
     second = (first + rng.integers(1, len(members), n)) % len(members)
@@ -96,7 +98,9 @@ def same_class_pairs(labels: np.ndarray, n: int, rng: np.random.Generator) -> Pa
     return _shuffled(rng, pos_left, pos_right, neg_left, neg_right)
 
 
-def _shuffled(rng: np.random.Generator, pl: np.ndarray, pr: np.ndarray, nl: np.ndarray, nr: np.ndarray) -> PairSet:
+def _shuffled(
+    rng: np.random.Generator, pl: np.ndarray, pr: np.ndarray, nl: np.ndarray, nr: np.ndarray
+) -> PairSet:
     left = np.concatenate([pl, nl]).astype(np.int64)
     right = np.concatenate([pr, nr]).astype(np.int64)
     labels = np.concatenate([np.ones(len(pl)), np.zeros(len(nl))]).astype(np.float32)
@@ -105,7 +109,13 @@ def _shuffled(rng: np.random.Generator, pl: np.ndarray, pr: np.ndarray, nl: np.n
 
 
 def make_pairs(
-    split: Split, task: str, target: int | None, n: int, seed: int, stream: int, same_image_bug: bool = False
+    split: Split,
+    task: str,
+    target: int | None,
+    n: int,
+    seed: int,
+    stream: int,
+    same_image_bug: bool = False,
 ) -> PairSet:
     rng = np.random.default_rng([seed, 1, stream])
     if task == "one-vs-rest":

@@ -16,10 +16,15 @@ IMAGES_PER_CLASS = 200
 NOISE_STD = 0.08
 
 
-def polygon(center: tuple[float, float], radius: float, sides: int, angle: float) -> list[tuple[float, float]]:
+def polygon(
+    center: tuple[float, float], radius: float, sides: int, angle: float
+) -> list[tuple[float, float]]:
     cx, cy = center
     return [
-        (cx + radius * math.cos(angle + 2 * math.pi * k / sides), cy + radius * math.sin(angle + 2 * math.pi * k / sides))
+        (
+            cx + radius * math.cos(angle + 2 * math.pi * k / sides),
+            cy + radius * math.sin(angle + 2 * math.pi * k / sides),
+        )
         for k in range(sides)
     ]
 
@@ -41,12 +46,19 @@ def _star(center: tuple[float, float], radius: float, angle: float) -> list[tupl
     return [p for pair in zip(outer, inner, strict=True) for p in pair]
 
 
-def _cross(center: tuple[float, float], radius: float, angle: float) -> list[list[tuple[float, float]]]:
+def _cross(
+    center: tuple[float, float], radius: float, angle: float
+) -> list[list[tuple[float, float]]]:
     arms = []
     for arm_angle in (angle, angle + math.pi / 2):
         c, s = math.cos(arm_angle), math.sin(arm_angle)
         half_len, half_w = radius, radius * 0.28
-        corners = [(-half_len, -half_w), (half_len, -half_w), (half_len, half_w), (-half_len, half_w)]
+        corners = [
+            (-half_len, -half_w),
+            (half_len, -half_w),
+            (half_len, half_w),
+            (-half_len, half_w),
+        ]
         arms.append([(center[0] + x * c - y * s, center[1] + x * s + y * c) for x, y in corners])
     return arms
 
@@ -82,4 +94,6 @@ def load_shapes_set(seed: int = 0, per_class: int = IMAGES_PER_CLASS) -> ImageSe
             images.append(render_shape(kind, rng))
             labels.append(label)
     origins = tuple(f"shapes[{i}]" for i in range(len(labels)))
-    return ImageSet(np.stack(images), np.asarray(labels, np.int64), SHAPE_CLASSES, origins, "shapes")
+    return ImageSet(
+        np.stack(images), np.asarray(labels, np.int64), SHAPE_CLASSES, origins, "shapes"
+    )

@@ -37,7 +37,9 @@ def resize(image: np.ndarray) -> np.ndarray:
     if image.shape == (IMAGE_HEIGHT, IMAGE_WIDTH):
         return image.astype(np.float32)
     pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32))
-    return np.asarray(pil.resize((IMAGE_WIDTH, IMAGE_HEIGHT), Image.Resampling.BILINEAR), np.float32)
+    return np.asarray(
+        pil.resize((IMAGE_WIDTH, IMAGE_HEIGHT), Image.Resampling.BILINEAR), np.float32
+    )
 
 
 def read_image_file(path: Path) -> np.ndarray:
@@ -46,7 +48,9 @@ def read_image_file(path: Path) -> np.ndarray:
         with Image.open(path) as img:
             gray = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
     except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read image ({type(exc).__name__}); expected a PNG or JPEG") from exc
+        raise DataError(
+            f"{path}: cannot read image ({type(exc).__name__}); expected a PNG or JPEG"
+        ) from exc
     return resize(gray)
 
 
@@ -64,7 +68,9 @@ def load_digits_set() -> ImageSet:
 def load_folder_set(root: Path) -> ImageSet:
     """One subfolder per class, each holding PNG/JPEG images."""
     if not root.is_dir():
-        raise DataError(f"{root}: not a folder; expected one subfolder of PNG/JPEG images per class")
+        raise DataError(
+            f"{root}: not a folder; expected one subfolder of PNG/JPEG images per class"
+        )
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
     if not class_dirs:
         raise DataError(f"{root}: no class subfolders; expected one subfolder of images per class")
@@ -78,17 +84,24 @@ def load_folder_set(root: Path) -> ImageSet:
             labels.append(label)
             origins.append(str(path))
     return ImageSet(
-        np.stack(images), np.asarray(labels, np.int64), tuple(p.name for p in class_dirs),
-        tuple(origins), f"folder:{root}",
+        np.stack(images),
+        np.asarray(labels, np.int64),
+        tuple(p.name for p in class_dirs),
+        tuple(origins),
+        f"folder:{root}",
     )
 
 
 def _npz_images(path: Path, raw: np.ndarray) -> np.ndarray:
     if raw.dtype == object:
         shapes = {np.asarray(img).shape for img in raw}
-        raise DataError(f"{path}: array x mixes image shapes {sorted(shapes)[:3]}; expected one (H, W)")
+        raise DataError(
+            f"{path}: array x mixes image shapes {sorted(shapes)[:3]}; expected one (H, W)"
+        )
     if raw.ndim != 3:
-        raise DataError(f"{path}: array x has shape {raw.shape}; expected (N, H, W) grayscale images")
+        raise DataError(
+            f"{path}: array x has shape {raw.shape}; expected (N, H, W) grayscale images"
+        )
     if raw.dtype == np.uint8:
         return raw.astype(np.float32) / 255.0
     if not np.issubdtype(raw.dtype, np.number):
@@ -105,7 +118,9 @@ def load_npz_set(path: Path) -> ImageSet:
         raise DataError(f"{path}: no such file; expected an .npz with arrays x and y") from exc
     except ValueError as exc:
         if "pickle" in str(exc).lower():
-            raise DataError(f"{path}: array x mixes image shapes (object array); expected one (H, W)") from exc
+            raise DataError(
+                f"{path}: array x mixes image shapes (object array); expected one (H, W)"
+            ) from exc
         raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__})") from exc
@@ -124,7 +139,9 @@ def load_npz_set(path: Path) -> ImageSet:
         x = x / peak
     images = np.stack([resize(img) for img in x]) if len(x) else x
     origins = tuple(f"{path}:x[{i}]" for i in range(len(x)))
-    return ImageSet(images, labels.astype(np.int64), tuple(class_names), origins, f"npz:{path}")
+    return ImageSet(
+        images, labels.astype(np.int64), tuple(str(c) for c in class_names), origins, f"npz:{path}"
+    )
 
 
 def load_source(source: str, seed: int = 0) -> ImageSet:
@@ -141,4 +158,3 @@ def load_source(source: str, seed: int = 0) -> ImageSet:
     if kind == "npz":
         return load_npz_set(Path(arg))
     raise DataError(f"--data: expected digits, shapes, folder:PATH or npz:PATH, got {source!r}")
-

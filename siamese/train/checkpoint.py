@@ -53,7 +53,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             "(unsafe or not a siamese-lab checkpoint)"
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__})") from exc
+        raise CheckpointError(
+            f"{path}: corrupt or truncated checkpoint ({type(exc).__name__})"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a siamese-lab checkpoint (expected format {FORMAT!r})")
     missing = [k for k in REQUIRED_KEYS if k not in payload]

@@ -24,6 +24,7 @@ from siamese.train.step import StepRunner, make_optimizer
 
 # Config fields a resumed run may change: they decide how long and where, not what is learned.
 RESUMABLE_CHANGES = ("epochs", "device")
+INITIAL_EVAL_PAIRS = 256
 
 
 @dataclass
@@ -42,7 +43,9 @@ def resolve_device(spec: str) -> torch.device:
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {spec}: CUDA is not available here; expected auto or cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) here")
+            raise ConfigError(
+                f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) here"
+            )
     return device
 
 
@@ -60,8 +63,10 @@ class _DeviceData:
             return torch.as_tensor(array, dtype=dtype).to(device)
 
         return cls(
-            to(split.images, torch.float32), to(pairs.left, torch.long),
-            to(pairs.right, torch.long), to(pairs.labels, torch.float32),
+            to(split.images, torch.float32),
+            to(pairs.left, torch.long),
+            to(pairs.right, torch.long),
+            to(pairs.labels, torch.float32),
         )
 
 
@@ -73,18 +78,32 @@ def epoch_order(config: TrainConfig, epoch: int, n_pairs: int) -> Tensor:
 
 def _check_resumable(config: TrainConfig, saved: dict[str, Any], path: Path) -> None:
     current = config.to_dict()
-    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and current[k] != saved.get(k))
+    changed = sorted(
+        k for k in current if k not in RESUMABLE_CHANGES and current[k] != saved.get(k)
+    )
     if changed:
-        raise ConfigError(f"--resume {path}: config differs from the checkpoint's in {changed}; "
-                          f"only {list(RESUMABLE_CHANGES)} may change")
+        raise ConfigError(
+            f"--resume {path}: config differs from the checkpoint's in {changed}; "
+            f"only {list(RESUMABLE_CHANGES)} may change"
+        )
 
 
 class _Run:
     """The state of one fit call; methods are the loop's named steps."""
 
-    def __init__(self, config: TrainConfig, data: PairData, callbacks: Sequence[Callback],
-                 checkpoint_dir: Path | None) -> None:
-        self.config, self.data, self.callbacks, self.checkpoint_dir = config, data, callbacks, checkpoint_dir
+    def __init__(
+        self,
+        config: TrainConfig,
+        data: PairData,
+        callbacks: Sequence[Callback],
+        checkpoint_dir: Path | None,
+    ) -> None:
+        self.config, self.data, self.callbacks, self.checkpoint_dir = (
+            config,
+            data,
+            callbacks,
+            checkpoint_dir,
+        )
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
         self.model = build_model(config)
@@ -92,15 +111,32 @@ class _Run:
         self.model.set_normalization(float(train_images.mean()), float(train_images.std()))
         self.model.to(self.device).train()
         use_graph = self.device.type == "cuda"
-        self.optimizer = make_optimizer(config.optimizer, list(self.model.parameters()), config.lr,
-                                        config.momentum, config.weight_decay, capturable=use_graph)
+        self.optimizer = make_optimizer(
+            config.optimizer,
+            list(self.model.parameters()),
+            config.lr,
+            config.momentum,
+            config.weight_decay,
+            capturable=use_graph,
+        )
         self.train = _DeviceData.put(data.train, data.train_pairs, self.device)
         self.val = _DeviceData.put(data.val, data.val_pairs, self.device)
-        self.runner = StepRunner(self.model, self.optimizer, self.train.images, self.train.left,
-                                 self.train.right, self.train.labels, config.batch_size, use_graph)
-        self.history = History(config.to_dict(), device=str(self.device),
-                               identical_pair_fraction=data.identical_train_pair_fraction,
-                               data_warnings=list(data.warnings))
+        self.runner = StepRunner(
+            self.model,
+            self.optimizer,
+            self.train.images,
+            self.train.left,
+            self.train.right,
+            self.train.labels,
+            config.batch_size,
+            use_graph,
+        )
+        self.history = History(
+            config.to_dict(),
+            device=str(self.device),
+            identical_pair_fraction=data.identical_train_pair_fraction,
+            data_warnings=list(data.warnings),
+        )
         self.start_epoch = 1
         self.best_auc = -math.inf
         self.best_path: Path | None = None
@@ -124,7 +160,11 @@ class _Run:
             self.best_path = self.checkpoint_dir / "best.pt"
 
     def measure_initial(self) -> None:
-        initial = self.validate()
+        # A sample is enough for the "before training" baseline the diagnosis compares with.
+        val = self.val
+        initial = evaluate(
+            self.model, val.images, val.left, val.right, val.labels, limit=INITIAL_EVAL_PAIRS
+        )
         self.history.initial_val_loss = initial.loss
         self.history.initial_output_std = initial.output_std
 
@@ -143,10 +183,18 @@ class _Run:
         result = self.validate()
         seconds = time.perf_counter() - started
         return EpochRecord(
-            epoch=epoch, train_loss=train_loss, val_loss=result.loss, val_acc=result.acc,
-            val_auc=result.auc, grad_norm=grad_norm, update_ratio=update_ratio,
-            dead_unit_fraction=result.dead_unit_fraction, head_zero_fraction=result.head_zero_fraction,
-            output_std=result.output_std, output_mean=result.output_mean, seconds=seconds,
+            epoch=epoch,
+            train_loss=train_loss,
+            val_loss=result.loss,
+            val_acc=result.acc,
+            val_auc=result.auc,
+            grad_norm=grad_norm,
+            update_ratio=update_ratio,
+            dead_unit_fraction=result.dead_unit_fraction,
+            head_zero_fraction=result.head_zero_fraction,
+            output_std=result.output_std,
+            output_mean=result.output_mean,
+            seconds=seconds,
             pairs_per_second=n_batches * batch / max(seconds, 1e-9),
         )
 
@@ -174,9 +222,13 @@ class _Run:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "epoch": epoch, "config": self.config.to_dict(), "history": self.history.to_dict(),
-            "rng": rng, "best_val_auc": self.best_auc,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": epoch,
+            "config": self.config.to_dict(),
+            "history": self.history.to_dict(),
+            "rng": rng,
+            "best_val_auc": self.best_auc,
         }
 
     def loop(self) -> None:
@@ -203,7 +255,9 @@ def fit(
 ) -> FitResult:
     """Train one model. A NaN/Inf loss ends the run as a result (stop_reason "non_finite"),
     not an exception; Ctrl-C ends it with stop_reason "interrupted" and re-raises."""
-    run = _Run(config, data if data is not None else prepare_data(config.data), callbacks, checkpoint_dir)
+    run = _Run(
+        config, data if data is not None else prepare_data(config.data), callbacks, checkpoint_dir
+    )
     if resume_from is not None:
         run.resume(resume_from)
     else:

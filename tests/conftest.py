@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from siamese import DataConfig, PairData, prepare_data
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device; none here")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def small_data() -> PairData:
+    """Digits, small enough for a CPU test to train a few epochs in seconds."""
+    return prepare_data(DataConfig(train_pairs=384, val_pairs=192))
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """An isolated siamese-lab home folder for CLI tests."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("SIAMESE_LAB_HOME", str(path))
+    return path

@@ -1,0 +1,127 @@
+"""Every pre-flight error: exit 2, one line naming the file/index/flag, no traceback."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from search.cli import cli
+
+
+def _run(*args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, list(args))
+
+
+def _npz(path: Path, x: np.ndarray, y: np.ndarray) -> str:
+    np.savez(path, x=x, y=y)
+    return f"npz:{path}"
+
+
+def _assert_bad_input(result, *needles: str) -> None:  # type: ignore[no-untyped-def]
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if line]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def _images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, 40, 50)).astype(np.float32)
+
+
+def test_nan_pixels_name_the_image(tmp_path: Path) -> None:
+    x = _images(12)
+    x[7, 3, 3] = np.nan
+    source = _npz(tmp_path / "nan.npz", x, np.repeat([0, 1], 6))
+    _assert_bad_input(_run("data", "check", "--data", source), "x[7]", "NaN")
+
+
+def test_mixed_shapes_are_refused(tmp_path: Path) -> None:
+    ragged = np.empty(2, dtype=object)
+    ragged[0], ragged[1] = np.zeros((40, 50)), np.zeros((30, 30))
+    np.savez(tmp_path / "ragged.npz", x=ragged, y=np.array([0, 1]))
+    _assert_bad_input(
+        _run("data", "check", "--data", f"npz:{tmp_path / 'ragged.npz'}"), "ragged.npz", "shape"
+    )
+
+
+def test_unreadable_image_file_is_named(tmp_path: Path) -> None:
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(6):
+            Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / cls / f"{i}.png")
+    (tmp_path / "b" / "broken.png").write_bytes(b"not a png at all")
+    _assert_bad_input(
+        _run("data", "check", "--data", f"folder:{tmp_path}"), "broken.png", "cannot read"
+    )
+
+
+def test_empty_class_folder_is_named(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "empty").mkdir()
+    Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / "a" / "0.png")
+    _assert_bad_input(_run("data", "check", "--data", f"folder:{tmp_path}"), "empty", "no .png")
+
+
+def test_fewer_than_two_classes(tmp_path: Path) -> None:
+    source = _npz(tmp_path / "one.npz", _images(10), np.zeros(10, int))
+    _assert_bad_input(_run("data", "check", "--data", source), "one.npz", "at least 2 classes")
+
+
+def test_too_few_images_of_a_class(tmp_path: Path) -> None:
+    source = _npz(tmp_path / "few.npz", _images(10), np.array([0] * 7 + [1] * 3))
+    _assert_bad_input(_run("data", "check", "--data", source), "class '1' has 3", "at least 6")
+
+
+def test_target_that_is_not_a_class() -> None:
+    result = _run("data", "check", "--task", "one-vs-rest", "--target", "12")
+    _assert_bad_input(result, "--target '12'", "expected one of 0, 1")
+
+
+def test_missing_npz_file(tmp_path: Path) -> None:
+    _assert_bad_input(
+        _run("data", "check", "--data", f"npz:{tmp_path / 'nope.npz'}"), "nope.npz", "no such file"
+    )
+
+
+def test_unknown_data_source() -> None:
+    _assert_bad_input(_run("data", "check", "--data", "mnist"), "--data", "digits, shapes")
+
+
+def test_bad_flag_value_is_one_line() -> None:
+    _assert_bad_input(_run("train", "--head", "relu3", "--no-track"), "--head", "relu3")
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--lr", "-1"], "--lr"),
+        (["--dropout", "1.5"], "--dropout"),
+        (["--device", "tpu"], "--device"),
+    ],
+)
+def test_invalid_config_values_are_refused_before_training(flags: list[str], needle: str) -> None:
+    _assert_bad_input(_run("train", "--no-track", *flags), needle)
+
+
+def test_warnings_for_duplicates_imbalance_and_constant_images(tmp_path: Path) -> None:
+    x = _images(70)
+    x[1] = x[0]  # the same picture twice: likely to land in two splits
+    for i in range(2, 40):
+        x[i] = x[0]
+    x[45] = 0.5  # a constant image
+    y = np.array([0] * 60 + [1] * 10)
+    result = _run("data", "check", "--data", _npz(tmp_path / "w.npz", x, y))
+    assert result.exit_code == 0, result.output
+    assert "appear in two splits" in result.output
+    assert "class imbalance" in result.output
+    assert "constant image" in result.output
+
+
+def test_clean_data_passes(tmp_path: Path) -> None:
+    result = _run("data", "check", "--json")
+    assert result.exit_code == 0
+    assert '"warnings": []' in result.output

@@ -1,0 +1,109 @@
+"""`siamese-lab train` end to end through click's CliRunner, on small real data."""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from search.cli import cli
+
+SMALL = ["--train-pairs", "256", "--val-pairs", "128", "--device", "cpu", "--no-track"]
+
+
+def _train(home: Path, *args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, ["train", "--home", str(home), *SMALL, *args])
+
+
+def test_train_prints_a_table_and_the_diagnosis(tmp_path: Path) -> None:
+    result = _train(tmp_path, "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert "val_auc" in result.output and "Diagnosis:" in result.output
+    assert list((tmp_path / "checkpoints").glob("*/last.pt"))
+
+
+def test_seed_preset_says_why_in_plain_words(tmp_path: Path) -> None:
+    result = _train(tmp_path, "--preset", "seed", "--epochs", "2")
+    assert result.exit_code == 0, result.output  # a failed convergence is a result, not an error
+    assert "FAILED TO CONVERGE" in result.output
+    assert "same output for every pair" in result.output
+    assert "learning rate is too low" in result.output
+    assert "--head sq" in result.output
+
+
+def test_json_is_one_object_with_history_and_diagnosis(tmp_path: Path) -> None:
+    result = _train(
+        tmp_path, "--epochs", "2", "--json", "--head", "abs", "--optimizer", "sgd", "--lr", "0.02"
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["config"]["head"] == "abs" and payload["config"]["lr"] == 0.02
+    assert [r["epoch"] for r in payload["history"]["records"]] == [1, 2]
+    assert all("val_auc" in r for r in payload["history"]["records"])
+    assert payload["diagnosis"]["verdict"] in ("converged", "failed")
+    assert Path(payload["checkpoints"]["last"]).is_file()
+
+
+def test_flags_override_the_preset(tmp_path: Path) -> None:
+    result = _train(tmp_path, "--preset", "seed", "--lr", "0.01", "--epochs", "1", "--json")
+    config = json.loads(result.stdout)["config"]
+    assert config["head"] == "relu2" and config["optimizer"] == "sgd" and config["lr"] == 0.01
+
+
+def test_diverging_run_exits_zero_with_diverged(tmp_path: Path) -> None:
+    result = _train(tmp_path, "--optimizer", "sgd", "--lr", "50", "--epochs", "2", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["diagnosis"]["kinds"] == ["diverged"]
+
+
+def test_resume_continues_a_run(tmp_path: Path) -> None:
+    first = json.loads(_train(tmp_path, "--epochs", "1", "--json").stdout)
+    last = first["checkpoints"]["last"]
+    result = CliRunner().invoke(
+        cli, ["train", "--resume", last, "--epochs", "2", "--json", "--no-track"]
+    )
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout)["history"]["records"]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert records[0] == first["history"]["records"][0]
+
+
+def test_corrupt_resume_file_is_bad_input(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    result = CliRunner().invoke(cli, ["train", "--resume", str(bad), "--no-track"])
+    assert result.exit_code == 2 and "bad.pt" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args,floor",
+    [
+        (
+            [
+                "--preset",
+                "fixed",
+                "--optimizer",
+                "adam",
+                "--lr",
+                "1e-3",
+                "--task",
+                "one-vs-rest",
+                "--target",
+                "3",
+            ],
+            0.95,
+        ),
+        (["--task", "same-class", "--head", "abs", "--optimizer", "adam", "--lr", "1e-3"], 0.93),
+    ],
+)
+def test_digits_reach_the_issue_auc_in_five_epochs(
+    tmp_path: Path, args: list[str], floor: float
+) -> None:
+    result = CliRunner().invoke(
+        cli, ["train", "--home", str(tmp_path), "--device", "cpu", "--no-track", "--json", *args]
+    )
+    payload = json.loads(result.stdout)
+    assert payload["config"]["epochs"] == 5 and payload["config"]["data"]["train_pairs"] == 2048
+    assert max(r["val_auc"] for r in payload["history"]["records"]) >= floor
+    assert payload["diagnosis"]["verdict"] == "converged"

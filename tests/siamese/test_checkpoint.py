@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from siamese import CheckpointError, ConfigError, DataConfig, PairData, TrainConfig, fit
+from siamese.train import load_checkpoint
+from tests.siamese.test_train import StopAfter
+
+
+def cfg(epochs: int) -> TrainConfig:
+    return TrainConfig(epochs=epochs, device="cpu", data=DataConfig(train_pairs=384, val_pairs=192))
+
+
+def test_checkpoint_round_trip(tmp_path: Path, small_data: PairData) -> None:
+    result = fit(cfg(2), small_data, checkpoint_dir=tmp_path)
+    assert (
+        result.last_checkpoint == tmp_path / "last.pt"
+        and result.best_checkpoint == tmp_path / "best.pt"
+    )
+    payload = load_checkpoint(tmp_path / "last.pt")
+    assert payload["epoch"] == 2 and payload["config"] == cfg(2).to_dict()
+    assert len(payload["history"]["records"]) == 2
+    for name, tensor in result.model.state_dict().items():
+        assert torch.equal(payload["model"][name], tensor)
+    assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temp files
+
+
+def test_resume_ends_where_the_uninterrupted_run_would(
+    tmp_path: Path, small_data: PairData
+) -> None:
+    straight = fit(cfg(3), small_data, checkpoint_dir=tmp_path / "a")
+    fit(
+        cfg(3), small_data, callbacks=[StopAfter(1)], checkpoint_dir=tmp_path / "b"
+    )  # "killed" after epoch 1
+    resumed = fit(
+        cfg(3), small_data, checkpoint_dir=tmp_path / "b", resume_from=tmp_path / "b" / "last.pt"
+    )
+    assert [r.epoch for r in resumed.history.records] == [1, 2, 3]
+    assert resumed.history.records[-1].train_loss == straight.history.records[-1].train_loss
+    for (name, a), b in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_resume_refuses_a_different_config(tmp_path: Path, small_data: PairData) -> None:
+    fit(cfg(1), small_data, checkpoint_dir=tmp_path)
+    other = TrainConfig(
+        epochs=2, lr=0.1, device="cpu", data=DataConfig(train_pairs=384, val_pairs=192)
+    )
+    with pytest.raises(ConfigError, match="lr"):
+        fit(other, small_data, resume_from=tmp_path / "last.pt")
+
+
+def test_corrupt_checkpoint_is_rejected_naming_the_file(
+    tmp_path: Path, small_data: PairData
+) -> None:
+    fit(cfg(1), small_data, checkpoint_dir=tmp_path)
+    data = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"cut\.pt"):
+        load_checkpoint(tmp_path / "cut.pt")
+
+
+class Payload:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (print, ("this must never run",))
+
+
+def test_unsafe_checkpoint_is_refused_not_executed(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "siamese-lab-checkpoint/1", "x": Payload()}, path)
+    with pytest.raises(CheckpointError, match=r"evil\.pt.*refused"):
+        load_checkpoint(path)
+
+
+def test_foreign_file_is_not_a_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(2)}, path)
+    with pytest.raises(CheckpointError, match="not a siamese-lab checkpoint"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="no such"):
+        load_checkpoint(tmp_path / "missing.pt")

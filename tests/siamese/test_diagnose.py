@@ -1,0 +1,149 @@
+"""Each diagnosis class on constructed statistic series, and converged on a healthy one."""
+
+import math
+from dataclasses import replace
+
+import pytest
+
+from siamese.diagnose import diagnose, render_text
+from siamese.train.history import EpochRecord, History
+
+GRADS = {"conv1": 0.1, "fc": 0.1, "head": 0.1}
+
+
+def rec(epoch: int, **changes: float) -> EpochRecord:
+    healthy = EpochRecord(
+        epoch=epoch,
+        train_loss=0.6 / epoch,
+        val_loss=0.6 / epoch,
+        val_acc=0.8,
+        val_auc=0.9,
+        grad_norm=GRADS,
+        update_ratio=1e-3,
+        dead_unit_fraction=0.3,
+        head_zero_fraction=math.nan,
+        output_std=0.3,
+        output_mean=0.5,
+        seconds=1.0,
+        pairs_per_second=500.0,
+    )
+    return replace(healthy, **changes)
+
+
+def history(
+    records: list[EpochRecord], head: str = "sq", lr: float = 1e-3, **kw: object
+) -> History:
+    h = History(
+        config={"head": head, "lr": lr, "optimizer": "adam"},
+        records=records,
+        initial_val_loss=0.693,
+    )
+    for key, value in kw.items():
+        setattr(h, key, value)
+    return h
+
+
+def kinds(h: History) -> list[str]:
+    return diagnose(h).kinds
+
+
+def test_healthy_run_converged() -> None:
+    d = diagnose(history([rec(1), rec(2), rec(3)]))
+    assert d.verdict == "converged" and not d.failed and "converged" in render_text(d)
+
+
+def test_collapsed_constant_output() -> None:
+    h = history(
+        [rec(e, output_std=0.0004, output_mean=0.503, val_auc=0.5) for e in (1, 2)], head="relu2"
+    )
+    d = diagnose(h)
+    assert "collapsed" in d.kinds
+    finding = next(f for f in d.findings if f.kind == "collapsed")
+    assert "0.503" in finding.evidence_text and "--head sq" in finding.fix
+
+
+def test_dead_head_relu_outputs_zero() -> None:
+    # A ReLU that outputs 0 passes no gradient: updates are zero too, which is not "lr too low".
+    zero_grads = dict.fromkeys(GRADS, 0.0)
+    h = history(
+        [
+            rec(
+                1,
+                head_zero_fraction=1.0,
+                output_std=0.0,
+                val_auc=0.5,
+                update_ratio=0.0,
+                grad_norm=zero_grads,
+            )
+        ],
+        head="relu2",
+    )
+    assert kinds(h)[:2] == ["dead_head", "collapsed"]
+
+
+def test_dead_embedding_units() -> None:
+    assert "dead_head" in kinds(history([rec(1, dead_unit_fraction=0.99)]))
+
+
+def test_stalled_learning_rate_too_low() -> None:
+    records = [
+        rec(e, update_ratio=1e-8, val_loss=0.6931, train_loss=0.6932, val_auc=0.55)
+        for e in (1, 2, 3)
+    ]
+    d = diagnose(history(records, lr=1e-6))
+    assert "stalled" in d.kinds
+    finding = next(f for f in d.findings if f.kind == "stalled")
+    assert finding.evidence["update_ratio"] == pytest.approx(1e-8)
+    assert "0.1" in finding.fix  # lr 1e-6 x 1e-3 / 1e-8 = 0.1
+
+
+def test_diverged_on_nan() -> None:
+    h = history([rec(1), rec(2, train_loss=math.nan, val_loss=math.nan, val_auc=math.nan)], lr=50.0)
+    d = diagnose(h)
+    assert d.kinds == ["diverged"] and "lr=50" in d.findings[0].evidence_text
+
+
+def test_diverged_on_exploding_loss() -> None:
+    assert kinds(history([rec(1, train_loss=0.6), rec(2, train_loss=9.0)])) == ["diverged"]
+
+
+def test_overfitting() -> None:
+    records = [
+        rec(1, train_loss=0.5, val_loss=0.5),
+        rec(2, train_loss=0.3, val_loss=0.45),
+        rec(3, train_loss=0.1, val_loss=0.6),
+        rec(4, train_loss=0.05, val_loss=0.8),
+    ]
+    assert kinds(history(records)) == ["overfitting"]
+
+
+def test_val_loss_bump_is_not_overfitting() -> None:
+    records = [
+        rec(1, val_loss=0.5),
+        rec(2, val_loss=0.45),
+        rec(3, val_loss=0.6),
+        rec(4, val_loss=0.4),
+    ]
+    assert kinds(history(records)) == ["converged"]
+
+
+def test_no_signal_with_identical_inputs() -> None:
+    records = [rec(e, val_auc=0.5, output_std=0.0) for e in (1, 2)]
+    d = diagnose(history(records, identical_pair_fraction=1.0))
+    assert d.kinds[0] == "no_signal"
+    assert "100% of training pairs" in d.findings[0].evidence_text
+
+
+def test_no_signal_at_chance_with_healthy_updates() -> None:
+    assert kinds(history([rec(e, val_auc=0.52) for e in (1, 2)])) == ["no_signal"]
+
+
+def test_no_epochs_is_incomplete() -> None:
+    assert diagnose(history([], stop_reason="interrupted")).verdict == "incomplete"
+
+
+def test_round_trip_through_dict() -> None:
+    from siamese.diagnose import Diagnosis
+
+    d = diagnose(history([rec(1, output_std=0.0)]))
+    assert Diagnosis.from_dict(d.to_dict()) == d

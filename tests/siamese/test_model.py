@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from siamese.config import HEADS
+from siamese.model import EMBEDDING_DIM, SiameseNet
+
+
+def test_tower_flatten_size_is_derived_from_the_input_shape() -> None:
+    model = SiameseNet("sq", dropout=0.0)
+    assert model.tower.fc.in_features == 19200  # 64 x 15 x 20 for 40x50 inputs
+    assert model.tower.fc.out_features == EMBEDDING_DIM
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_every_head_gives_outputs_losses_and_probabilities(head: str) -> None:
+    torch.manual_seed(0)
+    model = SiameseNet(head, dropout=0.3)
+    left, right = torch.rand(6, 40, 50), torch.rand(6, 40, 50)
+    same = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 0.0])
+    out = model(left, right)
+    assert out.shape == ((6, 2) if head == "relu2" else (6,))
+    loss = model.loss(out, same)
+    assert loss.ndim == 0 and torch.isfinite(loss) and loss.item() >= 0
+    loss.backward()
+    assert model.tower.fc.weight.grad is not None
+    probs = model.prob_same(out)
+    assert probs.shape == (6,) and bool(((probs >= 0) & (probs <= 1)).all())
+
+
+def test_relu2_head_can_never_say_different() -> None:
+    """The original bug: sigmoid(ReLU(x)) >= 0.5 whatever the weights."""
+    model = SiameseNet("relu2", dropout=0.0)
+    with torch.no_grad():
+        model.head.linear.bias.fill_(-5.0)
+        probs = model.prob_same(model(torch.rand(8, 40, 50), torch.rand(8, 40, 50)))
+    assert torch.allclose(probs, torch.full_like(probs, 0.5))
+
+
+def test_identical_inputs_give_the_same_output_for_every_pair() -> None:
+    model = SiameseNet("sq", dropout=0.0).eval()
+    images = torch.rand(5, 40, 50)
+    probs = model.prob_same(model(images, images))
+    assert float(probs.detach().std()) < 1e-6
+
+
+def test_normalization_is_part_of_the_model_state() -> None:
+    model = SiameseNet("abs", dropout=0.0)
+    model.set_normalization(0.25, 0.5)
+    state = model.state_dict()
+    assert float(state["pixel_mean"]) == 0.25 and float(state["pixel_std"]) == 0.5
