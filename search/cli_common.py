@@ -68,6 +68,22 @@ home_option = click.option(
 )
 
 
+def tracking_options(func: F) -> F:
+    options = [
+        click.option(
+            "--tracking-uri",
+            envvar="MLFLOW_TRACKING_URI",
+            help="an MLflow server or store (default: SQLite in the home folder)",
+        ),
+        click.option(
+            "--experiment", default="siamese-lab", show_default=True, help="MLflow experiment"
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def data_options(func: F) -> F:
     """--data/--task/--target/--train-pairs/--val-pairs/--inject-bug, all defaulting to None
     so that presets and checkpoints are only overridden by what the user typed."""

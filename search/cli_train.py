@@ -4,16 +4,36 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 
-from search.cli_common import data_options, home_dir, home_option, print_json, train_options
-from siamese import PRESETS, DataConfig, TrainConfig, diagnose, fit, prepare_data, render_text
+from search.cli_common import (
+    data_options,
+    home_dir,
+    home_option,
+    print_json,
+    tracking_options,
+    train_options,
+)
+from siamese import (
+    PRESETS,
+    DataConfig,
+    PairData,
+    TrainConfig,
+    diagnose,
+    fit,
+    prepare_data,
+    render_text,
+)
 from siamese.config import with_overrides
-from siamese.train import Callback, EpochRecord, History, load_checkpoint
+from siamese.train import Callback, EpochRecord, FitResult, History, load_checkpoint, resolve_device
+from tracking import TrackingCallback, resolve_target, tracked_run
+from tracking.mlflow_tracker import MlflowTracker
 
 DATA_FIELDS = ("source", "task", "target", "train_pairs", "val_pairs", "inject_bug")
 
@@ -77,6 +97,7 @@ def _resume_config(path: Path, epochs: int | None, device: str | None) -> TrainC
 )
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of tables")
 @click.option("--no-track", is_flag=True, help="do not log the run to MLflow")
+@tracking_options
 @home_option
 @click.pass_context
 def train(
@@ -85,36 +106,75 @@ def train(
     resume: Path | None,
     as_json: bool,
     no_track: bool,
+    tracking_uri: str | None,
+    experiment: str,
     **flags: Any,
 ) -> None:
-    """Train one model and diagnose it."""
+    """Train one model, diagnose it, and log it all to MLflow."""
+    run_name = f"train-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     if resume is not None:
         config = _resume_config(resume, flags["epochs"], flags["device"])
         checkpoint_dir = resume.parent
     else:
         config = build_config(preset, flags)
-        run_name = f"train-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         checkpoint_dir = home_dir(ctx) / "checkpoints" / run_name
     console = Console(stderr=as_json, quiet=as_json, soft_wrap=True)
     data = prepare_data(config.data)  # every pre-flight check, before any training
-    result = fit(
-        config,
-        data,
-        callbacks=[EpochPrinter(console)],
-        checkpoint_dir=checkpoint_dir,
-        resume_from=resume,
-    )
+    device = str(resolve_device(config.device))
+    job = TrainJob(config, data, checkpoint_dir, resume, [EpochPrinter(console)])
+    if no_track:
+        result, run = job.run(), None
+    else:
+        tracker = MlflowTracker(resolve_target(home_dir(ctx), tracking_uri, experiment))
+        with tracked_run(tracker, run_name, config, device) as run_id:
+            callback = TrackingCallback(tracker, run_id)
+            result = job.run(extra=[callback])
+        run = RunLinks(run_id, callback.model_uri, tracker.run_url(run_id), home_dir(ctx))
+    report(console, result, checkpoint_dir, run, as_json)
+
+
+@dataclass
+class TrainJob:
+    config: TrainConfig
+    data: PairData
+    checkpoint_dir: Path
+    resume: Path | None
+    callbacks: list[Callback]
+
+    def run(self, extra: Sequence[Callback] = ()) -> FitResult:
+        return fit(
+            self.config,
+            self.data,
+            callbacks=[*self.callbacks, *extra],
+            checkpoint_dir=self.checkpoint_dir,
+            resume_from=self.resume,
+        )
+
+
+@dataclass(frozen=True)
+class RunLinks:
+    run_id: str
+    model_uri: str | None
+    url: str | None
+    home: Path
+
+
+def report(
+    console: Console, result: FitResult, checkpoint_dir: Path, run: RunLinks | None, as_json: bool
+) -> None:
     verdict = diagnose(result.history)
     if as_json:
         print_json(
             {
-                "config": config.to_dict(),
+                "config": result.history.config,
                 "history": result.history.to_dict(),
                 "diagnosis": verdict.to_dict(),
                 "checkpoints": {
                     "best": _str(result.best_checkpoint),
                     "last": _str(result.last_checkpoint),
                 },
+                "run_id": run.run_id if run else None,
+                "model_uri": run.model_uri if run else None,
             }
         )
         return
@@ -123,6 +183,13 @@ def train(
         console.print(f"best val_auc {best.val_auc:.4f} at epoch {best.epoch}")
     console.print(f"checkpoints: {checkpoint_dir}")
     console.print(render_text(verdict), markup=False, highlight=False)
+    if run is not None:
+        console.print(
+            f"MLflow run: {run.run_id}" + (f"  model: {run.model_uri}" if run.model_uri else "")
+        )
+        console.print(
+            f"see it: {run.url}" if run.url else f"see it: siamese-lab ui --home {run.home}"
+        )
 
 
 def data_warnings(summary: dict[str, object]) -> list[str]:

@@ -1,0 +1,91 @@
+"""The tracker interface: what siamese-lab needs from an experiment tracker, and no more.
+
+`MlflowTracker` is the real one; `InMemoryTracker` is its twin for fast tests. One contract
+test (tests/tracking/test_contract.py) runs against both, as optuna's storage tests do.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+# Final run states, as MLflow names them.
+FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+
+
+@dataclass
+class RunView:
+    """A run as read back: enough for `diagnose`, `promote` and the tests."""
+
+    run_id: str
+    name: str
+    status: str
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # latest value of each
+    experiment_id: str = ""
+
+
+class Tracker(abc.ABC):
+    uri: str = ""
+
+    @abc.abstractmethod
+    def start_run(
+        self,
+        name: str,
+        params: dict[str, object],
+        tags: dict[str, str],
+        parent_run_id: str | None = None,
+    ) -> str:
+        """Create a RUNNING run and return its id."""
+
+    @abc.abstractmethod
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        """Log one step of metrics; may return before the write lands (see flush)."""
+
+    @abc.abstractmethod
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None: ...
+
+    @abc.abstractmethod
+    def log_artifact(
+        self, run_id: str, local_path: Path, artifact_dir: str | None = None
+    ) -> None: ...
+
+    @abc.abstractmethod
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None: ...
+
+    @abc.abstractmethod
+    def log_model(self, run_id: str, scorer: nn.Module, name: str = "model") -> str:
+        """Log a pair scorer (input (N, 2, 40, 50) -> P(same)); returns its model URI."""
+
+    @abc.abstractmethod
+    def end_run(self, run_id: str, status: str) -> None:
+        """Flush pending writes and set the final status."""
+
+    @abc.abstractmethod
+    def flush(self) -> None:
+        """Wait until every pending write has landed."""
+
+    @abc.abstractmethod
+    def get_run(self, run_id: str) -> RunView: ...
+
+    @abc.abstractmethod
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """(step, value) pairs in step order."""
+
+    @abc.abstractmethod
+    def list_artifacts(self, run_id: str) -> list[str]:
+        """Every artifact path of the run, recursively, relative to its root."""
+
+    @abc.abstractmethod
+    def download_artifact(self, run_id: str, path: str, dest: Path) -> Path: ...
+
+    @abc.abstractmethod
+    def child_runs(self, parent_run_id: str) -> list[RunView]: ...
+
+    def run_url(self, run_id: str) -> str | None:
+        """Where a person sees the run, when the tracker has a UI."""
+        return None

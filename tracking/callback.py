@@ -1,0 +1,103 @@
+"""The tracking callback: plugs into `siamese.fit` and sends everything a run produces to a
+tracker - per-epoch metrics as they come, then checkpoints, curves, diagnosis and (for a run
+that converged) the model."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+
+from siamese.diagnose import diagnose, render_text
+from siamese.scoring import scorer_from_checkpoint
+from siamese.train import Callback, EpochRecord, History
+from tracking.base import Tracker
+from tracking.plots import plot_curves
+
+MODEL_URI_TAG = "siamese_lab.model_uri"
+CHECKPOINT_DIR_TAG = "siamese_lab.checkpoint_dir"
+
+
+def diagnosis_tags(history: History) -> dict[str, str]:
+    verdict = diagnose(history)
+    best = history.best
+    return {
+        "diagnosis.verdict": verdict.verdict,
+        "diagnosis.label": verdict.label,
+        "diagnosis.summary": "; ".join(f.summary for f in verdict.findings) or "learned",
+        "siamese_lab.stop_reason": history.stop_reason,
+        "siamese_lab.best_epoch": str(best.epoch if best else ""),
+    }
+
+
+class TrackingCallback(Callback):
+    def __init__(self, tracker: Tracker, run_id: str, log_model: bool = True) -> None:
+        self.tracker, self.run_id, self.should_log_model = tracker, run_id, log_model
+        self.checkpoints: dict[str, Path] = {}
+        self.model_uri: str | None = None
+
+    def on_fit_start(self, history: History) -> None:
+        tags = {"siamese_lab.device": history.device}
+        if history.data_warnings:
+            tags["siamese_lab.data_warnings"] = " | ".join(history.data_warnings)[:4000]
+        self.tracker.set_tags(self.run_id, tags)
+
+    def on_epoch_end(self, record: EpochRecord, history: History) -> str | None:
+        self.tracker.log_metrics(self.run_id, record.metrics(), step=record.epoch)
+        return None
+
+    def on_checkpoint(self, path: Path, kind: str, epoch: int) -> None:
+        # Uploaded once at the end; until then the file on disk is the copy that survives a
+        # crash, so its folder is recorded on the run straight away.
+        if not self.checkpoints:
+            self.tracker.set_tags(self.run_id, {CHECKPOINT_DIR_TAG: str(path.parent)})
+        self.checkpoints[kind] = path
+
+    def on_fit_end(self, history: History) -> None:
+        verdict = diagnose(history)
+        best = history.best
+        if best is not None:
+            self.tracker.log_metrics(self.run_id, {"best_val_auc": best.val_auc}, step=best.epoch)
+        for path in sorted(set(self.checkpoints.values())):
+            self.tracker.log_artifact(self.run_id, path, "checkpoints")
+        with tempfile.TemporaryDirectory() as tmp:
+            if history.records:
+                name = self.tracker.get_run(self.run_id).name
+                self.tracker.log_artifact(
+                    self.run_id, plot_curves(history, Path(tmp) / "curves.png", name)
+                )
+        self.tracker.log_text(
+            self.run_id, json.dumps(_finite(verdict.to_dict()), indent=2), "diagnosis.json"
+        )
+        self.tracker.log_text(self.run_id, render_text(verdict) + "\n", "diagnosis.txt")
+        self.tracker.log_text(
+            self.run_id, json.dumps(_finite(history.to_dict()), indent=2), "history.json"
+        )
+        tags = diagnosis_tags(history)
+        if self._model_wanted(verdict.verdict, history):
+            self.model_uri = self.tracker.log_model(
+                self.run_id, scorer_from_checkpoint(self.checkpoints["best"])
+            )
+            tags[MODEL_URI_TAG] = self.model_uri
+        self.tracker.set_tags(self.run_id, tags)
+
+    def _model_wanted(self, verdict: str, history: History) -> bool:
+        """Only a converged, completed run logs a model: the registry never sees a broken one."""
+        return (
+            self.should_log_model
+            and verdict == "converged"
+            and history.stop_reason == "completed"
+            and "best" in self.checkpoints
+        )
+
+
+def _finite(value: object) -> object:
+    """NaN/Inf -> None, so the JSON artifacts are strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,170 @@
+"""The MLflow tracker: explicit run ids through MlflowClient (no global active run, so trials
+and their parent can be logged side by side), metrics logged asynchronously."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from tracking.base import FINISHED, RunView, Tracker
+from tracking.store import TrackingTarget, TrackingUnavailable, bound_http_retries, store_lock
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import mlflow
+    from mlflow.entities import Metric
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+# MLflow logs its schema migrations and requirement guesses at INFO/WARNING on every start.
+logging.getLogger("mlflow").setLevel(logging.ERROR)
+
+PAIR_SHAPE = (-1, 2, 40, 50)
+
+
+def scorer_signature() -> ModelSignature:
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), PAIR_SHAPE)]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]),
+    )
+
+
+class MlflowTracker(Tracker):
+    def __init__(self, target: TrackingTarget) -> None:
+        if target.is_http:
+            bound_http_retries()
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        self.target = target
+        self.uri = target.uri
+        mlflow.set_tracking_uri(target.uri)  # log_model resolves the store globally
+        self.client = mlflow.MlflowClient(target.uri)
+        with store_lock(target):
+            self.experiment_id = self._experiment_id()
+        self._pending: list[object] = []
+
+    def _experiment_id(self) -> str:
+        try:
+            found = self.client.get_experiment_by_name(self.target.experiment)
+            if found is not None:
+                return str(found.experiment_id)
+            return str(
+                self.client.create_experiment(self.target.experiment, self.target.artifact_root)
+            )
+        except mlflow.exceptions.MlflowException as exc:
+            if self.target.is_http:
+                raise TrackingUnavailable(
+                    f"--tracking-uri {self.target.uri}: the MLflow server did not answer "
+                    f"({str(exc).splitlines()[0][:160]}); start it, fix the URI, or use --no-track"
+                ) from exc
+            raise
+
+    def start_run(
+        self,
+        name: str,
+        params: dict[str, object],
+        tags: dict[str, str],
+        parent_run_id: str | None = None,
+    ) -> str:
+        all_tags = dict(tags)
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        # MLflow caps a param value at 6000 characters; ours are short config values.
+        for key, value in params.items():
+            self.client.log_param(run.info.run_id, key, "None" if value is None else str(value))
+        return str(run.info.run_id)
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        stamp = int(1000 * time.time())
+        batch = [Metric(k, float(v), stamp, step) for k, v in metrics.items()]
+        # Asynchronous: training never waits on the store; end_run/flush waits for it.
+        self._pending.append(self.client.log_batch(run_id, metrics=batch, synchronous=False))
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, str(value))
+
+    def log_artifact(self, run_id: str, local_path: Path, artifact_dir: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(local_path), artifact_dir)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def log_model(self, run_id: str, scorer: nn.Module, name: str = "model") -> str:
+        """torch.export ("pt2") format: loading it back unpickles no code."""
+        mlflow.set_experiment(experiment_id=self.experiment_id)  # where the logged model lives
+        example = np.random.default_rng(0).random((2, 2, 40, 50), dtype=np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            info = mlflow.pytorch.log_model(
+                scorer.eval().cpu(),
+                name=name,
+                signature=scorer_signature(),
+                input_example=example,
+                run_id=run_id,
+                serialization_format="pt2",
+                # Explicit requirements: inferring them runs the model in a subprocess (~5 s).
+                pip_requirements=[f"torch>={torch.__version__.split('+')[0]}", "numpy"],
+            )
+        return str(info.model_uri)
+
+    def flush(self) -> None:
+        for pending in self._pending:
+            wait = getattr(pending, "wait", None)
+            if wait is not None:
+                wait()
+        self._pending.clear()
+
+    def end_run(self, run_id: str, status: str = FINISHED) -> None:
+        self.flush()
+        self.client.set_terminated(run_id, status=status)
+
+    def get_run(self, run_id: str) -> RunView:
+        try:
+            run = self.client.get_run(run_id)
+        except mlflow.exceptions.MlflowException as exc:
+            raise TrackingUnavailable(f"run {run_id!r}: not found in {self.uri}") from exc
+        return RunView(
+            run.info.run_id,
+            run.info.run_name or "",
+            run.info.status,
+            dict(run.data.params),
+            dict(run.data.tags),
+            dict(run.data.metrics),
+            str(run.info.experiment_id),
+        )
+
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
+
+    def list_artifacts(self, run_id: str) -> list[str]:
+        found: list[str] = []
+        pending: list[str | None] = [None]
+        while pending:
+            for item in self.client.list_artifacts(run_id, pending.pop()):
+                (pending.append(item.path) if item.is_dir else found.append(item.path))
+        return sorted(found)
+
+    def download_artifact(self, run_id: str, path: str, dest: Path) -> Path:
+        dest.mkdir(parents=True, exist_ok=True)
+        return Path(self.client.download_artifacts(run_id, path, str(dest)))
+
+    def child_runs(self, parent_run_id: str) -> list[RunView]:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+            max_results=5000,
+        )
+        return [self.get_run(r.info.run_id) for r in runs]
+
+    def run_url(self, run_id: str) -> str | None:
+        if self.target.is_http:
+            return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
+        return None

@@ -1,0 +1,44 @@
+"""The curve figure logged with every run (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: headless machines have no display
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
+
+from siamese.train.history import History
+
+
+def plot_curves(history: History, path: Path, title: str) -> Path:
+    """Loss, validation AUC/accuracy, update ratio and output spread, one panel each."""
+    epochs = [r.epoch for r in history.records]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    (loss_ax, metric_ax), (ratio_ax, std_ax) = axes
+    loss_ax.plot(epochs, [r.train_loss for r in history.records], "o-", label="train_loss")
+    loss_ax.plot(epochs, [r.val_loss for r in history.records], "o-", label="val_loss")
+    loss_ax.set_title("loss")
+    metric_ax.plot(epochs, [r.val_auc for r in history.records], "o-", label="val_auc")
+    metric_ax.plot(epochs, [r.val_acc for r in history.records], "o-", label="val_acc")
+    metric_ax.axhline(0.5, color="grey", linestyle=":", label="chance")
+    metric_ax.set_title("validation")
+    ratio_ax.semilogy(
+        epochs, [max(r.update_ratio, 1e-12) for r in history.records], "o-", label="update/weight"
+    )
+    ratio_ax.axhline(1e-3, color="green", linestyle=":", label="healthy ~1e-3")
+    ratio_ax.set_title("update ratio per step")
+    std_ax.plot(epochs, [r.output_std for r in history.records], "o-", label="std of P(same)")
+    std_ax.axhline(0.01, color="red", linestyle=":", label="collapse threshold")
+    std_ax.set_title("output spread")
+    for ax in axes.flat:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -1,0 +1,104 @@
+"""Promotion to the MLflow model registry: aliases (not the deprecated stages), a gate that
+refuses failed runs, and a challenger rule so a worse model never takes `champion` by accident.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import dataclass
+
+import mlflow
+
+from siamese.errors import SiameseInputError
+from tracking.callback import MODEL_URI_TAG
+from tracking.mlflow_tracker import MlflowTracker
+
+SELECTION_METRIC = "best_val_auc"
+
+
+class PromotionRefused(SiameseInputError):
+    """The run may not be promoted; the message says why."""
+
+
+@dataclass(frozen=True)
+class Promotion:
+    name: str
+    alias: str
+    version: str | None  # None when the challenger did not beat the holder
+    run_id: str
+    metric: float
+    holder_version: str | None
+    holder_metric: float | None
+    promoted: bool
+    message: str
+
+
+def _holder(tracker: MlflowTracker, name: str, alias: str) -> tuple[str, float] | None:
+    try:
+        version = tracker.client.get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException:
+        return None  # no such model or alias yet
+    return str(version.version), float(version.tags.get(SELECTION_METRIC, "nan"))
+
+
+def _lineage_tags(
+    run_id: str, params: dict[str, str], metrics: dict[str, float], tags: dict[str, str]
+) -> dict[str, str]:
+    return {
+        "source_run_id": run_id,
+        SELECTION_METRIC: str(metrics[SELECTION_METRIC]),
+        "val_metrics": json.dumps(
+            {k: v for k, v in metrics.items() if k.startswith(("val_", "best_"))}
+        ),
+        "params": json.dumps(params, sort_keys=True)[:4000],
+        "diagnosis": tags.get("diagnosis.label", ""),
+    }
+
+
+def promote(
+    tracker: MlflowTracker, run_id: str, name: str, alias: str = "champion", force: bool = False
+) -> Promotion:
+    run = tracker.get_run(run_id)
+    verdict = run.tags.get("diagnosis.verdict")
+    if verdict != "converged":
+        label = run.tags.get("diagnosis.label", "no diagnosis")
+        raise PromotionRefused(
+            f"run {run_id}: diagnosis is {label!r}; only a converged run can be promoted"
+        )
+    model_uri = run.tags.get(MODEL_URI_TAG)
+    if not model_uri or SELECTION_METRIC not in run.metrics:
+        raise PromotionRefused(
+            f"run {run_id}: no logged model; it was trained with tracking off or did not complete"
+        )
+    metric = run.metrics[SELECTION_METRIC]
+    holder = _holder(tracker, name, alias)
+    if holder is not None and not force and not metric > holder[1]:
+        return Promotion(
+            name,
+            alias,
+            None,
+            run_id,
+            metric,
+            holder[0],
+            holder[1],
+            False,
+            f"not promoted: {name}@{alias} is version {holder[0]} with {SELECTION_METRIC} {holder[1]:.4f}, "
+            f"which this run ({metric:.4f}) does not beat; use --force to promote anyway",
+        )
+    lineage = _lineage_tags(run_id, run.params, run.metrics, run.tags)
+    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Successfully registered..."
+        version = mlflow.register_model(model_uri, name, tags=lineage)
+    tracker.client.set_registered_model_alias(name, alias, version.version)
+    return Promotion(
+        name,
+        alias,
+        str(version.version),
+        run_id,
+        metric,
+        holder[0] if holder else None,
+        holder[1] if holder else None,
+        True,
+        f"promoted: {name} version {version.version} is now @{alias} ({SELECTION_METRIC} {metric:.4f})",
+    )

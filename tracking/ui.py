@@ -1,0 +1,24 @@
+"""The MLflow UI on the embedded store, bound to loopback unless asked otherwise."""
+
+from __future__ import annotations
+
+import sys
+
+from tracking.store import TrackingTarget
+
+
+def ui_command(target: TrackingTarget, host: str, port: int) -> list[str]:
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", target.uri,
+        "--host", host, "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    if target.artifact_root:
+        command += ["--default-artifact-root", target.artifact_root]
+    return command
+
+
+def ui_url(host: str, port: int, experiment_id: str | None = None) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    suffix = f"#/experiments/{experiment_id}" if experiment_id else ""
+    return f"http://{shown}:{port}/{suffix}"
