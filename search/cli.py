@@ -31,3 +31,7 @@ for command in (diagnose_run, promote, predict, ui):
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -145,9 +145,13 @@ def predict(
         pairs = [(images[0], images[1])]
     else:
         raise click.UsageError("give two images LEFT RIGHT, or --pairs FILE.csv")
+    images_in = stack_pairs(pairs)  # unreadable images fail before any model is loaded
     if model_uri.startswith(("models:/", "runs:/")):
-        _tracker(ctx, tracking_uri, experiment)  # points MLflow at the home store or server
-    probs = score(load_scorer(model_uri), stack_pairs(pairs))
+        with _tracker(ctx, tracking_uri, experiment).using_store():
+            scorer = load_scorer(model_uri)
+    else:
+        scorer = load_scorer(model_uri)
+    probs = score(scorer, images_in)
     rows = [
         {"left": str(a), "right": str(b), "p_same": float(p)}
         for (a, b), p in zip(pairs, probs, strict=True)

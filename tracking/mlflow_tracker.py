@@ -7,6 +7,8 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +45,6 @@ class MlflowTracker(Tracker):
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         self.target = target
         self.uri = target.uri
-        mlflow.set_tracking_uri(target.uri)  # log_model resolves the store globally
         self.client = mlflow.MlflowClient(target.uri)
         with store_lock(target):
             self.experiment_id = self._experiment_id()
@@ -99,9 +100,8 @@ class MlflowTracker(Tracker):
 
     def log_model(self, run_id: str, scorer: nn.Module, name: str = "model") -> str:
         """torch.export ("pt2") format: loading it back unpickles no code."""
-        mlflow.set_experiment(experiment_id=self.experiment_id)  # where the logged model lives
         example = np.random.default_rng(0).random((2, 2, 40, 50), dtype=np.float32)
-        with warnings.catch_warnings():
+        with self.using_store(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             info = mlflow.pytorch.log_model(
                 scorer.eval().cpu(),
@@ -114,6 +114,25 @@ class MlflowTracker(Tracker):
                 pip_requirements=[f"torch>={torch.__version__.split('+')[0]}", "numpy"],
             )
         return str(info.model_uri)
+
+    @contextmanager
+    def using_store(self) -> Iterator[None]:
+        """Points MLflow's global (fluent) API at this store for a moment: log_model,
+        register_model and load_model only know the global URI. Restored afterwards, because
+        MLflow also exports it as MLFLOW_TRACKING_URI to every child process."""
+        saved = {
+            key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
+        }
+        mlflow.set_tracking_uri(self.uri)
+        os.environ["MLFLOW_EXPERIMENT_ID"] = self.experiment_id  # where a logged model lives
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])  # type: ignore[arg-type]  # None unsets
+            if saved["MLFLOW_EXPERIMENT_ID"] is None:
+                os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+            else:
+                os.environ["MLFLOW_EXPERIMENT_ID"] = saved["MLFLOW_EXPERIMENT_ID"]
 
     def flush(self) -> None:
         for pending in self._pending:

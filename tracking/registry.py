@@ -88,7 +88,8 @@ def promote(
             f"which this run ({metric:.4f}) does not beat; use --force to promote anyway",
         )
     lineage = _lineage_tags(run_id, run.params, run.metrics, run.tags)
-    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Successfully registered..."
+    # MLflow prints "Successfully registered..." on stderr; the CLI says it in its own words.
+    with tracker.using_store(), contextlib.redirect_stderr(io.StringIO()):
         version = mlflow.register_model(model_uri, name, tags=lineage)
     tracker.client.set_registered_model_alias(name, alias, version.version)
     return Promotion(

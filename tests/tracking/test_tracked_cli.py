@@ -1,0 +1,285 @@
+"""`train`, `diagnose`, `promote` and `predict` against a real MLflow SQLite store."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from search.cli import cli
+from siamese.train import load_checkpoint
+from tracking import embedded_target
+
+SMALL = ["--train-pairs", "384", "--val-pairs", "192", "--device", "cpu", "--epochs", "3"]
+PER_EPOCH = (
+    "train_loss",
+    "val_loss",
+    "val_acc",
+    "val_auc",
+    "update_ratio",
+    "output_std",
+    "grad_norm_conv1",
+)
+
+
+def invoke(*args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, list(args))
+
+
+def train_json(home: Path, *args: str) -> dict:  # type: ignore[type-arg]
+    result = invoke("train", "--home", str(home), *SMALL, "--json", *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def good_run(home: Path) -> dict:  # type: ignore[type-arg]
+    return train_json(home)
+
+
+@pytest.fixture(scope="module")
+def seed_run(home: Path) -> dict:  # type: ignore[type-arg]
+    return train_json(home, "--preset", "seed", "--epochs", "2")
+
+
+@pytest.fixture(scope="module")
+def tracker(home: Path):  # type: ignore[no-untyped-def]
+    from tracking.mlflow_tracker import MlflowTracker
+
+    return MlflowTracker(embedded_target(home))
+
+
+def test_every_epoch_of_every_metric_is_logged(good_run: dict, tracker) -> None:  # type: ignore[no-untyped-def,type-arg]
+    run_id = good_run["run_id"]
+    for key in PER_EPOCH:
+        assert [step for step, _ in tracker.metric_history(run_id, key)] == [1, 2, 3], key
+    aucs = [v for _, v in tracker.metric_history(run_id, "val_auc")]
+    assert aucs == pytest.approx([r["val_auc"] for r in good_run["history"]["records"]])
+
+
+def test_params_tags_and_status(good_run: dict, tracker) -> None:  # type: ignore[no-untyped-def,type-arg]
+    run = tracker.get_run(good_run["run_id"])
+    assert run.status == "FINISHED"
+    assert (
+        run.params["lr"] == "0.001"
+        and run.params["head"] == "sq"
+        and run.params["data.source"] == "digits"
+    )
+    assert run.params["seed"] == "0" and run.params["device"] == "cpu"
+    assert run.tags["diagnosis.verdict"] == "converged" and run.tags["siamese_lab.version"]
+    assert run.tags["siamese_lab.device"] == "cpu"
+
+
+def test_artifacts_are_there_and_the_checkpoint_loads(
+    good_run: dict, tracker, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def,type-arg]
+    run_id = good_run["run_id"]
+    artifacts = tracker.list_artifacts(run_id)
+    for expected in (
+        "checkpoints/best.pt",
+        "checkpoints/last.pt",
+        "curves.png",
+        "diagnosis.json",
+        "diagnosis.txt",
+    ):
+        assert expected in artifacts
+    assert any(a.startswith("model/") for a in artifacts) or good_run["model_uri"].startswith(
+        "models:/m-"
+    )
+    checkpoint = load_checkpoint(tracker.download_artifact(run_id, "checkpoints/best.pt", tmp_path))
+    assert checkpoint["config"]["lr"] == 0.001
+    png = tracker.download_artifact(run_id, "curves.png", tmp_path)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_failed_run_has_its_verdict_and_no_model(seed_run: dict, tracker) -> None:  # type: ignore[no-untyped-def,type-arg]
+    run = tracker.get_run(seed_run["run_id"])
+    assert run.status == "FINISHED"  # training ended; the verdict is the result
+    assert run.tags["diagnosis.verdict"] == "failed" and "collapsed" in run.tags["diagnosis.label"]
+    assert seed_run["model_uri"] is None
+
+
+def test_diagnose_reads_the_verdict_back(seed_run: dict, home: Path) -> None:  # type: ignore[type-arg]
+    result = invoke("diagnose", seed_run["run_id"], "--home", str(home))
+    assert result.exit_code == 0, result.output
+    assert (
+        "FAILED TO CONVERGE" in result.output
+        and "evidence:" in result.output
+        and "fix:" in result.output
+    )
+    as_json = json.loads(
+        invoke("diagnose", seed_run["run_id"], "--home", str(home), "--json").stdout
+    )
+    assert "collapsed" in as_json["diagnosis"]["kinds"]
+
+
+def test_diagnose_unknown_run_is_bad_input(home: Path) -> None:
+    result = invoke("diagnose", "0123456789abcdef", "--home", str(home))
+    assert result.exit_code == 2 and "0123456789abcdef" in result.output
+
+
+def test_promoting_a_collapsed_run_is_refused(seed_run: dict, home: Path) -> None:  # type: ignore[type-arg]
+    result = invoke("promote", "--run", seed_run["run_id"], "--home", str(home))
+    assert result.exit_code == 2 and "only a converged run" in result.output
+
+
+def _digit_png(folder: Path, index: int) -> Path:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    path = folder / f"{index}_{digits.target[index]}.png"
+    Image.fromarray((digits.images[index] * 15).astype(np.uint8)).save(path)
+    return path
+
+
+def test_promote_alias_and_predict_round_trip(
+    good_run: dict, home: Path, tmp_path: Path, tracker
+) -> None:  # type: ignore[no-untyped-def,type-arg]
+    result = invoke(
+        "promote", "--run", good_run["run_id"], "--name", "digits", "--home", str(home), "--json"
+    )
+    assert result.exit_code == 0, result.output
+    promotion = json.loads(result.stdout)
+    assert promotion["promoted"] and promotion["version"] == "1"
+    version = tracker.client.get_model_version_by_alias("digits", "champion")
+    assert (
+        version.tags["source_run_id"] == good_run["run_id"]
+        and version.tags["diagnosis"] == "converged"
+    )
+
+    left, right = _digit_png(tmp_path, 0), _digit_png(tmp_path, 1)
+    by_alias = invoke(
+        "predict",
+        "--home",
+        str(home),
+        "--model",
+        "models:/digits@champion",
+        str(left),
+        str(right),
+        "--json",
+    )
+    assert by_alias.exit_code == 0, by_alias.output
+    p_alias = json.loads(by_alias.stdout)["pairs"][0]["p_same"]
+    by_checkpoint = invoke(
+        "predict", "--model", good_run["checkpoints"]["best"], str(left), str(right), "--json"
+    )
+    p_checkpoint = json.loads(by_checkpoint.stdout)["pairs"][0]["p_same"]
+    assert 0.0 <= p_alias <= 1.0 and p_alias == pytest.approx(p_checkpoint, abs=1e-4)
+
+    (tmp_path / "pairs.csv").write_text(
+        f"left,right\n{left.name},{right.name}\n{left.name},{left.name}\n"
+    )
+    batch = invoke(
+        "predict",
+        "--home",
+        str(home),
+        "--model",
+        "models:/digits@champion",
+        "--pairs",
+        str(tmp_path / "pairs.csv"),
+    )
+    assert batch.exit_code == 0 and len(batch.output.strip().splitlines()) == 2
+
+
+def test_challenger_must_beat_the_champion(good_run: dict, home: Path) -> None:  # type: ignore[type-arg]
+    invoke("promote", "--run", good_run["run_id"], "--name", "gate", "--home", str(home))
+    weaker = train_json(home, "--epochs", "1", "--lr", "3e-4")
+    if not weaker["model_uri"]:
+        pytest.skip("the 1-epoch challenger did not converge on this machine")
+    assert max(r["val_auc"] for r in weaker["history"]["records"]) < max(
+        r["val_auc"] for r in good_run["history"]["records"]
+    )
+    kept = json.loads(
+        invoke(
+            "promote", "--run", weaker["run_id"], "--name", "gate", "--home", str(home), "--json"
+        ).stdout
+    )
+    assert not kept["promoted"] and kept["holder_version"] == "1"
+    forced = json.loads(
+        invoke(
+            "promote",
+            "--run",
+            weaker["run_id"],
+            "--name",
+            "gate",
+            "--home",
+            str(home),
+            "--force",
+            "--json",
+        ).stdout
+    )
+    assert forced["promoted"] and forced["version"] == "2"
+
+
+def test_predict_bad_model_is_bad_input(tmp_path: Path) -> None:
+    left = _digit_png(tmp_path, 0)
+    result = invoke("predict", "--model", "nonsense", str(left), str(left))
+    assert result.exit_code == 2 and "--model" in result.output
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_server_fails_fast_with_a_clear_line(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = invoke(
+        "train",
+        "--home",
+        str(tmp_path),
+        *SMALL,
+        "--tracking-uri",
+        f"http://127.0.0.1:{_free_port()}",
+    )
+    assert result.exit_code == 2, result.output
+    assert "did not answer" in result.output and "--no-track" in result.output
+    assert time.monotonic() - started < 60
+
+
+def test_sigterm_marks_the_run_killed_and_keeps_the_checkpoint(tmp_path: Path) -> None:
+    from tracking.mlflow_tracker import MlflowTracker
+
+    home = tmp_path / "home"
+    command = [sys.executable, "-m", "search.cli", "train", "--home", str(home), "--device", "cpu",
+               "--epochs", "200", "--train-pairs", "128", "--val-pairs", "64"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               cwd=Path(__file__).resolve().parents[2], env={**os.environ})  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not list((home / "checkpoints").glob("*/last.pt")) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if not list((home / "checkpoints").glob("*/last.pt")):
+            process.kill()
+            pytest.fail("training never wrote a checkpoint: " + process.communicate()[0][-3000:])
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, output
+    tracker = MlflowTracker(embedded_target(home))
+    runs = tracker.client.search_runs([tracker.experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "KILLED"
+    assert "checkpoints/last.pt" in tracker.list_artifacts(runs[0].info.run_id)
+
+
+def test_tracking_does_not_leak_the_store_into_child_processes(good_run: dict, home: Path) -> None:  # type: ignore[type-arg]
+    # MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI; a worker started later would
+    # silently log to the wrong store.
+    invoke("promote", "--run", good_run["run_id"], "--name", "leak", "--home", str(home))
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert "MLFLOW_EXPERIMENT_ID" not in os.environ
