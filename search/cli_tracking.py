@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -178,6 +179,8 @@ def ui(ctx: click.Context, host: str, port: int, tracking_uri: str | None, exper
         f"MLflow UI: {ui_url(host, port, tracker.experiment_id)}  (store: {tracker.uri})", err=True
     )
     process = subprocess.Popen(ui_command(tracker.target, host, port))
+    # SIGTERM to us must stop the server too, or it keeps the port after we are gone.
+    signal.signal(signal.SIGTERM, lambda *_: process.terminate())
     try:
         raise SystemExit(process.wait())
     except KeyboardInterrupt:

@@ -38,7 +38,8 @@ def plot_curves(history: History, path: Path, title: str) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    # Fixed margins instead of tight_layout, which measures every text (a third of the time).
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.08, top=0.9, hspace=0.35, wspace=0.2)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return path

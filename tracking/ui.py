@@ -20,5 +20,7 @@ def ui_command(target: TrackingTarget, host: str, port: int) -> list[str]:
 
 def ui_url(host: str, port: int, experiment_id: str | None = None) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    suffix = f"#/experiments/{experiment_id}" if experiment_id else ""
+    # MLflow 3 opens an experiment in its GenAI view (traces) unless told otherwise; runs,
+    # curves and models are in the machine-learning view.
+    suffix = f"#/experiments/{experiment_id}?workflowType=machine_learning" if experiment_id else ""
     return f"http://{shown}:{port}/{suffix}"
