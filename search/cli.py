@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from search.cli_common import LabGroup
+from search.cli_search import report, search, worker
 from search.cli_tracking import diagnose_run, predict, promote, ui
 from search.cli_train import data, train
 
@@ -25,7 +26,7 @@ def cli(home: Path | None) -> None:
 
 cli.add_command(train)
 cli.add_command(data)
-for command in (diagnose_run, promote, predict, ui):
+for command in (search, worker, report, diagnose_run, promote, predict, ui):
     cli.add_command(command)
 
 

@@ -52,6 +52,8 @@ def diagnose_run(
 
 @click.command()
 @click.option("--run", "run_id", help="the run whose model to register")
+@click.option("--study", help="register the study's best converged trial instead")
+@click.option("--storage", help="the study's storage (default: the home folder's)")
 @click.option("--name", default="siamese", show_default=True, help="registered model name")
 @click.option("--alias", default="champion", show_default=True)
 @click.option(
@@ -92,7 +94,13 @@ def promote(
 
 
 def _best_trial_run(ctx: click.Context, study: str, extra: dict[str, Any]) -> str:
-    raise click.UsageError("--study needs the search package (not available in this build)")
+    from search.cli_search import find_study
+    from search.report import best_converged_trial
+
+    best = best_converged_trial(find_study(ctx, study, extra.get("storage")))
+    if best is None or "mlflow_run_id" not in best.user_attrs:
+        raise SiameseInputError(f"--study {study}: no converged, tracked trial to promote")
+    return str(best.user_attrs["mlflow_run_id"])
 
 
 def _read_pairs_csv(path: Path) -> list[tuple[Path, Path]]:

@@ -23,8 +23,9 @@ COLLAPSE_STD = 0.01
 DEAD_HEAD_ZERO_FRACTION = 0.9
 # Embedding units that output 0 for every validation image: a few are normal, nearly all is not.
 DEAD_UNITS_FRACTION = 0.95
-# Per-step ||dw||/||w||: ~1e-3 is the usual healthy value; 100x below it, weights barely move.
-STALL_UPDATE_RATIO = 1e-5
+# Per-step ||dw||/||w||: ~1e-3 is the usual healthy value; 10x below it the weights barely
+# move (SGD at lr 1e-6 gives ~1e-7, Adam at lr 1e-6 ~1e-4, Adam at 1e-3 ~1e-2).
+STALL_UPDATE_RATIO = 1e-4
 HEALTHY_UPDATE_RATIO = 1e-3
 # Below this summed gradient norm, the network receives no gradient at all.
 MIN_GRADIENT_NORM = 1e-8

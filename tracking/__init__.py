@@ -4,7 +4,7 @@ the registry). Imports siamese for types and the callback protocol; never optuna
 from tracking.base import FAILED, FINISHED, KILLED, RunView, Tracker
 from tracking.callback import TrackingCallback
 from tracking.memory import InMemoryTracker
-from tracking.run import tracked_run
+from tracking.run import final_status, tracked_run
 from tracking.store import TrackingTarget, TrackingUnavailable, embedded_target, resolve_target
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "TrackingTarget",
     "TrackingUnavailable",
     "embedded_target",
+    "final_status",
     "resolve_target",
     "tracked_run",
 ]

@@ -62,6 +62,10 @@ class Tracker(abc.ABC):
         """Log a pair scorer (input (N, 2, 40, 50) -> P(same)); returns its model URI."""
 
     @abc.abstractmethod
+    def reopen_run(self, run_id: str) -> None:
+        """Set a finished run RUNNING again (a resumed study continues its parent run)."""
+
+    @abc.abstractmethod
     def end_run(self, run_id: str, status: str) -> None:
         """Flush pending writes and set the final status."""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from siamese.diagnose import diagnose, render_text
@@ -32,7 +33,9 @@ def diagnosis_tags(history: History) -> dict[str, str]:
 
 
 class TrackingCallback(Callback):
-    def __init__(self, tracker: Tracker, run_id: str, log_model: bool = True) -> None:
+    def __init__(
+        self, tracker: Tracker, run_id: str, log_model: bool | Callable[[History], bool] = True
+    ) -> None:
         self.tracker, self.run_id, self.should_log_model = tracker, run_id, log_model
         self.checkpoints: dict[str, Path] = {}
         self.model_uri: str | None = None
@@ -84,12 +87,14 @@ class TrackingCallback(Callback):
 
     def _model_wanted(self, verdict: str, history: History) -> bool:
         """Only a converged, completed run logs a model: the registry never sees a broken one."""
-        return (
-            self.should_log_model
-            and verdict == "converged"
-            and history.stop_reason == "completed"
-            and "best" in self.checkpoints
-        )
+        if (
+            verdict != "converged"
+            or history.stop_reason != "completed"
+            or "best" not in self.checkpoints
+        ):
+            return False
+        wanted = self.should_log_model
+        return wanted(history) if callable(wanted) else wanted
 
 
 def _finite(value: object) -> object:

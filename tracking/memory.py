@@ -62,6 +62,9 @@ class InMemoryTracker(Tracker):
         self.log_text(run_id, "in-memory model", f"{name}/MLmodel")
         return uri
 
+    def reopen_run(self, run_id: str) -> None:
+        self.runs[run_id].status = "RUNNING"
+
     def end_run(self, run_id: str, status: str = FINISHED) -> None:
         self.runs[run_id].status = status
 

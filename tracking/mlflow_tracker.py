@@ -142,6 +142,9 @@ class MlflowTracker(Tracker):
         for future in pending:
             future.result()  # re-raises a failed write here, not silently
 
+    def reopen_run(self, run_id: str) -> None:
+        self.client.update_run(run_id, status="RUNNING")
+
     def end_run(self, run_id: str, status: str = FINISHED) -> None:
         self.flush()
         self.client.set_terminated(run_id, status=status)

@@ -68,9 +68,16 @@ def tracked_run(
     run_id = tracker.start_run(
         name, config.flat(), {**environment_tags(device), **(tags or {})}, parent_run_id
     )
+    with final_status(tracker, run_id):
+        yield run_id
+
+
+@contextmanager
+def final_status(tracker: Tracker, run_id: str) -> Iterator[None]:
+    """End `run_id` FINISHED, KILLED (Ctrl-C, SIGTERM) or FAILED (any error, recorded)."""
     with sigterm_as_interrupt():
         try:
-            yield run_id
+            yield
         except KeyboardInterrupt:
             tracker.end_run(run_id, KILLED)
             raise

@@ -1,0 +1,146 @@
+"""One Optuna trial = one siamese.fit call, tracked as an MLflow run nested under the study's.
+
+Completed trials return their best val_auc. Pruned trials end their run FINISHED with the
+tag optuna.state=PRUNED; diverged or crashed trials end it FAILED with the error, and the
+study goes on. A trial retried after its worker died resumes from the dead trial's last
+checkpoint (its user attributes, checkpoint folder included, are copied to the retry).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from search.space import SearchSpace, suggest_config
+from siamese import PairData, TrainConfig, diagnose, fit
+from siamese.train import Callback, EpochRecord, FitResult, History
+from tracking import TrackingCallback, tracked_run
+from tracking.base import Tracker
+
+RUN_ID_ATTR = "mlflow_run_id"
+CHECKPOINT_ATTR = "checkpoint_dir"
+
+
+class TrialDiverged(RuntimeError):
+    """The loss became NaN/Inf: Optuna records the trial as FAIL, MLflow the run as FAILED."""
+
+
+class PruningCallback(Callback):
+    """Reports val_auc to Optuna after each epoch and stops the run when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self.trial = trial
+
+    def on_fit_start(self, history: History) -> None:
+        for record in history.records:  # a resumed run: the epochs done before the crash
+            self._report(record)
+
+    def on_epoch_end(self, record: EpochRecord, history: History) -> str | None:
+        self._report(record)
+        return "pruned" if self.trial.should_prune() else None
+
+    def _report(self, record: EpochRecord) -> None:
+        if math.isfinite(record.val_auc):
+            self.trial.report(record.val_auc, record.epoch)
+
+
+@dataclass
+class Objective:
+    base: TrainConfig
+    space: SearchSpace
+    data: PairData
+    checkpoint_root: Path
+    study_name: str
+    tracker: Tracker | None = None
+    parent_run_id: str | None = None
+    device: str = "cpu"
+    progress: Callback | None = None
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        config = suggest_config(trial, self.base, self.space)
+        folder = Path(
+            trial.user_attrs.get(CHECKPOINT_ATTR) or self.checkpoint_root / f"trial-{trial.number}"
+        )
+        resume = folder / "last.pt" if (folder / "last.pt").is_file() else None
+        trial.set_user_attr(CHECKPOINT_ATTR, str(folder))
+        if resume is not None:  # a retry of a trial whose worker died
+            trial.set_user_attr("resumed_from", str(resume))
+        callbacks: list[Callback] = [PruningCallback(trial)] + (
+            [self.progress] if self.progress else []
+        )
+        result = self._train(trial, config, callbacks, folder, resume)
+        verdict = diagnose(result.history)
+        trial.set_user_attr("diagnosis", verdict.label)
+        trial.set_user_attr("verdict", verdict.verdict)
+        if result.history.stop_reason == "pruned":
+            raise optuna.TrialPruned(f"pruned at epoch {len(result.history.records)}")
+        best = result.history.best
+        return best.val_auc if best is not None else 0.5
+
+    def _train(
+        self,
+        trial: optuna.Trial,
+        config: TrainConfig,
+        callbacks: list[Callback],
+        folder: Path,
+        resume: Path | None,
+    ) -> FitResult:
+        if self.tracker is None:
+            result = fit(
+                config, self.data, callbacks=callbacks, checkpoint_dir=folder, resume_from=resume
+            )
+            _raise_if_diverged(trial, result)
+            return result
+        tags = {"optuna.study": self.study_name, "optuna.trial_number": str(trial.number)}
+        name = f"trial-{trial.number}"
+        with tracked_run(
+            self.tracker, name, config, self.device, tags, self.parent_run_id
+        ) as run_id:
+            trial.set_user_attr(RUN_ID_ATTR, run_id)
+            tracking = TrackingCallback(
+                self.tracker, run_id, log_model=lambda h: self._is_best_converged(trial, h)
+            )
+            try:
+                result = fit(
+                    config,
+                    self.data,
+                    callbacks=[*callbacks, tracking],
+                    checkpoint_dir=folder,
+                    resume_from=resume,
+                )
+                state = "PRUNED" if result.history.stop_reason == "pruned" else "COMPLETE"
+                if result.history.stop_reason == "non_finite":
+                    state = "FAIL"
+                self.tracker.set_tags(run_id, {"optuna.state": state})
+                _raise_if_diverged(trial, result)
+            except BaseException:
+                self.tracker.set_tags(run_id, {"optuna.state": "FAIL"})
+                raise
+        return result
+
+    def _is_best_converged(self, trial: optuna.Trial, history: History) -> bool:
+        """Log a model only for a trial that beats every converged trial so far: those are
+        the only ones `promote --study` can pick, and exporting a model takes a second."""
+        best = history.best
+        if best is None:
+            return False
+        done = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        values = [
+            t.value
+            for t in done
+            if t.user_attrs.get("verdict") == "converged" and t.value is not None
+        ]
+        return not values or best.val_auc > max(values)
+
+
+def _raise_if_diverged(trial: optuna.Trial, result: FitResult) -> None:
+    if result.history.stop_reason == "non_finite":
+        verdict = diagnose(result.history)
+        trial.set_user_attr("diagnosis", verdict.label)
+        trial.set_user_attr("verdict", verdict.verdict)
+        raise TrialDiverged(
+            f"trial {trial.number}: loss became NaN/Inf (lr={result.history.config['lr']})"
+        )

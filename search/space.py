@@ -1,0 +1,140 @@
+"""The search space, and the one pure function from an Optuna trial to a TrainConfig.
+
+Defaults cover the original failure on purpose (lr down to 1e-6, the relu2 head), so a
+search on them maps where training breaks, not only where it works. A TOML file narrows,
+widens or fixes any parameter; a value fixed on the command line wins over both.
+
+    [lr]                 # a float range (log = true for log-uniform)
+    low = 1e-4
+    high = 1e-2
+    [optimizer]          # a choice
+    choices = ["adam", "sgd"]
+    [head]               # a fixed value
+    value = "sq"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from siamese.config import HEADS, OPTIMIZERS, TrainConfig
+from siamese.errors import ConfigError
+
+# Optimizers whose update uses `momentum`; for the others it is not suggested at all.
+MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    lr: FloatRange = FloatRange(1e-6, 1e-1, log=True)
+    optimizer: tuple[str, ...] = OPTIMIZERS
+    momentum: FloatRange = FloatRange(0.0, 0.99)
+    head: tuple[str, ...] = HEADS
+    dropout: FloatRange = FloatRange(0.0, 0.5)
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, str]:
+        """One line per parameter, for MLflow params and the report."""
+        out: dict[str, str] = {}
+        for name in ("lr", "optimizer", "momentum", "head", "dropout"):
+            if name in self.fixed:
+                out[name] = f"fixed {self.fixed[name]}"
+                continue
+            spec = getattr(self, name)
+            out[name] = (
+                f"{'log-uniform' if spec.log else 'uniform'} [{spec.low:g}, {spec.high:g}]"
+                if isinstance(spec, FloatRange)
+                else f"one of {list(spec)}"
+            )
+        return out
+
+
+def suggest_config(
+    trial: optuna.trial.BaseTrial, base: TrainConfig, space: SearchSpace
+) -> TrainConfig:
+    """Pure: the same trial answers give the same config. Fixed values are not suggested."""
+
+    def floating(name: str) -> float:
+        if name in space.fixed:
+            return float(space.fixed[name])
+        spec: FloatRange = getattr(space, name)
+        return trial.suggest_float(name, spec.low, spec.high, log=spec.log)
+
+    def choice(name: str) -> str:
+        if name in space.fixed:
+            return str(space.fixed[name])
+        return str(trial.suggest_categorical(name, list(getattr(space, name))))
+
+    optimizer = choice("optimizer")
+    momentum = floating("momentum") if optimizer in MOMENTUM_OPTIMIZERS else 0.0
+    return replace(
+        base,
+        lr=floating("lr"),
+        optimizer=optimizer,
+        momentum=momentum,
+        head=choice("head"),
+        dropout=floating("dropout"),
+    )
+
+
+def _float_range(path: Path, name: str, table: dict[str, Any], default: FloatRange) -> FloatRange:
+    low, high = table.get("low", default.low), table.get("high", default.high)
+    log = bool(table.get("log", default.log))
+    if (
+        not all(isinstance(v, int | float) for v in (low, high))
+        or not low < high
+        or (log and low <= 0)
+    ):
+        raise ConfigError(
+            f"{path}: [{name}] expected numbers low < high (and low > 0 with log), got {table}"
+        )
+    return FloatRange(float(low), float(high), log)
+
+
+def _choices(
+    path: Path, name: str, table: dict[str, Any], allowed: tuple[str, ...]
+) -> tuple[str, ...]:
+    chosen = table.get("choices", list(allowed))
+    bad = [c for c in chosen if c not in allowed]
+    if not chosen or bad:
+        raise ConfigError(
+            f"{path}: [{name}] choices {bad or chosen} not allowed; expected some of {list(allowed)}"
+        )
+    return tuple(chosen)
+
+
+def load_space(path: Path | None, fixed_on_command_line: dict[str, Any]) -> SearchSpace:
+    """The default space, changed by a TOML file, then by values fixed on the command line."""
+    default = SearchSpace()
+    if path is None:
+        return replace(default, fixed=dict(fixed_on_command_line))
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"--space {path}: cannot read TOML ({exc})") from exc
+    unknown = set(raw) - {"lr", "optimizer", "momentum", "head", "dropout"}
+    if unknown:
+        raise ConfigError(
+            f"--space {path}: unknown parameter(s) {sorted(unknown)}; expected lr, optimizer, momentum, head, dropout"
+        )
+    fixed = {name: table["value"] for name, table in raw.items() if "value" in table}
+    return SearchSpace(
+        lr=_float_range(path, "lr", raw.get("lr", {}), default.lr),
+        optimizer=_choices(path, "optimizer", raw.get("optimizer", {}), OPTIMIZERS),
+        momentum=_float_range(path, "momentum", raw.get("momentum", {}), default.momentum),
+        head=_choices(path, "head", raw.get("head", {}), HEADS),
+        dropout=_float_range(path, "dropout", raw.get("dropout", {}), default.dropout),
+        fixed={**fixed, **fixed_on_command_line},
+    )
