@@ -43,8 +43,13 @@ class Progress(Callback):
         params = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
         self.console.print(
             f"trial {trial.number:>3} [{done}/{self.total or '?'}] {trial.state.name:<8} val_auc {value:<7} "
-            f"{trial.user_attrs.get('diagnosis', '-'):<22} {params}  | best {best} | pruned {self.states['PRUNED']} "
-            f"failed {self.states['FAIL']}",
+            f"{trial.user_attrs.get('diagnosis', '-'):<22} {params}",
+            highlight=False,
+        )
+        diagnoses = ", ".join(f"{k} {v}" for k, v in self.diagnoses.most_common())
+        self.console.print(
+            f"      best {best} | complete {self.states['COMPLETE']} pruned {self.states['PRUNED']} "
+            f"failed {self.states['FAIL']} | {diagnoses}",
             highlight=False,
         )
 
