@@ -33,8 +33,9 @@ from search.runner import (
     wait_for,
     write_setup,
 )
-from search.space import load_space
+from search.space import SearchSpace, load_space
 from search.storage import default_storage_url, load_existing_study, open_storage, study_exists
+from siamese.config import SEED_PRESET
 from siamese.errors import SiameseInputError
 from tracking.base import Tracker
 
@@ -79,6 +80,24 @@ def _open_study(
         study_name=name, storage=storage, direction="maximize", load_if_exists=True
     )
     return storage, study, existed
+
+
+def _enqueue_baseline(study: optuna.Study, space: SearchSpace) -> None:
+    """Trial 0 of a new study is the original failing network (DESIGN.md), when the space
+    holds it: a known failure for the report to place on its map."""
+    original = {k: v for k, v in SEED_PRESET.items() if k in SPACE_PARAMS}
+    inside = (
+        space.lr.low <= original["lr"] <= space.lr.high
+        and original["optimizer"] in space.optimizer
+        and original["head"] in space.head
+        and space.momentum.low <= original["momentum"] <= space.momentum.high
+        and space.dropout.low <= original["dropout"] <= space.dropout.high
+        and not space.fixed
+    )
+    if inside:
+        study.enqueue_trial(
+            original, user_attrs={"baseline": "the original network (--preset seed)"}
+        )
 
 
 def _started(study: optuna.Study) -> int:
@@ -140,6 +159,12 @@ def _finish_parent(tracker: Tracker, run_id: str, study: optuna.Study, report: S
     "--jobs", type=int, default=1, show_default=True, help="worker processes on this machine"
 )
 @click.option("--devices", help="one worker per GPU, e.g. 0,1,2,3")
+@click.option(
+    "--baseline/--no-baseline",
+    default=True,
+    show_default=True,
+    help="make trial 0 of a new study the original failing network",
+)
 @train_options
 @data_options
 @click.option("--json", "as_json", is_flag=True)
@@ -148,7 +173,7 @@ def _finish_parent(tracker: Tracker, run_id: str, study: optuna.Study, report: S
 @home_option
 @click.pass_context
 def search(ctx: click.Context, study_name: str, trials: int, timeout: float | None, sampler: str, pruner: str,
-           space_file: Path | None, storage: str | None, jobs: int, devices: str | None, as_json: bool,
+           space_file: Path | None, storage: str | None, jobs: int, devices: str | None, baseline: bool, as_json: bool,
            no_track: bool, tracking_uri: str | None, experiment: str, **flags: Any) -> None:  # fmt: skip
     """Create or resume a study and run its trials; every trial is logged to MLflow."""
     home = home_dir(ctx)
@@ -167,6 +192,8 @@ def search(ctx: click.Context, study_name: str, trials: int, timeout: float | No
             parent = _start_parent(tracker, study, setup, space)
         else:
             tracker.reopen_run(parent)
+    if not existed and baseline and trials > 0:
+        _enqueue_baseline(study, space)
     target = _started(study) + trials  # queued (WAITING) trials are part of the new ones
     setup = StudySetup(**{**setup.__dict__, "parent_run_id": parent, "target_trials": target})
     write_setup(study, setup)

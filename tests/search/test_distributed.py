@@ -69,6 +69,12 @@ def test_two_processes_on_a_journal_share_trials_and_lose_none(tmp_path: Path) -
     trials = study.get_trials()
     assert len(trials) >= 4 and len({t.number for t in trials}) == len(trials)
     assert all(t.state.is_finished() for t in trials)
+    first = min(trials, key=lambda t: t.number)  # a new study starts with the original network
+    assert (
+        first.params["head"] == "relu2"
+        and first.params["lr"] == 1e-6
+        and "baseline" in first.user_attrs
+    )
     workers = {t.user_attrs["mlflow_run_id"] for t in trials}
     assert len(workers) == len(trials)  # one MLflow run per trial, none shared or lost
 
