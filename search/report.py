@@ -108,40 +108,40 @@ def _regions(trials: list[FrozenTrial]) -> dict[str, list[FrozenTrial]]:
 
 
 def failure_map(trials: list[FrozenTrial]) -> list[FailureRegion]:
-    """For each failure kind, the regions where most trials fail that way. Nested
-    learning-rate regions are reduced to the most specific one that keeps the count."""
+    """For each failure kind, the regions where most trials fail that way, surest first.
+    Of the nested learning-rate regions ("lr < 1e-2" holds "lr < 1e-3") only the one with the
+    highest share is kept for each kind and direction."""
     found: list[FailureRegion] = []
     for where, members in _regions(trials).items():
         kinds = collections.Counter(k for t in members for k in _failure_kinds(t))
         for kind, count in kinds.items():
             if count >= MIN_COUNT and count / len(members) >= MIN_SHARE:
                 found.append(FailureRegion(where, kind, count, len(members)))
-    return _most_specific(
-        sorted(found, key=lambda r: (-r.count, r.total, _tightness(r.where), r.where))
+    ranked = sorted(
+        found, key=lambda r: (-r.count / r.total, -r.count, _tightness(r.where), r.where)
     )
+    kept: list[FailureRegion] = []
+    for region in ranked:
+        family = _lr_family(region.where)
+        if family and any(k.kind == region.kind and _lr_family(k.where) == family for k in kept):
+            continue
+        kept.append(region)
+    return kept
+
+
+def _lr_family(where: str) -> str | None:
+    if not where.startswith("lr"):
+        return None
+    return "lr >=" if ">=" in where else "lr <"
 
 
 def _tightness(where: str) -> float:
-    """Among lr regions holding the same trials, the one with the boundary nearest to them
-    first: the smallest bound of "lr < b", the largest of "lr >= b"."""
+    """Among equally sure lr regions, the one with the boundary nearest to its trials first:
+    the smallest bound of "lr < b", the largest of "lr >= b"."""
     if not where.startswith("lr"):
         return 0.0
     bound = float(where.split()[-1])
-    return bound if "<" in where and ">=" not in where else -bound
-
-
-def _most_specific(regions: list[FailureRegion]) -> list[FailureRegion]:
-    kept: list[FailureRegion] = []
-    for region in regions:
-        same_lr = [
-            k
-            for k in kept
-            if k.kind == region.kind and k.where.startswith("lr") and region.where.startswith("lr")
-        ]
-        if any(k.count == region.count and k.where[:4] == region.where[:4] for k in same_lr):
-            continue  # "lr < 1e-4: 5 of 6" adds nothing to "lr < 1e-5: 5 of 5"
-        kept.append(region)
-    return kept
+    return -bound if ">=" in where else bound
 
 
 def _trial_summary(trial: FrozenTrial) -> dict[str, Any]:
