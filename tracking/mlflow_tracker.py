@@ -22,7 +22,7 @@ from tracking.store import TrackingTarget, TrackingUnavailable, bound_http_retri
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import mlflow
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, Param, RunTag
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
@@ -46,8 +46,8 @@ class MlflowTracker(Tracker):
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         self.target = target
         self.uri = target.uri
-        self.client = mlflow.MlflowClient(target.uri)
-        with store_lock(target):
+        with store_lock(target):  # the first contact creates the schema: one process at a time
+            self.client = mlflow.MlflowClient(target.uri)
             self.experiment_id = self._experiment_id()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
         self._pending: list[Future[object]] = []
@@ -79,9 +79,9 @@ class MlflowTracker(Tracker):
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
-        # MLflow caps a param value at 6000 characters; ours are short config values.
-        for key, value in params.items():
-            self.client.log_param(run.info.run_id, key, "None" if value is None else str(value))
+        # One batch, not a call per param. MLflow caps a value at 6000 characters.
+        batch = [Param(k, "None" if v is None else str(v)[:6000]) for k, v in params.items()]
+        self.client.log_batch(run.info.run_id, params=batch)
         return str(run.info.run_id)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
@@ -92,8 +92,7 @@ class MlflowTracker(Tracker):
         self._pending.append(self._pool.submit(self.client.log_batch, run_id, batch))
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(run_id, key, str(value))
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:8000]) for k, v in tags.items()])
 
     def log_artifact(self, run_id: str, local_path: Path, artifact_dir: str | None = None) -> None:
         self.client.log_artifact(run_id, str(local_path), artifact_dir)

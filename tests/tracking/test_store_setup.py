@@ -1,0 +1,44 @@
+"""The embedded store is created once and safely, even by several processes at once."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tracking import resolve_target
+
+STARTER = """
+import sys
+from pathlib import Path
+from tracking import embedded_target
+from tracking.mlflow_tracker import MlflowTracker
+tracker = MlflowTracker(embedded_target(Path(sys.argv[1])))
+run_id = tracker.start_run(f"proc-{sys.argv[2]}", {}, {})
+tracker.end_run(run_id, "FINISHED")
+"""
+
+
+def test_processes_starting_at_once_share_one_store(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", STARTER, str(home), str(i)], stderr=subprocess.PIPE, text=True
+        )
+        for i in range(3)
+    ]
+    errors = [p.communicate(timeout=180)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0], errors
+    from tracking import embedded_target
+    from tracking.mlflow_tracker import MlflowTracker
+
+    tracker = MlflowTracker(embedded_target(home))
+    names = sorted(r.info.run_name for r in tracker.client.search_runs([tracker.experiment_id]))
+    assert names == ["proc-0", "proc-1", "proc-2"]
+    assert len(tracker.client.search_experiments()) == 2  # Default + siamese-lab, created once
+
+
+def test_target_resolution_order(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_target(tmp_path, None).uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://team:5000")
+    assert resolve_target(tmp_path, None).uri == "http://team:5000"
+    assert resolve_target(tmp_path, "http://other:5000").uri == "http://other:5000"
