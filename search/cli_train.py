@@ -33,7 +33,6 @@ from siamese import (
 from siamese.config import with_overrides
 from siamese.train import Callback, EpochRecord, FitResult, History, load_checkpoint, resolve_device
 from tracking import TrackingCallback, resolve_target, tracked_run
-from tracking.mlflow_tracker import MlflowTracker
 
 DATA_FIELDS = ("source", "task", "target", "train_pairs", "val_pairs", "inject_bug")
 
@@ -125,6 +124,8 @@ def train(
     if no_track:
         result, run = job.run(), None
     else:
+        from tracking.mlflow_tracker import MlflowTracker  # here: importing MLflow takes a second
+
         tracker = MlflowTracker(resolve_target(home_dir(ctx), tracking_uri, experiment))
         with tracked_run(tracker, run_name, config, device) as run_id:
             callback = TrackingCallback(tracker, run_id)

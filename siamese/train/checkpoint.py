@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import tempfile
+import threading
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +25,40 @@ FORMAT = "siamese-lab-checkpoint/1"
 REQUIRED_KEYS = ("format", "model", "optimizer", "epoch", "config", "history", "rng")
 
 
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C or SIGTERM during a write is acted on right after it, not in the middle: an
+    exception raised inside torch.save becomes a corrupt-zip RuntimeError. (Masking the
+    signal would not do: it is delivered to whichever thread does not mask it.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    watched = (signal.SIGINT, signal.SIGTERM)
+    previous: dict[int, Any] = {s: signal.signal(s, lambda n, _f: held.append(n)) for s in watched}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if held:
+            _redeliver(held[0], previous[held[0]])
+
+
+def _redeliver(signum: int, handler: Any) -> None:
+    if callable(handler):
+        handler(signum, None)  # e.g. KeyboardInterrupt, or tracking's Terminated
+    elif handler == signal.SIG_DFL:
+        os.kill(os.getpid(), signum)
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Temp file in the same folder, fsync, os.replace: a crash leaves the old file or the new."""
+    with signals_deferred():
+        _write_atomically(path, payload)
+
+
+def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from siamese.model import ReLU2Head, SiameseNet
@@ -33,6 +32,8 @@ def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float:
     """ROC AUC, or NaN where it is undefined (one class only, or non-finite scores)."""
     if len(np.unique(labels)) < 2 or not np.isfinite(probs).all():
         return math.nan
+    from sklearn.metrics import roc_auc_score  # here: importing sklearn takes a second
+
     return float(roc_auc_score(labels, probs))
 
 

@@ -82,3 +82,19 @@ def test_foreign_file_is_not_a_checkpoint(tmp_path: Path) -> None:
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="no such"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_an_interrupt_during_a_write_lands_after_it(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from siamese.train.checkpoint import save_checkpoint, signals_deferred
+
+    payload = {"model": {}, "optimizer": {}, "epoch": 1, "config": {}, "history": {}, "rng": {}}
+    finished = False
+    with pytest.raises(KeyboardInterrupt), signals_deferred():
+        os.kill(os.getpid(), signal.SIGINT)  # arrives "during" the write below
+        save_checkpoint(tmp_path / "last.pt", payload)
+        finished = True
+    assert finished
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
