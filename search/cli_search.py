@@ -198,7 +198,7 @@ def search(ctx: click.Context, study_name: str, trials: int, timeout: float | No
     setup = StudySetup(**{**setup.__dict__, "parent_run_id": parent, "target_trials": target})
     write_setup(study, setup)
     console = Console(stderr=as_json, quiet=as_json, soft_wrap=True)
-    console.print(f"study {study_name!r} ({'resumed' if existed else 'new'}) in {storage_url}: "
+    console.print(f"study {study_name!r} ({'resumed, with its stored space and base config' if existed else 'new'}) in {storage_url}: "
                   f"{trials} trial(s), sampler {setup.sampler}, pruner {setup.pruner}, {len(workers)} worker(s)")  # fmt: skip
     _run_and_report(
         ctx, study, setup, storage_url, workers, tracker, parent, timeout, console, as_json, home

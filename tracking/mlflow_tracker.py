@@ -63,7 +63,7 @@ class MlflowTracker(Tracker):
         except mlflow.exceptions.MlflowException as exc:
             if self.target.is_http:
                 raise TrackingUnavailable(
-                    f"--tracking-uri {self.target.uri}: the MLflow server did not answer "
+                    f"--tracking-uri/MLFLOW_TRACKING_URI {self.target.uri}: the MLflow server did not answer "
                     f"({str(exc).splitlines()[0][:160]}); start it, fix the URI, or use --no-track"
                 ) from exc
             raise
