@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -14,6 +13,7 @@ import click
 
 from siamese.config import HEADS, INJECTED_BUGS, OPTIMIZERS, TASKS
 from siamese.errors import SiameseInputError
+from siamese.train.history import strict_json
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_HOME = Path.home() / ".siamese-lab"
@@ -126,16 +126,5 @@ def train_options(func: F) -> F:
     return func
 
 
-def jsonable(value: Any) -> Any:
-    """NaN/Inf become null so that --json output is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
-
-
 def print_json(obj: dict[str, Any]) -> None:
-    click.echo(json.dumps(jsonable(obj), indent=2, allow_nan=False))
+    click.echo(json.dumps(strict_json(obj), indent=2, allow_nan=False))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,6 @@ from search.runner import (
     StudySetup,
     WorkerRun,
     read_setup,
-    space_to_dict,
     spawn_workers,
     tracker_for,
     wait_for,
@@ -181,7 +181,7 @@ def search(ctx: click.Context, study_name: str, trials: int, timeout: float | No
     workers = _devices(devices, max(jobs, 1))
     storage_url = storage or default_storage_url(home, len(workers))
     _storage, study, existed = _open_study(ctx, study_name, storage_url, len(workers))
-    setup = StudySetup(base.to_dict(), space_to_dict(space), sampler, pruner, base.seed,
+    setup = StudySetup(base.to_dict(), asdict(space), sampler, pruner, base.seed,
                        tracking_uri, experiment, None, None)  # fmt: skip
     if existed and study.user_attrs.get("siamese_lab"):
         setup = read_setup(study)

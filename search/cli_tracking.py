@@ -72,16 +72,16 @@ def promote(
     as_json: bool,
     tracking_uri: str | None,
     experiment: str,
-    **extra: Any,
+    study: str | None,
+    storage: str | None,
 ) -> None:
     """Register a converged run's model and point an alias (default champion) at it."""
     from tracking.registry import promote as promote_run
 
-    study = extra.get("study")
     if run_id is None:
         if study is None:
             raise click.UsageError("give --run RUN_ID (or --study NAME)")
-        run_id = _best_trial_run(ctx, study, extra)
+        run_id = _best_trial_run(ctx, study, storage)
     result = promote_run(_tracker(ctx, tracking_uri, experiment), run_id, name, alias, force)
     if as_json:
         print_json(result.__dict__)
@@ -93,11 +93,11 @@ def promote(
             )
 
 
-def _best_trial_run(ctx: click.Context, study: str, extra: dict[str, Any]) -> str:
+def _best_trial_run(ctx: click.Context, study: str, storage: str | None) -> str:
     from search.cli_search import find_study
     from search.report import best_converged_trial
 
-    best = best_converged_trial(find_study(ctx, study, extra.get("storage")))
+    best = best_converged_trial(find_study(ctx, study, storage))
     if best is None or "mlflow_run_id" not in best.user_attrs:
         raise SiameseInputError(f"--study {study}: no converged, tracked trial to promote")
     return str(best.user_attrs["mlflow_run_id"])

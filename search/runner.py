@@ -89,10 +89,6 @@ def write_setup(study: optuna.Study, setup: StudySetup) -> None:
     study.set_user_attr(ATTR, asdict(setup))
 
 
-def space_to_dict(space: SearchSpace) -> dict[str, Any]:
-    return asdict(space)
-
-
 @dataclass
 class WorkerRun:
     """One process's share of a study."""

@@ -5,7 +5,6 @@ that converged) the model."""
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 from siamese.diagnose import diagnose, render_text
 from siamese.scoring import scorer_from_checkpoint
 from siamese.train import Callback, EpochRecord, History
+from siamese.train.history import strict_json
 from tracking.base import Tracker
 from tracking.plots import plot_curves
 
@@ -71,11 +71,11 @@ class TrackingCallback(Callback):
                     self.run_id, plot_curves(history, Path(tmp) / "curves.png", name)
                 )
         self.tracker.log_text(
-            self.run_id, json.dumps(_finite(verdict.to_dict()), indent=2), "diagnosis.json"
+            self.run_id, json.dumps(strict_json(verdict.to_dict()), indent=2), "diagnosis.json"
         )
         self.tracker.log_text(self.run_id, render_text(verdict) + "\n", "diagnosis.txt")
         self.tracker.log_text(
-            self.run_id, json.dumps(_finite(history.to_dict()), indent=2), "history.json"
+            self.run_id, json.dumps(strict_json(history.to_dict()), indent=2), "history.json"
         )
         tags = diagnosis_tags(history)
         if self._model_wanted(verdict.verdict, history):
@@ -95,14 +95,3 @@ class TrackingCallback(Callback):
             return False
         wanted = self.should_log_model
         return wanted(history) if callable(wanted) else wanted
-
-
-def _finite(value: object) -> object:
-    """NaN/Inf -> None, so the JSON artifacts are strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value

@@ -68,3 +68,14 @@ class History:
         values = dict(raw)
         values["records"] = [EpochRecord.from_dict(r) for r in raw.get("records", [])]
         return cls(**values)
+
+
+def strict_json(value: Any) -> Any:
+    """NaN/Inf -> None, recursively: JSON written by siamese-lab is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    return value
