@@ -13,7 +13,9 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 read -r version cluster port _ < <(pg_lsclusters --no-header | head -n 1)
-pg_ctlcluster "$version" "$cluster" start >/dev/null 2>&1 || true  # "already running" is fine
+# The server must not inherit fd 3 (the caller's capture pipe): a daemon holding it open
+# keeps the caller's read waiting forever. "already running" is fine.
+pg_ctlcluster "$version" "$cluster" start </dev/null >/dev/null 2>&1 3>&- || true
 for _ in $(seq 1 30); do
   su postgres -c "pg_isready -q" && break
   sleep 1
