@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # before pyplot: headless machines have no display
-import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
+# A bare Figure draws with the Agg canvas and needs no pyplot, display or figure manager:
+# safe on headless machines and in any thread.
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 from siamese.train.history import History
 
@@ -16,30 +15,32 @@ from siamese.train.history import History
 def plot_curves(history: History, path: Path, title: str) -> Path:
     """Loss, validation AUC/accuracy, update ratio and output spread, one panel each."""
     epochs = [r.epoch for r in history.records]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    fig = Figure(figsize=(10, 7))
+    axes = fig.subplots(2, 2)
     (loss_ax, metric_ax), (ratio_ax, std_ax) = axes
     loss_ax.plot(epochs, [r.train_loss for r in history.records], "o-", label="train_loss")
     loss_ax.plot(epochs, [r.val_loss for r in history.records], "o-", label="val_loss")
-    loss_ax.set_title("loss")
+    loss_ax.set_title("loss", y=1.0)
     metric_ax.plot(epochs, [r.val_auc for r in history.records], "o-", label="val_auc")
     metric_ax.plot(epochs, [r.val_acc for r in history.records], "o-", label="val_acc")
     metric_ax.axhline(0.5, color="grey", linestyle=":", label="chance")
-    metric_ax.set_title("validation")
+    metric_ax.set_title("validation", y=1.0)
     ratio_ax.semilogy(
         epochs, [max(r.update_ratio, 1e-12) for r in history.records], "o-", label="update/weight"
     )
     ratio_ax.axhline(1e-3, color="green", linestyle=":", label="healthy ~1e-3")
-    ratio_ax.set_title("update ratio per step")
+    ratio_ax.set_title("update ratio per step", y=1.0)
     std_ax.plot(epochs, [r.output_std for r in history.records], "o-", label="std of P(same)")
     std_ax.axhline(0.01, color="red", linestyle=":", label="collapse threshold")
-    std_ax.set_title("output spread")
+    std_ax.set_title("output spread", y=1.0)
     for ax in axes.flat:
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+        ax.yaxis.set_minor_locator(NullLocator())
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    # Fixed margins instead of tight_layout, which measures every text (a third of the time).
+    # Drawing time is mostly ticks and text measuring: fixed margins instead of tight_layout,
+    # titles at a fixed height (no overlap search), no minor ticks on the log axis.
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.08, top=0.9, hspace=0.35, wspace=0.2)
     fig.savefig(path, dpi=80)
-    plt.close(fig)
     return path
