@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from tracking.base import FINISHED, RunView, Tracker
+from tracking.local_artifacts import link_artifact, local_artifact_dir
 from tracking.store import TrackingTarget, TrackingUnavailable, bound_http_retries, store_lock
 
 with warnings.catch_warnings():
@@ -95,7 +96,9 @@ class MlflowTracker(Tracker):
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:8000]) for k, v in tags.items()])
 
     def log_artifact(self, run_id: str, local_path: Path, artifact_dir: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(local_path), artifact_dir)
+        root = local_artifact_dir(self.client.get_run(run_id).info.artifact_uri)
+        if root is None or not link_artifact(root, local_path, artifact_dir):
+            self.client.log_artifact(run_id, str(local_path), artifact_dir)
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)

@@ -1,5 +1,6 @@
 """One contract, two trackers: the in-memory twin must behave like the MLflow one."""
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,6 +64,25 @@ def test_artifacts_round_trip(tracker: Tracker, tmp_path: Path) -> None:
     assert tracker.list_artifacts(run_id) == ["checkpoints/best.pt", "diagnosis.txt"]
     got = tracker.download_artifact(run_id, "checkpoints/best.pt", tmp_path / "dl")
     assert got.read_bytes() == b"weights"
+
+
+def test_a_logged_checkpoint_keeps_its_bytes_when_the_file_is_saved_again(
+    tracker: Tracker, tmp_path: Path
+) -> None:
+    """Checkpoints are saved by writing a new file and renaming it over the old name; what
+    was logged before must not change with it (the MLflow tracker hard-links)."""
+    run_id = tracker.start_run("r", {}, {})
+    local = tmp_path / "best.pt"
+    local.write_bytes(b"epoch 1")
+    tracker.log_artifact(run_id, local, "checkpoints")
+    newer = tmp_path / "best.pt.tmp"
+    newer.write_bytes(b"epoch 2")
+    os.replace(newer, local)
+    got = tracker.download_artifact(run_id, "checkpoints/best.pt", tmp_path / "dl")
+    assert got.read_bytes() == b"epoch 1"
+    tracker.log_artifact(run_id, local, "checkpoints")  # logged again: the newer file wins
+    got = tracker.download_artifact(run_id, "checkpoints/best.pt", tmp_path / "dl2")
+    assert got.read_bytes() == b"epoch 2"
 
 
 def test_nested_runs(tracker: Tracker) -> None:
