@@ -52,6 +52,16 @@ def test_healthy_run_converged() -> None:
     assert d.verdict == "converged" and not d.failed and "converged" in render_text(d)
 
 
+def test_squeezed_but_ranked_outputs_are_called_a_slow_start_not_a_dead_network() -> None:
+    h = history([rec(e, output_std=0.004, output_mean=0.51, val_auc=0.85) for e in (1, 2)], lr=1e-5)
+    finding = next(f for f in diagnose(h).findings if f.kind == "collapsed")
+    assert "order already does" in finding.summary and "same output" not in finding.summary
+    assert "0.85" in finding.evidence_text and "learning rate" in finding.fix
+    at_chance = history([rec(e, output_std=0.004, output_mean=0.51, val_auc=0.52) for e in (1, 2)])
+    summaries = [f.summary for f in diagnose(at_chance).findings]
+    assert "the network gives the same output for every pair" in summaries
+
+
 def test_collapsed_constant_output() -> None:
     h = history(
         [rec(e, output_std=0.0004, output_mean=0.503, val_auc=0.5) for e in (1, 2)], head="relu2"
