@@ -7,18 +7,19 @@ import collections
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 from rich.console import Console
 from rich.status import Status
 
 from siamese.train import Callback, EpochRecord, History
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 class Progress(Callback):
     def __init__(self, console: Console, total: int | None) -> None:
         self.console, self.total = console, total
         self.status: Status | None = None
-        self.diagnoses: collections.Counter[str] = collections.Counter()
-        self.states: collections.Counter[str] = collections.Counter()
 
     def on_epoch_end(self, record: EpochRecord, history: History) -> str | None:
         if self.console.is_terminal:
@@ -31,25 +32,25 @@ class Progress(Callback):
         return None
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        """Optuna's trial-end callback."""
+        """Optuna's trial-end callback. Counts are the whole study's, not this process's:
+        with several workers, or a resumed study, they then match the study-wide total."""
         if self.status is not None:
             self.status.stop()
             self.status = None
-        self.states[trial.state.name] += 1
-        self.diagnoses[str(trial.user_attrs.get("diagnosis", "-"))] += 1
-        done = sum(self.states.values())
-        best = _best(study)
+        finished = study.get_trials(deepcopy=False, states=FINISHED)
+        states = collections.Counter(t.state.name for t in finished)
+        diagnoses = collections.Counter(str(t.user_attrs.get("diagnosis", "-")) for t in finished)
         value = f"{trial.value:.4f}" if trial.value is not None else "-"
         params = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
         self.console.print(
-            f"trial {trial.number:>3} [{done}/{self.total or '?'}] {trial.state.name:<8} val_auc {value:<7} "
+            f"trial {trial.number:>3} [{len(finished)}/{self.total or '?'}] {trial.state.name:<8} val_auc {value:<7} "
             f"{trial.user_attrs.get('diagnosis', '-'):<22} {params}",
             highlight=False,
         )
-        diagnoses = ", ".join(f"{k} {v}" for k, v in self.diagnoses.most_common())
+        by_diagnosis = ", ".join(f"{k} {v}" for k, v in diagnoses.most_common())
         self.console.print(
-            f"      best {best} | complete {self.states['COMPLETE']} pruned {self.states['PRUNED']} "
-            f"failed {self.states['FAIL']} | {diagnoses}",
+            f"      best {_best(study)} | complete {states['COMPLETE']} pruned {states['PRUNED']} "
+            f"failed {states['FAIL']} | {by_diagnosis}",
             highlight=False,
         )
 

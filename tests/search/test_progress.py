@@ -1,0 +1,31 @@
+"""Progress lines count the whole study, so several workers or a resumed study agree."""
+
+import io
+
+import optuna
+from rich.console import Console
+
+from search.progress import Progress
+
+
+def _finish(study: optuna.Study, value: float | None, diagnosis: str) -> optuna.trial.FrozenTrial:
+    trial = study.ask()
+    trial.set_user_attr("diagnosis", diagnosis)
+    if value is None:
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    else:
+        study.tell(trial, value)
+    return study.trials[trial.number]
+
+
+def test_counts_come_from_the_study_not_from_this_process() -> None:
+    study = optuna.create_study(direction="maximize")
+    _finish(study, 0.9, "converged")  # finished by "another worker" or an earlier session
+    _finish(study, None, "collapsed")
+    out = io.StringIO()
+    progress = Progress(Console(file=out, width=200), total=4)
+    progress(study, _finish(study, 0.7, "collapsed"))
+    first, second = out.getvalue().splitlines()
+    assert first.startswith("trial   2 [3/4] COMPLETE")
+    assert "best 0.9000 (#0)" in second and "complete 2 pruned 1 failed 0" in second
+    assert "collapsed 2, converged 1" in second
