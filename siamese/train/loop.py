@@ -17,7 +17,7 @@ from siamese.data import PairData, PairSet, Split, prepare_data
 from siamese.errors import ConfigError
 from siamese.model import SiameseNet, build_model
 from siamese.train.callbacks import Callback
-from siamese.train.checkpoint import load_checkpoint, save_checkpoint
+from siamese.train.checkpoint import link_checkpoint, load_checkpoint, save_checkpoint
 from siamese.train.evaluate import EvalResult, evaluate
 from siamese.train.history import EpochRecord, History
 from siamese.train.step import StepRunner, make_optimizer
@@ -210,7 +210,8 @@ class _Run:
         self._notify_checkpoint(self.last_path, "last", record.epoch)
         if improved:
             self.best_path = self.checkpoint_dir / "best.pt"
-            save_checkpoint(self.best_path, payload)
+            if not link_checkpoint(self.last_path, self.best_path):
+                save_checkpoint(self.best_path, payload)
             self._notify_checkpoint(self.best_path, "best", record.epoch)
 
     def _notify_checkpoint(self, path: Path, kind: str, epoch: int) -> None:

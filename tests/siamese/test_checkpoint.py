@@ -1,10 +1,13 @@
+import errno
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from siamese import CheckpointError, ConfigError, DataConfig, PairData, TrainConfig, fit
-from siamese.train import load_checkpoint
+from siamese.train import Callback, load_checkpoint, save_checkpoint
+from siamese.train.checkpoint import link_checkpoint
 from tests.siamese.test_train import StopAfter
 
 
@@ -98,3 +101,48 @@ def test_an_interrupt_during_a_write_lands_after_it(tmp_path: Path) -> None:
         finished = True
     assert finished
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+
+
+class _Inodes(Callback):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, int]] = []
+
+    def on_checkpoint(self, path: Path, kind: str, epoch: int) -> None:
+        self.seen.append((kind, epoch, path.stat().st_ino))
+
+
+def test_best_is_a_second_name_for_the_epoch_just_saved_not_a_second_write(
+    tmp_path: Path, small_data: PairData
+) -> None:
+    inodes = _Inodes()
+    fit(cfg(3), small_data, checkpoint_dir=tmp_path, callbacks=[inodes])
+    last_inode = {epoch: ino for kind, epoch, ino in inodes.seen if kind == "last"}
+    best = [(epoch, ino) for kind, epoch, ino in inodes.seen if kind == "best"]
+    assert best and all(ino == last_inode[epoch] for epoch, ino in best)
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == best[-1][0]
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 3
+
+
+def test_saving_last_again_leaves_the_linked_best_as_it_was(tmp_path: Path) -> None:
+    payload = {"model": {}, "optimizer": {}, "config": {}, "history": {}, "rng": {}}
+    save_checkpoint(tmp_path / "last.pt", {**payload, "epoch": 1})
+    assert link_checkpoint(tmp_path / "last.pt", tmp_path / "best.pt")
+    save_checkpoint(tmp_path / "last.pt", {**payload, "epoch": 2})
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 1
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+
+
+def test_without_hard_links_best_is_written_in_full(
+    tmp_path: Path, small_data: PairData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(src: object, dst: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    inodes = _Inodes()
+    fit(cfg(2), small_data, checkpoint_dir=tmp_path, callbacks=[inodes])
+    last_inode = {epoch: ino for kind, epoch, ino in inodes.seen if kind == "last"}
+    best = [(epoch, ino) for kind, epoch, ino in inodes.seen if kind == "best"]
+    assert best and all(ino != last_inode[epoch] for epoch, ino in best)
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == best[-1][0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]  # no leftovers
