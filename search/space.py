@@ -115,6 +115,31 @@ def _choices(
     return tuple(chosen)
 
 
+FLOAT_KEYS = {"low", "high", "log", "value"}
+CHOICE_KEYS = {"choices", "value"}
+
+
+def _check_table(path: Path, name: str, table: object) -> None:
+    """A typo ([lr] lo = ...) must not silently leave the default range in place."""
+    allowed = CHOICE_KEYS if name in ("optimizer", "head") else FLOAT_KEYS
+    if not isinstance(table, dict):
+        raise ConfigError(
+            f"--space {path}: {name} = {table!r}: expected a table [{name}] with {sorted(allowed)}"
+        )
+    unknown = set(table) - allowed
+    if unknown:
+        raise ConfigError(
+            f"--space {path}: [{name}] unknown key(s) {sorted(unknown)}; expected {sorted(allowed)}"
+        )
+    value = table.get("value")
+    if allowed is FLOAT_KEYS and value is not None and not isinstance(value, int | float):
+        raise ConfigError(f"--space {path}: [{name}] value = {value!r}: expected a number")
+    if "choices" in table and not isinstance(table["choices"], list):
+        raise ConfigError(
+            f"--space {path}: [{name}] choices = {table['choices']!r}: expected a list of names"
+        )
+
+
 def load_space(path: Path | None, fixed_on_command_line: dict[str, Any]) -> SearchSpace:
     """The default space, changed by a TOML file, then by values fixed on the command line."""
     default = SearchSpace()
@@ -129,7 +154,13 @@ def load_space(path: Path | None, fixed_on_command_line: dict[str, Any]) -> Sear
         raise ConfigError(
             f"--space {path}: unknown parameter(s) {sorted(unknown)}; expected lr, optimizer, momentum, head, dropout"
         )
+    for name, table in raw.items():
+        _check_table(path, name, table)
     fixed = {name: table["value"] for name, table in raw.items() if "value" in table}
+    try:  # the config's own checks (head names, lr > 0, dropout range) before any trial runs
+        replace(TrainConfig(), **fixed)
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise ConfigError(f"--space {path}: {exc}") from exc
     return SearchSpace(
         lr=_float_range(path, "lr", raw.get("lr", {}), default.lr),
         optimizer=_choices(path, "optimizer", raw.get("optimizer", {}), OPTIMIZERS),

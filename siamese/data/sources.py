@@ -112,6 +112,13 @@ def _npz_images(path: Path, raw: np.ndarray) -> np.ndarray:
 def load_npz_set(path: Path) -> ImageSet:
     """Arrays `x` (N, H, W) and `y` (N,). uint8 pixels are scaled by 1/255, floats kept."""
     try:
+        # np.load reads any non-zip file as a pickle and then reports "pickled (object) data":
+        # check the zip signature first so a wrong file is named as such.
+        with open(path, "rb") as handle:
+            if handle.read(4) != b"PK\x03\x04":
+                raise DataError(
+                    f"{path}: not an .npz file; expected numpy.savez output with arrays x and y"
+                )
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
     except FileNotFoundError as exc:

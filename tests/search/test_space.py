@@ -55,6 +55,12 @@ def test_toml_narrows_and_fixes_and_the_command_line_wins(tmp_path: Path) -> Non
         ("[lr]\nlow = 1\nhigh = 0.1\n", "low < high"),
         ('[head]\nchoices = ["relu9"]\n', "relu9"),
         ("[batch]\nvalue=3\n", "unknown"),
+        ('lr = "abc"\n', "expected a table"),
+        ("[lr]\nlo = 1e-4\n", r"unknown key\(s\) \['lo'\]"),
+        ('[optimizer]\nchoices = "adam"\n', "expected a list"),
+        ('[head]\nvalue = "foo"\n', "relu2/abs/sq/contrastive, got 'foo'"),
+        ("[lr]\nvalue = -1.0\n", "positive"),
+        ('[lr]\nvalue = "abc"\n', "expected a number"),
     ],
 )
 def test_bad_space_files_name_the_file(tmp_path: Path, text: str, needle: str) -> None:

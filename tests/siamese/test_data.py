@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from siamese import DataConfig, prepare_data
+from siamese import DataConfig, DataError, prepare_data
 from siamese.data import load_source
 from siamese.data.pairs import split_by_image
 
@@ -84,6 +84,20 @@ def test_npz_source_scales_uint8(tmp_path) -> None:  # type: ignore[no-untyped-d
     np.savez(tmp_path / "d.npz", x=x, y=np.repeat([0, 1], 6))
     data = load_source(f"npz:{tmp_path / 'd.npz'}")
     assert data.images.max() == pytest.approx(1.0) and data.class_names == ("0", "1")
+
+
+def test_a_file_that_is_not_an_npz_is_named_as_such(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "d.npz").write_text("x,y\n1,2\n")
+    with pytest.raises(DataError, match=r"d\.npz: not an \.npz file"):
+        load_source(f"npz:{tmp_path / 'd.npz'}")
+
+
+def test_an_npz_of_mixed_image_shapes_says_so(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    x = np.empty(2, dtype=object)
+    x[0], x[1] = np.zeros((40, 50)), np.zeros((30, 20))
+    np.savez(tmp_path / "d.npz", x=x, y=np.array([0, 1]))
+    with pytest.raises(DataError, match="mixes image shapes"):
+        load_source(f"npz:{tmp_path / 'd.npz'}")
 
 
 def test_injected_bug_feeds_identical_pairs_and_is_warned() -> None:
