@@ -140,9 +140,13 @@ def _finish_parent(tracker: Tracker, run_id: str, study: optuna.Study, report: S
     help="name; the same name resumes it",
 )
 @click.option(
-    "--trials", type=int, default=12, show_default=True, help="trials to add to the study"
-)
-@click.option("--timeout", type=float, help="stop starting trials after this many seconds")
+    "--trials", type=click.IntRange(min=0), default=12, show_default=True,
+    help="trials to add to the study",
+)  # fmt: skip
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True),
+    help="stop starting trials after this many seconds",
+)  # fmt: skip
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True)
 @click.option("--pruner", type=click.Choice(PRUNERS), default="median", show_default=True)
 @click.option(
@@ -156,7 +160,11 @@ def _finish_parent(tracker: Tracker, run_id: str, study: optuna.Study, report: S
     help="journal:PATH, sqlite:///PATH or postgresql://... (default: in the home folder)",
 )
 @click.option(
-    "--jobs", type=int, default=1, show_default=True, help="worker processes on this machine"
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="worker processes on this machine",
 )
 @click.option("--devices", help="one worker per GPU, e.g. 0,1,2,3")
 @click.option(
@@ -256,9 +264,10 @@ def _run_and_report(ctx: click.Context, study: optuna.Study, setup: StudySetup, 
     "--storage", required=True, help="the study's storage URL (postgresql://..., journal:PATH)"
 )
 @click.option(
-    "--trials", type=int, help="at most this many trials (default: until the study's target)"
-)
-@click.option("--timeout", type=float)
+    "--trials", type=click.IntRange(min=1),
+    help="at most this many trials (default: until the study's target)",
+)  # fmt: skip
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True))
 @click.option("--device", help="auto, cpu, cuda or cuda:N (default: the study's)")
 @click.option("--worker-index", type=int, default=0, hidden=True)
 @click.option("--no-track", is_flag=True)

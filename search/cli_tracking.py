@@ -174,14 +174,15 @@ def predict(
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @tracking_options
 @home_option
 @click.pass_context
 def ui(ctx: click.Context, host: str, port: int, tracking_uri: str | None, experiment: str) -> None:
     """Start the MLflow UI on the local store (Ctrl-C stops it)."""
-    from tracking.ui import ui_command, ui_url
+    from tracking.ui import check_can_listen, ui_command, ui_url
 
+    check_can_listen(host, port)
     tracker = _tracker(ctx, tracking_uri, experiment)
     click.echo(
         f"MLflow UI: {ui_url(host, port, tracker.experiment_id)}  (store: {tracker.uri})", err=True

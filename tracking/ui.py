@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 
+from siamese.errors import SiameseInputError
 from tracking.store import TrackingTarget
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Fail before starting the server: MLflow's own error for a taken port is a traceback
+    from a child process, easy to miss (another `ui` often already holds 5000)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, _, _, _, address = infos[0]
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        raise SiameseInputError(
+            f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc}); "
+            "is another server on it? choose another --port"
+        ) from exc
 
 
 def ui_command(target: TrackingTarget, host: str, port: int) -> list[str]:

@@ -283,3 +283,14 @@ def test_tracking_does_not_leak_the_store_into_child_processes(good_run: dict, h
     invoke("promote", "--run", good_run["run_id"], "--name", "leak", "--home", str(home))
     assert "MLFLOW_TRACKING_URI" not in os.environ
     assert "MLFLOW_EXPERIMENT_ID" not in os.environ
+
+
+def test_ui_on_a_taken_port_says_so_before_starting_anything(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = invoke("ui", "--home", str(tmp_path), "--port", str(port))
+    assert result.exit_code == 2, result.output
+    assert f"--port {port}: cannot listen there" in result.output
+    assert not (tmp_path / "mlflow.db").exists()  # failed before touching the store
