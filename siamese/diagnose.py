@@ -27,6 +27,9 @@ DEAD_UNITS_FRACTION = 0.95
 # move (SGD at lr 1e-6 gives ~1e-7, Adam at lr 1e-6 ~1e-4, Adam at 1e-3 ~1e-2).
 STALL_UPDATE_RATIO = 1e-4
 HEALTHY_UPDATE_RATIO = 1e-3
+# The other side: runs that learn measure 1e-3 to 2e-2 (Adam's first epoch is the high end);
+# a tenth of the weights replaced every step is thrashing, whatever the loss shows.
+THRASH_UPDATE_RATIO = 0.1
 # Below this summed gradient norm, the network receives no gradient at all.
 MIN_GRADIENT_NORM = 1e-8
 # Relative change of validation loss from before training to the last epoch that counts as flat.
@@ -103,7 +106,7 @@ def _diverged(h: History, records: list[EpochRecord]) -> Finding | None:
     )
     hit = bad or exploding
     if hit is None:
-        return None
+        return _thrashing(h, records)
     lr, opt = h.config.get("lr"), h.config.get("optimizer")
     what = (
         "became NaN/Inf"
@@ -125,13 +128,36 @@ def _diverged(h: History, records: list[EpochRecord]) -> Finding | None:
     )
 
 
+def _thrashing(h: History, records: list[EpochRecord]) -> Finding | None:
+    """Too high a learning rate without a NaN: each step replaces a large part of the weights
+    (often killing the ReLUs) and validation stays at chance."""
+    ratio = statistics.median(r.update_ratio for r in records)
+    best = max((r.val_auc for r in records if math.isfinite(r.val_auc)), default=math.nan)
+    if not (ratio > THRASH_UPDATE_RATIO and not best > NO_SIGNAL_AUC):
+        return None
+    lr, opt = float(h.config.get("lr") or 0.0), h.config.get("optimizer")
+    suggested = lr * HEALTHY_UPDATE_RATIO / ratio
+    return Finding(
+        "diverged",
+        "the updates are far too large: the learning rate is too high for this optimizer",
+        {"update_ratio": ratio, "best_val_auc": best, "lr": lr, "optimizer": str(opt)},
+        f"updates are {ratio:.0%} of the weights per step (healthy: ~1e-3 to 1e-2) with {opt} "
+        f"lr={_fmt(lr)}; best val_auc {_fmt(best)} (chance is 0.5)",
+        f"lower the learning rate toward lr ≈ {_fmt(suggested)} (lr={_fmt(lr)} × 1e-3 / update ratio)",
+    )
+
+
 def _no_signal(h: History, records: list[EpochRecord]) -> Finding | None:
     aucs = [r.val_auc for r in records if math.isfinite(r.val_auc)]
     best = max(aucs) if aucs else math.nan
     ratio = statistics.median(r.update_ratio for r in records)
     identical = h.identical_pair_fraction
+    # Below the stall ratio the learning rate explains chance-level validation, above the
+    # thrash ratio too: only in between is the data the suspect.
     if identical < 0.5 and (
-        not math.isfinite(best) or best > NO_SIGNAL_AUC or ratio < STALL_UPDATE_RATIO
+        not math.isfinite(best)
+        or best > NO_SIGNAL_AUC
+        or not STALL_UPDATE_RATIO <= ratio <= THRASH_UPDATE_RATIO
     ):
         return None
     if identical >= 0.5:

@@ -117,6 +117,25 @@ def test_diverged_on_exploding_loss() -> None:
     assert kinds(history([rec(1, train_loss=0.6), rec(2, train_loss=9.0)])) == ["diverged"]
 
 
+def test_huge_updates_at_chance_are_too_high_a_learning_rate_not_a_data_problem() -> None:
+    # The shape of a real rmsprop lr=1.2e-3 relu2 trial: no NaN, loss near log 2, updates
+    # 18% of the weights per step, the ReLU head dead, validation at chance.
+    records = [
+        rec(e, train_loss=0.70, val_loss=0.70, val_auc=0.5, update_ratio=0.185,
+            head_zero_fraction=1.0, output_std=0.0, output_mean=0.5)
+        for e in (1, 2)
+    ]  # fmt: skip
+    d = diagnose(history(records, head="relu2", lr=1.2e-3))
+    assert d.kinds == ["diverged"]
+    finding = d.findings[0]
+    assert "18% of the weights per step" in finding.evidence_text
+    assert "6.49e-06" in finding.fix  # 1.2e-3 x 1e-3 / 0.185
+
+
+def test_huge_updates_on_a_run_that_learns_are_left_alone() -> None:
+    assert kinds(history([rec(e, update_ratio=0.2) for e in (1, 2)])) == ["converged"]
+
+
 def test_overfitting() -> None:
     records = [
         rec(1, train_loss=0.5, val_loss=0.5),
