@@ -30,6 +30,9 @@ HEALTHY_UPDATE_RATIO = 1e-3
 # The other side: runs that learn measure 1e-3 to 2e-2 (Adam's first epoch is the high end);
 # a tenth of the weights replaced every step is thrashing, whatever the loss shows.
 THRASH_UPDATE_RATIO = 0.1
+# Labels shuffled at random (nothing to learn) still give medians up to ~0.025 with Adam;
+# above this, a chance-level run names the learning rate as a second suspect.
+LARGE_UPDATE_RATIO = 0.03
 # Below this summed gradient norm, the network receives no gradient at all.
 MIN_GRADIENT_NORM = 1e-8
 # Relative change of validation loss from before training to the last epoch that counts as flat.
@@ -167,11 +170,16 @@ def _no_signal(h: History, records: list[EpochRecord]) -> Finding | None:
         )
         fix = "fix the pairing/partitioning code: the right image index must not come from the left one"
     else:
-        text = f"best val_auc {_fmt(best)} (chance is 0.5) although updates were healthy (ratio {_fmt(ratio)})"
+        text = (
+            f"best val_auc {_fmt(best)} (chance is 0.5) although the weights moved "
+            f"(updates {_fmt(ratio)} of the weights per step; 1e-3 to 1e-2 is typical)"
+        )
         fix = (
             "check that labels match the pairs and that left/right images differ "
             "(siamese-lab data check); then check the task/target"
         )
+        if ratio > LARGE_UPDATE_RATIO:  # between typical and thrashing: name both suspects
+            fix += f"; if the data are fine, lower the learning rate: {ratio:.0%} per step is large"
     return Finding(
         "no_signal",
         "validation stayed at chance: the inputs or labels carry nothing to learn",

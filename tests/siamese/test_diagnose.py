@@ -164,7 +164,14 @@ def test_no_signal_with_identical_inputs() -> None:
 
 
 def test_no_signal_at_chance_with_healthy_updates() -> None:
-    assert kinds(history([rec(e, val_auc=0.52) for e in (1, 2)])) == ["no_signal"]
+    d = diagnose(history([rec(e, val_auc=0.52) for e in (1, 2)]))
+    assert d.kinds == ["no_signal"] and "learning rate" not in d.findings[0].fix
+
+
+def test_no_signal_with_large_updates_names_the_learning_rate_too() -> None:
+    d = diagnose(history([rec(e, val_auc=0.5, update_ratio=0.05) for e in (1, 2)]))
+    assert d.kinds == ["no_signal"]
+    assert "data check" in d.findings[0].fix and "lower the learning rate" in d.findings[0].fix
 
 
 def test_no_epochs_is_incomplete() -> None:
