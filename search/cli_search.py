@@ -105,6 +105,24 @@ def _started(study: optuna.Study) -> int:
     return len(study.trials) - len(waiting)
 
 
+def _shared_storage(storage_url: str) -> bool:
+    """Storage other machines can reach: a database server, not a local file."""
+    return not storage_url.startswith(("sqlite:", "journal:"))
+
+
+def check_parent_run(tracker: Tracker, study_name: str, parent: str) -> None:
+    """A worker on another machine, left on its own embedded store, would log its trials
+    under a parent run that is not there, where nobody looks for them."""
+    try:
+        tracker.get_run(parent)
+    except SiameseInputError as exc:
+        raise SiameseInputError(
+            f"study {study_name!r} logs its trials under MLflow run {parent}, which is not in "
+            f"{tracker.uri}; point this process at the study's MLflow server (--tracking-uri or "
+            "MLFLOW_TRACKING_URI), or add --no-track"
+        ) from exc
+
+
 def _start_parent(tracker: Tracker, study: optuna.Study, setup: StudySetup, space: Any) -> str:
     params = {"sampler": setup.sampler, "pruner": setup.pruner, "seed": setup.seed,
               **{f"space.{k}": v for k, v in space.describe().items()},
@@ -141,7 +159,7 @@ def _finish_parent(tracker: Tracker, run_id: str, study: optuna.Study, report: S
 )
 @click.option(
     "--trials", type=click.IntRange(min=0), default=12, show_default=True,
-    help="trials to add to the study",
+    help="trials to add to the study (with several workers a target: running ones finish)",
 )  # fmt: skip
 @click.option(
     "--timeout", type=click.FloatRange(min=0, min_open=True),
@@ -199,6 +217,7 @@ def search(ctx: click.Context, study_name: str, trials: int, timeout: float | No
         if parent is None:
             parent = _start_parent(tracker, study, setup, space)
         else:
+            check_parent_run(tracker, study_name, parent)
             tracker.reopen_run(parent)
     if not existed and baseline and trials > 0:
         _enqueue_baseline(study, space)
@@ -208,6 +227,9 @@ def search(ctx: click.Context, study_name: str, trials: int, timeout: float | No
     console = Console(stderr=as_json, quiet=as_json, soft_wrap=True)
     console.print(f"study {study_name!r} ({'resumed, with its stored space and base config' if existed else 'new'}) in {storage_url}: "
                   f"{trials} trial(s), sampler {setup.sampler}, pruner {setup.pruner}, {len(workers)} worker(s)")  # fmt: skip
+    if tracker is not None and _shared_storage(storage_url) and tracker.uri.startswith("sqlite:"):
+        console.print(f"note: the study is shared, but its runs go to {tracker.uri} on this machine; workers "
+                      "elsewhere need --tracking-uri of an MLflow server this machine logs to too")  # fmt: skip
     _run_and_report(
         ctx, study, setup, storage_url, workers, tracker, parent, timeout, console, as_json, home
     )
@@ -282,6 +304,8 @@ def worker(ctx: click.Context, study_name: str, storage: str, trials: int | None
     study = load_existing_study(open_storage(storage), study_name, storage)
     setup = read_setup(study)
     tracker = None if no_track else tracker_for(setup, home, tracking_uri)
+    if tracker is not None and setup.parent_run_id is not None:
+        check_parent_run(tracker, study_name, setup.parent_run_id)
     console = Console(soft_wrap=True)
     console.print(f"worker {worker_index} joined study {study_name!r} ({storage})")
     WorkerRun(study_name, storage, home, device, worker_index, trials, timeout).run(

@@ -92,11 +92,7 @@ def suggest_config(
 def _float_range(path: Path, name: str, table: dict[str, Any], default: FloatRange) -> FloatRange:
     low, high = table.get("low", default.low), table.get("high", default.high)
     log = bool(table.get("log", default.log))
-    if (
-        not all(isinstance(v, int | float) for v in (low, high))
-        or not low < high
-        or (log and low <= 0)
-    ):
+    if not all(_is_number(v) for v in (low, high)) or not low < high or (log and low <= 0):
         raise ConfigError(
             f"{path}: [{name}] expected numbers low < high (and low > 0 with log), got {table}"
         )
@@ -119,6 +115,10 @@ FLOAT_KEYS = {"low", "high", "log", "value"}
 CHOICE_KEYS = {"choices", "value"}
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)  # TOML true is no lr
+
+
 def _check_table(path: Path, name: str, table: object) -> None:
     """A typo ([lr] lo = ...) must not silently leave the default range in place."""
     allowed = CHOICE_KEYS if name in ("optimizer", "head") else FLOAT_KEYS
@@ -132,8 +132,12 @@ def _check_table(path: Path, name: str, table: object) -> None:
             f"--space {path}: [{name}] unknown key(s) {sorted(unknown)}; expected {sorted(allowed)}"
         )
     value = table.get("value")
-    if allowed is FLOAT_KEYS and value is not None and not isinstance(value, int | float):
+    if allowed is FLOAT_KEYS and value is not None and not _is_number(value):
         raise ConfigError(f"--space {path}: [{name}] value = {value!r}: expected a number")
+    if "log" in table and not isinstance(table["log"], bool):
+        raise ConfigError(
+            f"--space {path}: [{name}] log = {table['log']!r}: expected true or false"
+        )
     if "choices" in table and not isinstance(table["choices"], list):
         raise ConfigError(
             f"--space {path}: [{name}] choices = {table['choices']!r}: expected a list of names"

@@ -127,7 +127,7 @@ def _diverged(h: History, records: list[EpochRecord]) -> Finding | None:
         },
         f"train_loss {what} in epoch {hit.epoch} with {opt} lr={lr}",
         f"lower the learning rate 10-100x (lr={lr} -> {_fmt(float(lr or 1) / 100)}); "
-        "typical starting points: sgd 1e-2, adam 1e-3",
+        "typical starting points: sgd 1e-2, adam 1e-3" + _relu2_too(h),
     )
 
 
@@ -146,8 +146,14 @@ def _thrashing(h: History, records: list[EpochRecord]) -> Finding | None:
         {"update_ratio": ratio, "best_val_auc": best, "lr": lr, "optimizer": str(opt)},
         f"updates are {ratio:.0%} of the weights per step (healthy: ~1e-3 to 1e-2) with {opt} "
         f"lr={_fmt(lr)}; best val_auc {_fmt(best)} (chance is 0.5)",
-        f"lower the learning rate toward lr ≈ {_fmt(suggested)} (lr={_fmt(lr)} × 1e-3 / update ratio)",
+        f"lower the learning rate toward lr ≈ {_fmt(suggested)} (lr={_fmt(lr)} × 1e-3 / update ratio)"
+        + _relu2_too(h),
     )
+
+
+def _relu2_too(h: History) -> str:
+    """A diverged verdict hides the other findings; the relu2 head is broken at any lr."""
+    return "; then " + RELU2_FIX if h.config.get("head") == "relu2" else ""
 
 
 def _no_signal(h: History, records: list[EpochRecord]) -> Finding | None:

@@ -11,30 +11,36 @@ with. Any other store (an MLflow server, another disk) gets MLflow's ordinary up
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 
 def local_artifact_dir(artifact_uri: str) -> Path | None:
     """The folder behind a run's artifact URI when it is a plain local path or file:// URI."""
     parsed = urlparse(artifact_uri)
     if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
-        return Path(unquote(parsed.path))
+        return Path(url2pathname(parsed.path))  # also C:/... on Windows
     if parsed.scheme == "" and artifact_uri.startswith("/"):
         return Path(artifact_uri)
     return None
 
 
 def link_artifact(artifact_root: Path, local_path: Path, artifact_dir: str | None) -> bool:
-    """Hard-links `local_path` to `artifact_root/artifact_dir/name`; False when the two are
-    on different file systems or linking is not allowed, so the caller copies instead."""
+    """Hard-links `local_path` to `artifact_root/artifact_dir/name`, replacing an artifact of
+    that name atomically (a resumed run logs its newer file); False when the two are on
+    different file systems or linking is not allowed, so the caller copies instead."""
     dest_dir = artifact_root / artifact_dir if artifact_dir else artifact_root
     dest = dest_dir / local_path.name
+    tmp = dest_dir / f".{local_path.name}.{secrets.token_hex(8)}.link"
     try:
+        if dest.exists() and os.path.samefile(local_path, dest):
+            return True  # already this very file: nothing to do, and nothing to delete
         dest_dir.mkdir(parents=True, exist_ok=True)
-        if dest.exists():  # logged again (a resumed run): the newer file wins, as with a copy
-            dest.unlink()
-        os.link(local_path, dest)
+        os.link(local_path, tmp)
+        os.replace(tmp, dest)
     except OSError:
+        tmp.unlink(missing_ok=True)
         return False
     return True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
 import sys
 
@@ -13,15 +15,21 @@ def check_can_listen(host: str, port: int) -> None:
     """Fail before starting the server: MLflow's own error for a taken port is a traceback
     from a child process, easy to miss (another `ui` often already holds 5000)."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        family, _, _, _, address = infos[0]
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if os.name != "nt":  # on Windows SO_REUSEADDR would let us bind a taken port
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(address)
     except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            raise SiameseInputError(
+                f"--port {port}: already in use on {host} ({reason}); is another server on it? "
+                "choose another --port"
+            ) from exc
         raise SiameseInputError(
-            f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc}); "
-            "is another server on it? choose another --port"
+            f"--host {host}: cannot listen there ({reason}); expected an address of this machine "
+            "(127.0.0.1 by default, 0.0.0.0 for all)"
         ) from exc
 
 

@@ -115,7 +115,7 @@ def load_npz_set(path: Path) -> ImageSet:
         # np.load reads any non-zip file as a pickle and then reports "pickled (object) data":
         # check the zip signature first so a wrong file is named as such.
         with open(path, "rb") as handle:
-            if handle.read(4) != b"PK\x03\x04":
+            if handle.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):  # a zip; or an empty one
                 raise DataError(
                     f"{path}: not an .npz file; expected numpy.savez output with arrays x and y"
                 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import secrets
 import signal
 import tempfile
 import threading
@@ -63,15 +64,17 @@ def link_checkpoint(source: Path, path: Path) -> bool:
     without writing its ~23 MB again. Atomic like a save: a temporary link renamed into place.
     Safe because no checkpoint is changed in place: the next save of `source` is a new file.
     False where the file system has no hard links; the caller then saves a copy."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.link")
+    # A random name: another process (a retried trial's zombie, another host over NFS)
+    # may link into the same folder.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.link")
     with signals_deferred():
         try:
-            tmp.unlink(missing_ok=True)
             os.link(source, tmp)
             os.replace(tmp, path)
         except OSError:
-            tmp.unlink(missing_ok=True)
             return False
+        finally:
+            tmp.unlink(missing_ok=True)  # left when path already was this file (a no-op rename)
         _fsync_dir(path.parent)
     return True
 

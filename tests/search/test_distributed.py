@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--device", "cpu", "--train-pairs", "128", "--val-pairs", "64", "--pruner", "none"]
 
 
-def _create(home: Path, study: str, storage: str, *extra: str) -> None:
+def _create(home: Path, study: str, storage: str, *extra: str) -> str:
     args = [
         "search",
         "--home",
@@ -36,6 +36,7 @@ def _create(home: Path, study: str, storage: str, *extra: str) -> None:
     ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
+    return result.output
 
 
 def _worker(
@@ -102,7 +103,11 @@ def pg_url() -> str:
 def test_a_killed_worker_trial_is_retried_with_its_parameters(tmp_path: Path, pg_url: str) -> None:
     home, study_name = tmp_path / "home", f"pg-{uuid.uuid4().hex[:8]}"
     fast_heartbeat = {"SIAMESE_LAB_HEARTBEAT_S": "1", "SIAMESE_LAB_GRACE_S": "3"}
-    _create(home, study_name, pg_url, "--epochs", "4", "--lr", "1e-3", "--optimizer", "adam")
+    created = _create(
+        home, study_name, pg_url, "--epochs", "4", "--lr", "1e-3", "--optimizer", "adam"
+    )
+    # A shared study logging to this machine's own MLflow store: the user is told.
+    assert "workers elsewhere need --tracking-uri" in created
     storage = open_storage(pg_url)
     doomed = _worker(home, study_name, pg_url, "--trials", "1", env=fast_heartbeat)
     try:

@@ -61,6 +61,8 @@ def test_toml_narrows_and_fixes_and_the_command_line_wins(tmp_path: Path) -> Non
         ('[head]\nvalue = "foo"\n', "relu2/abs/sq/contrastive, got 'foo'"),
         ("[lr]\nvalue = -1.0\n", "positive"),
         ('[lr]\nvalue = "abc"\n', "expected a number"),
+        ("[lr]\nvalue = true\n", "expected a number"),
+        ('[lr]\nlog = "yes"\n', "expected true or false"),
     ],
 )
 def test_bad_space_files_name_the_file(tmp_path: Path, text: str, needle: str) -> None:

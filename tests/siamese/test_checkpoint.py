@@ -132,6 +132,14 @@ def test_saving_last_again_leaves_the_linked_best_as_it_was(tmp_path: Path) -> N
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
 
 
+def test_linking_the_same_file_twice_leaves_nothing_behind(tmp_path: Path) -> None:
+    payload = {"model": {}, "optimizer": {}, "config": {}, "history": {}, "rng": {}, "epoch": 1}
+    save_checkpoint(tmp_path / "last.pt", payload)
+    assert link_checkpoint(tmp_path / "last.pt", tmp_path / "best.pt")
+    assert link_checkpoint(tmp_path / "last.pt", tmp_path / "best.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+
+
 def test_without_hard_links_best_is_written_in_full(
     tmp_path: Path, small_data: PairData, monkeypatch: pytest.MonkeyPatch
 ) -> None:

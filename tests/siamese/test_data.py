@@ -92,6 +92,12 @@ def test_a_file_that_is_not_an_npz_is_named_as_such(tmp_path) -> None:  # type: 
         load_source(f"npz:{tmp_path / 'd.npz'}")
 
 
+def test_an_empty_npz_is_missing_its_arrays(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    np.savez(tmp_path / "d.npz")
+    with pytest.raises(DataError, match=r"missing array\(s\) \['x', 'y'\]"):
+        load_source(f"npz:{tmp_path / 'd.npz'}")
+
+
 def test_an_npz_of_mixed_image_shapes_says_so(tmp_path) -> None:  # type: ignore[no-untyped-def]
     x = np.empty(2, dtype=object)
     x[0], x[1] = np.zeros((40, 50)), np.zeros((30, 20))

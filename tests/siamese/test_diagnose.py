@@ -130,6 +130,7 @@ def test_huge_updates_at_chance_are_too_high_a_learning_rate_not_a_data_problem(
     finding = d.findings[0]
     assert "18% of the weights per step" in finding.evidence_text
     assert "6.49e-06" in finding.fix  # 1.2e-3 x 1e-3 / 0.185
+    assert "replace the relu2 head" in finding.fix  # hidden findings' advice is kept
 
 
 def test_huge_updates_on_a_run_that_learns_are_left_alone() -> None:

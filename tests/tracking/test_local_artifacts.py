@@ -29,6 +29,18 @@ def test_a_checkpoint_on_the_same_disk_is_linked_not_copied(tmp_path: Path) -> N
     assert tracker.list_artifacts(run_id) == ["checkpoints/best.pt"]
 
 
+def test_logging_the_stored_artifact_itself_keeps_it(tmp_path: Path) -> None:
+    tracker = MlflowTracker(embedded_target(tmp_path / "home"))
+    run_id = tracker.start_run("r", {}, {})
+    local = tmp_path / "best.pt"
+    local.write_bytes(b"weights")
+    tracker.log_artifact(run_id, local, "checkpoints")
+    stored = _artifact_file(tracker, run_id, "checkpoints/best.pt")
+    tracker.log_artifact(run_id, stored, "checkpoints")  # the very same file
+    assert stored.read_bytes() == b"weights"
+    assert sorted(p.name for p in stored.parent.iterdir()) == ["best.pt"]
+
+
 def test_when_linking_fails_the_artifact_is_copied(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -292,5 +292,11 @@ def test_ui_on_a_taken_port_says_so_before_starting_anything(tmp_path: Path) -> 
         port = taken.getsockname()[1]
         result = invoke("ui", "--home", str(tmp_path), "--port", str(port))
     assert result.exit_code == 2, result.output
-    assert f"--port {port}: cannot listen there" in result.output
+    assert f"--port {port}: already in use on 127.0.0.1" in result.output
     assert not (tmp_path / "mlflow.db").exists()  # failed before touching the store
+
+
+def test_ui_on_a_host_that_is_not_this_machine_names_the_host(tmp_path: Path) -> None:
+    result = invoke("ui", "--home", str(tmp_path), "--host", "192.0.2.1", "--port", "5999")
+    assert result.exit_code == 2, result.output
+    assert "--host 192.0.2.1: cannot listen there" in result.output
