@@ -29,13 +29,18 @@ def test_a_checkpoint_on_the_same_disk_is_linked_not_copied(tmp_path: Path) -> N
     assert tracker.list_artifacts(run_id) == ["checkpoints/best.pt"]
 
 
-def test_logging_the_stored_artifact_itself_keeps_it(tmp_path: Path) -> None:
+def _log_a_checkpoint(tmp_path: Path) -> tuple[MlflowTracker, str, Path, Path]:
+    """A fresh embedded store, one run, one small file logged: (tracker, run, local, stored)."""
     tracker = MlflowTracker(embedded_target(tmp_path / "home"))
     run_id = tracker.start_run("r", {}, {})
     local = tmp_path / "best.pt"
     local.write_bytes(b"weights")
     tracker.log_artifact(run_id, local, "checkpoints")
-    stored = _artifact_file(tracker, run_id, "checkpoints/best.pt")
+    return tracker, run_id, local, _artifact_file(tracker, run_id, "checkpoints/best.pt")
+
+
+def test_logging_the_stored_artifact_itself_keeps_it(tmp_path: Path) -> None:
+    tracker, run_id, _, stored = _log_a_checkpoint(tmp_path)
     tracker.log_artifact(run_id, stored, "checkpoints")  # the very same file
     assert stored.read_bytes() == b"weights"
     assert sorted(p.name for p in stored.parent.iterdir()) == ["best.pt"]
@@ -48,12 +53,7 @@ def test_when_linking_fails_the_artifact_is_copied(
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
     monkeypatch.setattr(os, "link", cross_device)
-    tracker = MlflowTracker(embedded_target(tmp_path / "home"))
-    run_id = tracker.start_run("r", {}, {})
-    local = tmp_path / "best.pt"
-    local.write_bytes(b"weights")
-    tracker.log_artifact(run_id, local, "checkpoints")
-    stored = _artifact_file(tracker, run_id, "checkpoints/best.pt")
+    _, _, local, stored = _log_a_checkpoint(tmp_path)
     assert stored.read_bytes() == b"weights"
     assert stored.stat().st_ino != local.stat().st_ino
 
