@@ -127,7 +127,7 @@ def _diverged(h: History, records: list[EpochRecord]) -> Finding | None:
         },
         f"train_loss {what} in epoch {hit.epoch} with {opt} lr={lr}",
         f"lower the learning rate 10-100x (lr={lr} -> {_fmt(float(lr or 1) / 100)}); "
-        "typical starting points: sgd 1e-2, adam 1e-3" + _relu2_too(h),
+        "typical starting points: sgd 1e-2, adam 1e-3",
     )
 
 
@@ -146,14 +146,8 @@ def _thrashing(h: History, records: list[EpochRecord]) -> Finding | None:
         {"update_ratio": ratio, "best_val_auc": best, "lr": lr, "optimizer": str(opt)},
         f"updates are {ratio:.0%} of the weights per step (healthy: ~1e-3 to 1e-2) with {opt} "
         f"lr={_fmt(lr)}; best val_auc {_fmt(best)} (chance is 0.5)",
-        f"lower the learning rate toward lr ≈ {_fmt(suggested)} (lr={_fmt(lr)} × 1e-3 / update ratio)"
-        + _relu2_too(h),
+        f"lower the learning rate toward lr ≈ {_fmt(suggested)} (lr={_fmt(lr)} × 1e-3 / update ratio)",
     )
-
-
-def _relu2_too(h: History) -> str:
-    """A diverged verdict hides the other findings; the relu2 head is broken at any lr."""
-    return "; then " + RELU2_FIX if h.config.get("head") == "relu2" else ""
 
 
 def _no_signal(h: History, records: list[EpochRecord]) -> Finding | None:
@@ -309,7 +303,10 @@ def diagnose(history: History) -> Diagnosis:
         return Diagnosis("incomplete", notes=(f"no epoch finished (stop: {history.stop_reason})",))
     diverged = _diverged(history, records)
     if diverged:  # a blow-up explains everything after it; only a data bug comes before it
-        findings = [f for f in (_no_signal(history, records), diverged) if f]
+        # ...and the relu2 head, which fails at any learning rate: its own findings stay.
+        relu2 = history.config.get("head") == "relu2"
+        after = (_dead_head(history, records), _collapsed(history, records)) if relu2 else ()
+        findings = [f for f in (_no_signal(history, records), diverged, *after) if f]
     else:
         findings = [f for rule in RULES if (f := rule(history, records))]
     notes = [f"stopped early: {history.stop_reason}"] if history.stop_reason != "completed" else []

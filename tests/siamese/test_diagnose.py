@@ -126,11 +126,13 @@ def test_huge_updates_at_chance_are_too_high_a_learning_rate_not_a_data_problem(
         for e in (1, 2)
     ]  # fmt: skip
     d = diagnose(history(records, head="relu2", lr=1.2e-3))
-    assert d.kinds == ["diverged"]
+    assert d.kinds == ["diverged", "dead_head", "collapsed"]  # relu2 fails at any lr: kept
     finding = d.findings[0]
     assert "18% of the weights per step" in finding.evidence_text
     assert "6.49e-06" in finding.fix  # 1.2e-3 x 1e-3 / 0.185
-    assert "replace the relu2 head" in finding.fix  # hidden findings' advice is kept
+    assert "replace the relu2 head" in d.findings[1].fix
+    same_with_sq = diagnose(history(records, head="sq", lr=1.2e-3))
+    assert same_with_sq.kinds == ["diverged"]  # the blow-up explains the rest
 
 
 def test_huge_updates_on_a_run_that_learns_are_left_alone() -> None:
