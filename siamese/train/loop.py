@@ -156,8 +156,25 @@ class _Run:
         self.history.initial_output_std = saved.initial_output_std
         self.best_auc = float(payload.get("best_val_auc", -math.inf))
         self.start_epoch = int(payload["epoch"]) + 1
-        if self.checkpoint_dir is not None and (self.checkpoint_dir / "best.pt").is_file():
-            self.best_path = self.checkpoint_dir / "best.pt"
+        self._restore_best(path, payload)
+
+    def _restore_best(self, source: Path, payload: dict[str, Any]) -> None:
+        """best.pt must hold the best epoch so far, or the resumed run would keep a stale one:
+        a crash can fall between saving last.pt and linking best.pt, and a run resumed into
+        a new folder has none there yet."""
+        if self.checkpoint_dir is None:
+            return
+        best, old_best = self.checkpoint_dir / "best.pt", source.parent / "best.pt"
+        best_record = self.history.best
+        origin: Path | None = None
+        if best_record is not None and best_record.epoch == int(payload["epoch"]):
+            origin = source  # the resumed epoch is the best one
+        elif not best.is_file() and old_best.is_file():
+            origin = old_best
+        if origin is not None and not link_checkpoint(origin, best):
+            save_checkpoint(best, load_checkpoint(origin))
+        if best.is_file():
+            self.best_path = best
 
     def measure_initial(self) -> None:
         # A sample is enough for the "before training" baseline the diagnosis compares with.

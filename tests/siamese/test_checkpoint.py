@@ -154,3 +154,29 @@ def test_without_hard_links_best_is_written_in_full(
     assert best and all(ino != last_inode[epoch] for epoch, ino in best)
     assert load_checkpoint(tmp_path / "best.pt")["epoch"] == best[-1][0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]  # no leftovers
+
+
+def test_resume_repairs_a_best_checkpoint_left_stale_by_a_crash(
+    tmp_path: Path, small_data: PairData
+) -> None:
+    first = fit(cfg(2), small_data, checkpoint_dir=tmp_path)
+    best = first.history.best
+    assert best is not None and best.epoch == 2, "setup: epoch 2 must be the best so far"
+    # The crash window: last.pt (epoch 2, the best) was saved, best.pt was not yet linked.
+    stale = {**load_checkpoint(tmp_path / "last.pt"), "epoch": 1}
+    save_checkpoint(tmp_path / "best.pt", stale)
+    # Resumed with nothing left to train: only the resume itself can put best.pt right.
+    fit(cfg(2), small_data, checkpoint_dir=tmp_path, resume_from=tmp_path / "last.pt")
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 2
+
+
+def test_resume_into_a_new_folder_brings_the_best_checkpoint_along(
+    tmp_path: Path, small_data: PairData
+) -> None:
+    fit(cfg(2), small_data, checkpoint_dir=tmp_path / "a")
+    resumed = fit(  # nothing left to train: the folder gets its best.pt from the resume
+        cfg(2), small_data, checkpoint_dir=tmp_path / "b", resume_from=tmp_path / "a" / "last.pt"
+    )
+    best = resumed.history.best
+    assert best is not None and resumed.best_checkpoint == tmp_path / "b" / "best.pt"
+    assert load_checkpoint(tmp_path / "b" / "best.pt")["epoch"] == best.epoch
