@@ -117,9 +117,9 @@ def check_parent_run(tracker: Tracker, study_name: str, parent: str) -> None:
         tracker.get_run(parent)
     except SiameseInputError as exc:
         raise SiameseInputError(
-            f"study {study_name!r} logs its trials under MLflow run {parent}, which is not in "
-            f"{tracker.uri}; point this process at the study's MLflow server (--tracking-uri or "
-            "MLFLOW_TRACKING_URI), or add --no-track"
+            f"study {study_name!r} logs its trials under MLflow run {parent}, which this process "
+            f"cannot find in {tracker.uri}; point it at the study's MLflow server (--tracking-uri "
+            "or MLFLOW_TRACKING_URI), or add --no-track"
         ) from exc
 
 

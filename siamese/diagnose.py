@@ -190,18 +190,27 @@ def _no_signal(h: History, records: list[EpochRecord]) -> Finding | None:
 
 
 def _dead_head(h: History, records: list[EpochRecord]) -> Finding | None:
+    return _dead_relu2_output(h, records) or _dead_embedding(h, records)
+
+
+def _dead_relu2_output(h: History, records: list[EpochRecord]) -> Finding | None:
     last = records[-1]
-    if (
+    if not (
         math.isfinite(last.head_zero_fraction)
         and last.head_zero_fraction >= DEAD_HEAD_ZERO_FRACTION
     ):
-        return Finding(
-            "dead_head",
-            "the ReLU output layer emits 0, so every pair scores sigmoid(0) = 0.5 and gets no gradient",
-            {"head_zero_fraction": last.head_zero_fraction},
-            f"the 'same' output is exactly 0 for {last.head_zero_fraction:.0%} of validation pairs",
-            RELU2_FIX,
-        )
+        return None
+    return Finding(
+        "dead_head",
+        "the ReLU output layer emits 0, so every pair scores sigmoid(0) = 0.5 and gets no gradient",
+        {"head_zero_fraction": last.head_zero_fraction},
+        f"the 'same' output is exactly 0 for {last.head_zero_fraction:.0%} of validation pairs",
+        RELU2_FIX,
+    )
+
+
+def _dead_embedding(h: History, records: list[EpochRecord]) -> Finding | None:
+    last = records[-1]
     if math.isfinite(last.dead_unit_fraction) and last.dead_unit_fraction >= DEAD_UNITS_FRACTION:
         return Finding(
             "dead_head",
@@ -297,16 +306,25 @@ RULES: tuple[Callable[[History, list[EpochRecord]], Finding | None], ...] = (
 )
 
 
+def _with_blow_up(h: History, records: list[EpochRecord], diverged: Finding) -> list[Finding]:
+    """A blow-up explains what comes after it (dead units, collapse, chance-level validation);
+    only a data bug (identical pairs) comes before it, and the relu2 output, which fails at
+    any learning rate, stays beside it while its numbers are still finite."""
+    data_bug = _no_signal(h, records) if h.identical_pair_fraction >= 0.5 else None
+    finite = math.isfinite(records[-1].train_loss) and math.isfinite(records[-1].output_std)
+    relu2: tuple[Finding | None, ...] = ()
+    if h.config.get("head") == "relu2" and finite:
+        relu2 = (_dead_relu2_output(h, records), _collapsed(h, records))
+    return [f for f in (data_bug, diverged, *relu2) if f]
+
+
 def diagnose(history: History) -> Diagnosis:
     records = history.records
     if not records:
         return Diagnosis("incomplete", notes=(f"no epoch finished (stop: {history.stop_reason})",))
     diverged = _diverged(history, records)
-    if diverged:  # a blow-up explains everything after it; only a data bug comes before it
-        # ...and the relu2 head, which fails at any learning rate: its own findings stay.
-        relu2 = history.config.get("head") == "relu2"
-        after = (_dead_head(history, records), _collapsed(history, records)) if relu2 else ()
-        findings = [f for f in (_no_signal(history, records), diverged, *after) if f]
+    if diverged:
+        findings = _with_blow_up(history, records, diverged)
     else:
         findings = [f for rule in RULES if (f := rule(history, records))]
     notes = [f"stopped early: {history.stop_reason}"] if history.stop_reason != "completed" else []

@@ -69,6 +69,7 @@ def link_checkpoint(source: Path, path: Path) -> bool:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.link")
     with signals_deferred():
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             os.link(source, tmp)
             os.replace(tmp, path)
         except OSError:

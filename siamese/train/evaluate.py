@@ -67,14 +67,15 @@ def evaluate(
     prob = torch.cat(probs).float().cpu().numpy()
     truth = labels.cpu().numpy()
     n = max(len(truth), 1)
+    finite = bool(np.isfinite(prob).all())  # NaN weights: no unit is "> 0", yet none is dead
     return EvalResult(
         loss=float(torch.stack(losses).sum().cpu()) / n,
         acc=float(((prob > 0.5) == (truth > 0.5)).mean()) if len(truth) else math.nan,
         auc=roc_auc(truth, prob),
-        output_std=float(np.std(prob)) if np.isfinite(prob).all() else math.nan,
-        output_mean=float(np.mean(prob)) if np.isfinite(prob).all() else math.nan,
+        output_std=float(np.std(prob)) if finite else math.nan,
+        output_mean=float(np.mean(prob)) if finite else math.nan,
         dead_unit_fraction=1.0 - float(unit_alive.float().mean())
-        if unit_alive is not None
+        if unit_alive is not None and finite
         else math.nan,
         head_zero_fraction=float(torch.cat(zero_same).float().mean()) if zero_same else math.nan,
         probs=prob,

@@ -175,6 +175,8 @@ class _Run:
             save_checkpoint(best, load_checkpoint(origin))
         if best.is_file():
             self.best_path = best
+            if best_record is not None:  # tracking logs it even if no later epoch improves
+                self._notify_checkpoint(best, "best", best_record.epoch)
 
     def measure_initial(self) -> None:
         # A sample is enough for the "before training" baseline the diagnosis compares with.

@@ -180,3 +180,19 @@ def test_resume_into_a_new_folder_brings_the_best_checkpoint_along(
     best = resumed.history.best
     assert best is not None and resumed.best_checkpoint == tmp_path / "b" / "best.pt"
     assert load_checkpoint(tmp_path / "b" / "best.pt")["epoch"] == best.epoch
+
+
+def test_resume_into_a_new_folder_links_an_earlier_best_and_reports_it(
+    tmp_path: Path, small_data: PairData
+) -> None:
+    fit(cfg(2), small_data, checkpoint_dir=tmp_path / "a")
+    last = load_checkpoint(tmp_path / "a" / "last.pt")
+    records = last["history"]["records"]
+    records[0]["val_auc"], records[1]["val_auc"] = 0.99, 0.5  # epoch 1 was the best
+    save_checkpoint(tmp_path / "a" / "last.pt", last)
+    inodes = _Inodes()
+    fit(cfg(2), small_data, checkpoint_dir=tmp_path / "b", callbacks=[inodes],
+        resume_from=tmp_path / "a" / "last.pt")  # fmt: skip
+    old_best, new_best = tmp_path / "a" / "best.pt", tmp_path / "b" / "best.pt"
+    assert new_best.stat().st_ino == old_best.stat().st_ino
+    assert ("best", 1, new_best.stat().st_ino) in inodes.seen  # so tracking uploads it

@@ -117,6 +117,23 @@ def test_diverged_on_exploding_loss() -> None:
     assert kinds(history([rec(1, train_loss=0.6), rec(2, train_loss=9.0)])) == ["diverged"]
 
 
+def test_a_blow_up_at_chance_is_not_blamed_on_the_data() -> None:
+    records = [rec(1, val_auc=0.5), rec(2, val_auc=0.5, train_loss=9.0)]
+    assert kinds(history(records)) == ["diverged"]
+    with_identical_pairs = history(records, identical_pair_fraction=1.0)
+    assert kinds(with_identical_pairs) == ["no_signal", "diverged"]  # a data bug comes first
+
+
+def test_a_relu2_run_gone_nan_reports_no_dead_units_it_cannot_measure() -> None:
+    nan = math.nan
+    records = [
+        rec(1, head_zero_fraction=1.0, output_std=0.0, val_auc=0.5),
+        rec(2, train_loss=nan, val_loss=nan, val_auc=nan, output_std=nan, output_mean=nan,
+            dead_unit_fraction=1.0, head_zero_fraction=0.0),
+    ]  # fmt: skip
+    assert kinds(history(records, head="relu2", lr=1e3)) == ["diverged"]
+
+
 def test_huge_updates_at_chance_are_too_high_a_learning_rate_not_a_data_problem() -> None:
     # The shape of a real rmsprop lr=1.2e-3 relu2 trial: no NaN, loss near log 2, updates
     # 18% of the weights per step, the ReLU head dead, validation at chance.

@@ -42,6 +42,16 @@ def test_huge_learning_rate_is_diagnosed_diverged_not_raised(small_data: PairDat
     assert diagnose(result.history).kinds == ["diverged"]
 
 
+def test_a_relu2_run_gone_nan_is_diverged_without_invented_dead_units(
+    small_data: PairData,
+) -> None:
+    result = fit(cfg(optimizer="sgd", lr=1e3, head="relu2"), small_data)
+    last = result.history.records[-1]
+    assert result.history.stop_reason == "non_finite"
+    assert math.isnan(last.dead_unit_fraction)  # NaN weights: nothing measured, nothing "dead"
+    assert diagnose(result.history).kinds == ["diverged"]
+
+
 def test_identical_inputs_are_diagnosed_no_signal() -> None:
     from siamese import DataConfig, prepare_data
 
