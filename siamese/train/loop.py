@@ -14,7 +14,7 @@ from torch import Tensor
 
 from siamese.config import TrainConfig
 from siamese.data import PairData, PairSet, Split, prepare_data
-from siamese.errors import ConfigError
+from siamese.errors import CheckpointError, ConfigError
 from siamese.model import SiameseNet, build_model
 from siamese.train.callbacks import Callback
 from siamese.train.checkpoint import link_checkpoint, load_checkpoint, save_checkpoint
@@ -74,6 +74,14 @@ def epoch_order(config: TrainConfig, epoch: int, n_pairs: int) -> Tensor:
     """The pair order of one epoch, from (seed, epoch) alone: resuming replays it exactly."""
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
     return torch.randperm(n_pairs, generator=generator)
+
+
+def _holds_epoch(path: Path, epoch: int) -> bool:
+    """Whether `path` is a readable checkpoint of `epoch` (a corrupt one is simply not)."""
+    try:
+        return path.is_file() and int(load_checkpoint(path)["epoch"]) == epoch
+    except CheckpointError:
+        return False
 
 
 def _check_resumable(config: TrainConfig, saved: dict[str, Any], path: Path) -> None:
@@ -159,24 +167,27 @@ class _Run:
         self._restore_best(path, payload)
 
     def _restore_best(self, source: Path, payload: dict[str, Any]) -> None:
-        """best.pt must hold the best epoch so far, or the resumed run would keep a stale one:
-        a crash can fall between saving last.pt and linking best.pt, and a run resumed into
-        a new folder has none there yet."""
+        """best.pt must hold the history's best epoch, or the resumed run would keep a wrong
+        one: a crash can fall between saving last.pt and linking best.pt, a run resumed into
+        a new folder has none there yet, and a reused folder may hold another run's."""
         if self.checkpoint_dir is None:
             return
-        best, old_best = self.checkpoint_dir / "best.pt", source.parent / "best.pt"
-        best_record = self.history.best
+        best = self.checkpoint_dir / "best.pt"
+        record = self.history.best
         origin: Path | None = None
-        if best_record is not None and best_record.epoch == int(payload["epoch"]):
+        if record is not None and record.epoch == int(payload["epoch"]):
             origin = source  # the resumed epoch is the best one
-        elif not best.is_file() and old_best.is_file():
-            origin = old_best
-        if origin is not None and not link_checkpoint(origin, best):
+        elif record is not None:
+            candidates = (best, source.parent / "best.pt")
+            origin = next((c for c in candidates if _holds_epoch(c, record.epoch)), None)
+        if origin is None or record is None:
+            self.best_auc = -math.inf  # unknown: the next epoch's checkpoint becomes best.pt
+            return
+        if origin != best and not link_checkpoint(origin, best):
             save_checkpoint(best, load_checkpoint(origin))
-        if best.is_file():
-            self.best_path = best
-            if best_record is not None:  # tracking logs it even if no later epoch improves
-                self._notify_checkpoint(best, "best", best_record.epoch)
+        self.best_path = best
+        # Reported like a save, so tracking logs it even if no later epoch improves.
+        self._notify_checkpoint(best, "best", record.epoch)
 
     def measure_initial(self) -> None:
         # A sample is enough for the "before training" baseline the diagnosis compares with.

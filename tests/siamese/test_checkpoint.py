@@ -189,10 +189,27 @@ def test_resume_into_a_new_folder_links_an_earlier_best_and_reports_it(
     last = load_checkpoint(tmp_path / "a" / "last.pt")
     records = last["history"]["records"]
     records[0]["val_auc"], records[1]["val_auc"] = 0.99, 0.5  # epoch 1 was the best
+    last["best_val_auc"] = 0.99
     save_checkpoint(tmp_path / "a" / "last.pt", last)
+    save_checkpoint(tmp_path / "a" / "best.pt", {**last, "epoch": 1})
     inodes = _Inodes()
     fit(cfg(2), small_data, checkpoint_dir=tmp_path / "b", callbacks=[inodes],
         resume_from=tmp_path / "a" / "last.pt")  # fmt: skip
     old_best, new_best = tmp_path / "a" / "best.pt", tmp_path / "b" / "best.pt"
     assert new_best.stat().st_ino == old_best.stat().st_ino
     assert ("best", 1, new_best.stat().st_ino) in inodes.seen  # so tracking uploads it
+
+
+def test_resume_does_not_trust_a_best_checkpoint_of_another_run(
+    tmp_path: Path, small_data: PairData
+) -> None:
+    fit(cfg(2), small_data, checkpoint_dir=tmp_path / "a")
+    last = load_checkpoint(tmp_path / "a" / "last.pt")
+    records = last["history"]["records"]
+    records[0]["val_auc"], records[1]["val_auc"] = 0.99, 0.5  # epoch 1 was the best...
+    last["best_val_auc"] = 0.99
+    save_checkpoint(tmp_path / "a" / "last.pt", last)
+    save_checkpoint(tmp_path / "a" / "best.pt", {**last, "epoch": 7})  # ...but not this file
+    fit(cfg(3), small_data, checkpoint_dir=tmp_path / "a", resume_from=tmp_path / "a" / "last.pt")
+    # Nothing holds epoch 1 any more: the resumed run's own next epoch becomes best.pt.
+    assert load_checkpoint(tmp_path / "a" / "best.pt")["epoch"] == 3
