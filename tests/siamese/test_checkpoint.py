@@ -1,6 +1,7 @@
 import errno
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -156,15 +157,24 @@ def test_without_hard_links_best_is_written_in_full(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]  # no leftovers
 
 
+def _with_best_epoch(path: Path, epoch: int) -> dict[str, Any]:
+    """Rewrites a checkpoint's history so that `epoch` is its best one, whatever the real
+    run measured: the resume tests must not depend on which epoch happened to win."""
+    payload = load_checkpoint(path)
+    for record in payload["history"]["records"]:
+        record["val_auc"] = 0.99 if record["epoch"] == epoch else 0.5
+    payload["best_val_auc"] = 0.99
+    save_checkpoint(path, payload)
+    return payload
+
+
 def test_resume_repairs_a_best_checkpoint_left_stale_by_a_crash(
     tmp_path: Path, small_data: PairData
 ) -> None:
-    first = fit(cfg(2), small_data, checkpoint_dir=tmp_path)
-    best = first.history.best
-    assert best is not None and best.epoch == 2, "setup: epoch 2 must be the best so far"
+    fit(cfg(2), small_data, checkpoint_dir=tmp_path)
+    last = _with_best_epoch(tmp_path / "last.pt", 2)
     # The crash window: last.pt (epoch 2, the best) was saved, best.pt was not yet linked.
-    stale = {**load_checkpoint(tmp_path / "last.pt"), "epoch": 1}
-    save_checkpoint(tmp_path / "best.pt", stale)
+    save_checkpoint(tmp_path / "best.pt", {**last, "epoch": 1})
     # Resumed with nothing left to train: only the resume itself can put best.pt right.
     fit(cfg(2), small_data, checkpoint_dir=tmp_path, resume_from=tmp_path / "last.pt")
     assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 2
@@ -186,11 +196,7 @@ def test_resume_into_a_new_folder_links_an_earlier_best_and_reports_it(
     tmp_path: Path, small_data: PairData
 ) -> None:
     fit(cfg(2), small_data, checkpoint_dir=tmp_path / "a")
-    last = load_checkpoint(tmp_path / "a" / "last.pt")
-    records = last["history"]["records"]
-    records[0]["val_auc"], records[1]["val_auc"] = 0.99, 0.5  # epoch 1 was the best
-    last["best_val_auc"] = 0.99
-    save_checkpoint(tmp_path / "a" / "last.pt", last)
+    last = _with_best_epoch(tmp_path / "a" / "last.pt", 1)
     save_checkpoint(tmp_path / "a" / "best.pt", {**last, "epoch": 1})
     inodes = _Inodes()
     fit(cfg(2), small_data, checkpoint_dir=tmp_path / "b", callbacks=[inodes],
@@ -204,12 +210,8 @@ def test_resume_does_not_trust_a_best_checkpoint_of_another_run(
     tmp_path: Path, small_data: PairData
 ) -> None:
     fit(cfg(2), small_data, checkpoint_dir=tmp_path / "a")
-    last = load_checkpoint(tmp_path / "a" / "last.pt")
-    records = last["history"]["records"]
-    records[0]["val_auc"], records[1]["val_auc"] = 0.99, 0.5  # epoch 1 was the best...
-    last["best_val_auc"] = 0.99
-    save_checkpoint(tmp_path / "a" / "last.pt", last)
-    save_checkpoint(tmp_path / "a" / "best.pt", {**last, "epoch": 7})  # ...but not this file
+    last = _with_best_epoch(tmp_path / "a" / "last.pt", 1)
+    save_checkpoint(tmp_path / "a" / "best.pt", {**last, "epoch": 7})  # not epoch 1's file
     fit(cfg(3), small_data, checkpoint_dir=tmp_path / "a", resume_from=tmp_path / "a" / "last.pt")
     # Nothing holds epoch 1 any more: the resumed run's own next epoch becomes best.pt.
     assert load_checkpoint(tmp_path / "a" / "best.pt")["epoch"] == 3
