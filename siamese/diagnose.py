@@ -93,6 +93,19 @@ RELU2_FIX = (
 )
 
 
+def _median_ratio(records: list[EpochRecord]) -> float:
+    return statistics.median(r.update_ratio for r in records)
+
+
+def _best_auc(records: list[EpochRecord]) -> float:
+    return max((r.val_auc for r in records if math.isfinite(r.val_auc)), default=math.nan)
+
+
+def _lr_for_healthy_updates(lr: float, ratio: float) -> float:
+    """Per-step updates scale about linearly with lr: aim at the healthy ratio."""
+    return lr * HEALTHY_UPDATE_RATIO / max(ratio, 1e-30)
+
+
 def _diverged(h: History, records: list[EpochRecord]) -> Finding | None:
     bad = next(
         (r for r in records if not (math.isfinite(r.train_loss) and math.isfinite(r.val_loss))),
@@ -134,12 +147,11 @@ def _diverged(h: History, records: list[EpochRecord]) -> Finding | None:
 def _thrashing(h: History, records: list[EpochRecord]) -> Finding | None:
     """Too high a learning rate without a NaN: each step replaces a large part of the weights
     (often killing the ReLUs) and validation stays at chance."""
-    ratio = statistics.median(r.update_ratio for r in records)
-    best = max((r.val_auc for r in records if math.isfinite(r.val_auc)), default=math.nan)
+    ratio, best = _median_ratio(records), _best_auc(records)
     if not (ratio > THRASH_UPDATE_RATIO and not best > NO_SIGNAL_AUC):
         return None
     lr, opt = float(h.config.get("lr") or 0.0), h.config.get("optimizer")
-    suggested = lr * HEALTHY_UPDATE_RATIO / ratio
+    suggested = _lr_for_healthy_updates(lr, ratio)
     return Finding(
         "diverged",
         "the updates are far too large: the learning rate is too high for this optimizer",
@@ -151,9 +163,7 @@ def _thrashing(h: History, records: list[EpochRecord]) -> Finding | None:
 
 
 def _no_signal(h: History, records: list[EpochRecord]) -> Finding | None:
-    aucs = [r.val_auc for r in records if math.isfinite(r.val_auc)]
-    best = max(aucs) if aucs else math.nan
-    ratio = statistics.median(r.update_ratio for r in records)
+    best, ratio = _best_auc(records), _median_ratio(records)
     identical = h.identical_pair_fraction
     # Below the stall ratio the learning rate explains chance-level validation, above the
     # thrash ratio too: only in between is the data the suspect.
@@ -251,7 +261,7 @@ def _collapsed(h: History, records: list[EpochRecord]) -> Finding | None:
 
 
 def _stalled(h: History, records: list[EpochRecord]) -> Finding | None:
-    ratio = statistics.median(r.update_ratio for r in records)
+    ratio = _median_ratio(records)
     start, end = h.initial_val_loss, records[-1].val_loss
     change = abs(start - end) / start if math.isfinite(start) and start > 0 else math.nan
     flat = not math.isfinite(change) or change < STALL_LOSS_CHANGE
@@ -260,7 +270,7 @@ def _stalled(h: History, records: list[EpochRecord]) -> Finding | None:
     if not (math.isfinite(ratio) and ratio < STALL_UPDATE_RATIO and flat and has_gradient):
         return None
     lr = float(h.config.get("lr") or 0.0)
-    suggested = lr * HEALTHY_UPDATE_RATIO / max(ratio, 1e-30)
+    suggested = _lr_for_healthy_updates(lr, ratio)
     return Finding(
         "stalled",
         "the weights barely move: the learning rate is too low",

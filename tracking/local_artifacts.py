@@ -10,11 +10,11 @@ with. Any other store (an MLflow server, another disk) gets MLflow's ordinary up
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
+
+from siamese.train.checkpoint import link_atomically
 
 
 def local_artifact_dir(artifact_uri: str) -> Path | None:
@@ -32,15 +32,4 @@ def link_artifact(artifact_root: Path, local_path: Path, artifact_dir: str | Non
     that name atomically (a resumed run logs its newer file); False when the two are on
     different file systems or linking is not allowed, so the caller copies instead."""
     dest_dir = artifact_root / artifact_dir if artifact_dir else artifact_root
-    dest = dest_dir / local_path.name
-    tmp = dest_dir / f".{local_path.name}.{secrets.token_hex(8)}.link"
-    try:
-        if dest.exists() and os.path.samefile(local_path, dest):
-            return True  # already this very file: nothing to do, and nothing to delete
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        os.link(local_path, tmp)
-        os.replace(tmp, dest)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        return False
-    return True
+    return link_atomically(local_path, dest_dir / local_path.name)

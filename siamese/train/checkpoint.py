@@ -59,11 +59,12 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         _write_atomically(path, payload)
 
 
-def link_checkpoint(source: Path, path: Path) -> bool:
-    """Gives a complete checkpoint a second name (best.pt for the epoch just saved as last.pt)
-    without writing its ~23 MB again. Atomic like a save: a temporary link renamed into place.
+def link_atomically(source: Path, path: Path) -> bool:
+    """Gives a complete file a second name without writing it again: best.pt for the epoch
+    just saved as last.pt, or a checkpoint in a local MLflow artifact store. Atomic like a
+    save: a temporary link renamed into place (a no-op when `path` already is `source`).
     Safe because no checkpoint is changed in place: the next save of `source` is a new file.
-    False where the file system has no hard links; the caller then saves a copy."""
+    False where the file system has no hard links; the caller then writes a copy."""
     # A random name: another process (a retried trial's zombie, another host over NFS)
     # may link into the same folder.
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.link")

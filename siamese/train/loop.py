@@ -17,7 +17,7 @@ from siamese.data import PairData, PairSet, Split, prepare_data
 from siamese.errors import CheckpointError, ConfigError
 from siamese.model import SiameseNet, build_model
 from siamese.train.callbacks import Callback
-from siamese.train.checkpoint import link_checkpoint, load_checkpoint, save_checkpoint
+from siamese.train.checkpoint import link_atomically, load_checkpoint, save_checkpoint
 from siamese.train.evaluate import EvalResult, evaluate
 from siamese.train.history import EpochRecord, History
 from siamese.train.step import StepRunner, make_optimizer
@@ -183,7 +183,7 @@ class _Run:
         if origin is None or record is None:
             self.best_auc = -math.inf  # unknown: the next epoch's checkpoint becomes best.pt
             return
-        if origin != best and not link_checkpoint(origin, best):
+        if origin != best and not link_atomically(origin, best):
             save_checkpoint(best, load_checkpoint(origin))
         self.best_path = best
         # Reported like a save, so tracking logs it even if no later epoch improves.
@@ -240,7 +240,7 @@ class _Run:
         self._notify_checkpoint(self.last_path, "last", record.epoch)
         if improved:
             self.best_path = self.checkpoint_dir / "best.pt"
-            if not link_checkpoint(self.last_path, self.best_path):
+            if not link_atomically(self.last_path, self.best_path):
                 save_checkpoint(self.best_path, payload)
             self._notify_checkpoint(self.best_path, "best", record.epoch)
 

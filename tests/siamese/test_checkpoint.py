@@ -8,7 +8,7 @@ import torch
 
 from siamese import CheckpointError, ConfigError, DataConfig, PairData, TrainConfig, fit
 from siamese.train import Callback, load_checkpoint, save_checkpoint
-from siamese.train.checkpoint import link_checkpoint
+from siamese.train.checkpoint import link_atomically
 from tests.siamese.test_train import StopAfter
 
 
@@ -127,7 +127,7 @@ def test_best_is_a_second_name_for_the_epoch_just_saved_not_a_second_write(
 def test_saving_last_again_leaves_the_linked_best_as_it_was(tmp_path: Path) -> None:
     payload = {"model": {}, "optimizer": {}, "config": {}, "history": {}, "rng": {}}
     save_checkpoint(tmp_path / "last.pt", {**payload, "epoch": 1})
-    assert link_checkpoint(tmp_path / "last.pt", tmp_path / "best.pt")
+    assert link_atomically(tmp_path / "last.pt", tmp_path / "best.pt")
     save_checkpoint(tmp_path / "last.pt", {**payload, "epoch": 2})
     assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 1
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
@@ -136,8 +136,8 @@ def test_saving_last_again_leaves_the_linked_best_as_it_was(tmp_path: Path) -> N
 def test_linking_the_same_file_twice_leaves_nothing_behind(tmp_path: Path) -> None:
     payload = {"model": {}, "optimizer": {}, "config": {}, "history": {}, "rng": {}, "epoch": 1}
     save_checkpoint(tmp_path / "last.pt", payload)
-    assert link_checkpoint(tmp_path / "last.pt", tmp_path / "best.pt")
-    assert link_checkpoint(tmp_path / "last.pt", tmp_path / "best.pt")
+    assert link_atomically(tmp_path / "last.pt", tmp_path / "best.pt")
+    assert link_atomically(tmp_path / "last.pt", tmp_path / "best.pt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
 
 
