@@ -52,6 +52,8 @@ class MlflowTracker(Tracker):
             self.experiment_id = self._experiment_id()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
         self._pending: list[Future[object]] = []
+        # A run's artifact folder never changes: looked up once, not once per artifact.
+        self._artifact_dirs: dict[str, Path | None] = {}
 
     def _experiment_id(self) -> str:
         try:
@@ -96,7 +98,10 @@ class MlflowTracker(Tracker):
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:8000]) for k, v in tags.items()])
 
     def log_artifact(self, run_id: str, local_path: Path, artifact_dir: str | None = None) -> None:
-        root = local_artifact_dir(self.client.get_run(run_id).info.artifact_uri)
+        if run_id not in self._artifact_dirs:
+            uri = self.client.get_run(run_id).info.artifact_uri
+            self._artifact_dirs[run_id] = local_artifact_dir(uri)
+        root = self._artifact_dirs[run_id]
         if root is None or not link_artifact(root, local_path, artifact_dir):
             self.client.log_artifact(run_id, str(local_path), artifact_dir)
 

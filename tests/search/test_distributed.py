@@ -17,6 +17,7 @@ from search.cli import cli
 from search.storage import open_storage
 
 ROOT = Path(__file__).resolve().parents[2]
+KILLED_TRIAL_EPOCHS = 30
 TINY = ["--device", "cpu", "--train-pairs", "128", "--val-pairs", "64", "--pruner", "none"]
 
 
@@ -103,8 +104,18 @@ def pg_url() -> str:
 def test_a_killed_worker_trial_is_retried_with_its_parameters(tmp_path: Path, pg_url: str) -> None:
     home, study_name = tmp_path / "home", f"pg-{uuid.uuid4().hex[:8]}"
     fast_heartbeat = {"SIAMESE_LAB_HEARTBEAT_S": "1", "SIAMESE_LAB_GRACE_S": "3"}
+    # Enough epochs that the kill lands mid-trial even when this machine is slow to poll: an
+    # epoch here takes ~0.15 s, so with 4 the trial could end before the signal.
     created = _create(
-        home, study_name, pg_url, "--epochs", "4", "--lr", "1e-3", "--optimizer", "adam"
+        home,
+        study_name,
+        pg_url,
+        "--epochs",
+        str(KILLED_TRIAL_EPOCHS),
+        "--lr",
+        "1e-3",
+        "--optimizer",
+        "adam",
     )
     # A shared study logging to this machine's own MLflow store: the user is told.
     assert "workers elsewhere need --tracking-uri" in created
@@ -134,7 +145,7 @@ def test_a_killed_worker_trial_is_retried_with_its_parameters(tmp_path: Path, pg
     assert retry.system_attrs.get("failed_trial") == dead.number
     assert retry.params == dead.params and retry.state == optuna.trial.TrialState.COMPLETE
     assert retry.user_attrs.get("resumed_from", "").endswith("last.pt")  # resumed, not restarted
-    assert sorted(retry.intermediate_values) == [1, 2, 3, 4]
+    assert sorted(retry.intermediate_values) == list(range(1, KILLED_TRIAL_EPOCHS + 1))
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
 
     from tracking import embedded_target
