@@ -1,4 +1,4 @@
-"""`siamese-lab train` and `siamese-lab data check`."""
+"""`siamese-lab train`, `siamese-lab data check` and `siamese-lab data export`."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from siamese import (
     render_text,
 )
 from siamese.config import with_overrides
+from siamese.data.export import PAIRS_FILE, export_test_pairs
 from siamese.train import Callback, EpochRecord, FitResult, History, load_checkpoint, resolve_device
 from tracking import TrackingCallback, resolve_target, tracked_run
 
@@ -226,3 +227,30 @@ def check(seed: int, as_json: bool, **flags: Any) -> None:
     for warning in warnings:
         click.echo(f"warning: {warning}")
     click.echo("ok: no errors" + (f", {len(warnings)} warning(s)" if warnings else ""))
+
+
+@data.command("export")
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="a new folder to write into"
+)
+@click.option(
+    "--pairs", "count", type=click.IntRange(min=1), default=20, show_default=True,
+    help="how many test pairs",
+)  # fmt: skip
+@data_options
+@click.option(
+    "--seed", type=int, default=0, show_default=True,
+    help="the seed of the split: the one the model was trained with",
+)  # fmt: skip
+def export(out: Path, count: int, seed: int, **flags: Any) -> None:
+    """Write held-out test pairs as PNG files plus pairs.csv, to try `predict` on."""
+    config = with_overrides(DataConfig(), seed=seed, **flags)
+    exported = export_test_pairs(prepare_data(config), out, count)
+    different = exported.pairs - exported.same
+    click.echo(
+        f"wrote {exported.pairs} test pairs ({exported.same} same, {different} different) and "
+        f"{exported.images} images to {out}; no training run of seed {seed} has seen them"
+    )
+    click.echo(
+        f"try: siamese-lab predict --model models:/siamese@champion --pairs {out / PAIRS_FILE}"
+    )

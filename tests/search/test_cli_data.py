@@ -1,5 +1,6 @@
 """Every pre-flight error: exit 2, one line naming the file/index/flag, no traceback."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,54 @@ def test_clean_data_passes(tmp_path: Path) -> None:
     result = _run("data", "check", "--json")
     assert result.exit_code == 0
     assert '"warnings": []' in result.output
+
+
+def _exported_rows(folder: Path) -> list[list[str]]:
+    import csv
+
+    with open(folder / "pairs.csv", newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    assert header == ["left", "right", "same"]
+    return rows
+
+
+def test_export_writes_held_out_test_pairs_that_read_back_as_trained(tmp_path: Path) -> None:
+    from siamese import DataConfig, prepare_data
+    from siamese.data import read_image_file
+
+    result = _run("data", "export", "--out", str(tmp_path / "samples"), "--pairs", "12")
+    assert result.exit_code == 0, result.output
+    rows = _exported_rows(tmp_path / "samples")
+    data = prepare_data(DataConfig())
+    assert len(rows) == 12 and {row[2] for row in rows} == {"0", "1"}
+    for i, (left, right, same) in enumerate(rows):
+        # The i-th test pair, each image under its class folder, named by its test index.
+        test_index = int(data.test_pairs.left[i]), int(data.test_pairs.right[i])
+        assert [int(Path(p).stem.removeprefix("test")) for p in (left, right)] == list(test_index)
+        assert same == str(int(data.test_pairs.labels[i]))
+        assert (Path(left).parent == Path(right).parent) == (same == "1")
+        for path, index in zip((left, right), test_index, strict=True):
+            pixels = read_image_file(tmp_path / "samples" / path)
+            assert np.abs(pixels - data.test.images[index]).max() <= 0.5 / 255 + 1e-6
+
+
+def test_export_feeds_predict(tmp_path: Path) -> None:
+    trained = _run("train", "--home", str(tmp_path), "--no-track", "--device", "cpu",
+                   "--epochs", "1", "--train-pairs", "128", "--val-pairs", "64", "--json")  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    checkpoint = json.loads(trained.stdout)["checkpoints"]["best"]
+    assert _run("data", "export", "--out", str(tmp_path / "s"), "--pairs", "5").exit_code == 0
+    scored = _run("predict", "--model", checkpoint, "--pairs", str(tmp_path / "s" / "pairs.csv"))
+    assert scored.exit_code == 0, scored.output
+    lines = scored.output.strip().splitlines()
+    assert len(lines) == 5 and all(0.0 <= float(line.split()[0]) <= 1.0 for line in lines)
+
+
+def test_export_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "mine.txt").write_text("keep me")
+    _assert_bad_input(
+        _run("data", "export", "--out", str(tmp_path / "taken")), "--out", "not an empty folder"
+    )
+    assert sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["mine.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]  # no staging folder left behind
