@@ -88,19 +88,48 @@ def test_foreign_file_is_not_a_checkpoint(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "missing.pt")
 
 
-def test_an_interrupt_during_a_write_lands_after_it(tmp_path: Path) -> None:
+def _payload() -> dict:  # type: ignore[type-arg]
+    return {"model": {}, "optimizer": {}, "epoch": 1, "config": {}, "history": {}, "rng": {}}
+
+
+@pytest.fixture
+def sigint_handler():  # type: ignore[no-untyped-def]
+    """Sets SIGINT's handler for one test. Python installs its KeyboardInterrupt handler only
+    when SIGINT is not ignored at start-up, and a shell ignores it for background jobs."""
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+    yield lambda handler: signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_an_interrupt_during_a_write_lands_after_it(tmp_path: Path, sigint_handler) -> None:  # type: ignore[no-untyped-def]
     import os
     import signal
 
     from siamese.train.checkpoint import save_checkpoint, signals_deferred
 
-    payload = {"model": {}, "optimizer": {}, "epoch": 1, "config": {}, "history": {}, "rng": {}}
+    sigint_handler(signal.default_int_handler)
     finished = False
     with pytest.raises(KeyboardInterrupt), signals_deferred():
         os.kill(os.getpid(), signal.SIGINT)  # arrives "during" the write below
-        save_checkpoint(tmp_path / "last.pt", payload)
+        save_checkpoint(tmp_path / "last.pt", _payload())
         finished = True
     assert finished
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+
+
+def test_an_ignored_interrupt_stays_ignored_after_a_write(tmp_path: Path, sigint_handler) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import signal
+
+    from siamese.train.checkpoint import save_checkpoint, signals_deferred
+
+    sigint_handler(signal.SIG_IGN)  # e.g. `nohup cmd &`: the process was told to ignore Ctrl-C
+    with signals_deferred():  # raises nothing when it hands the held signal back
+        os.kill(os.getpid(), signal.SIGINT)
+        save_checkpoint(tmp_path / "last.pt", _payload())
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
 
 
