@@ -7,7 +7,7 @@ the model it logs. The home folder's MLflow store is created by an untimed first
 is once per machine.
 
     python bench/bench_tracking_cli.py --rounds 3
-    python bench/bench_tracking_cli.py --rounds 2 --epochs 20
+    python bench/bench_tracking_cli.py --rounds 3 --epochs 20
 """
 
 from __future__ import annotations

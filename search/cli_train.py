@@ -231,7 +231,10 @@ def check(seed: int, as_json: bool, **flags: Any) -> None:
 
 @data.command("export")
 @click.option(
-    "--out", type=click.Path(path_type=Path), required=True, help="a new folder to write into"
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="a new folder (it must not exist yet)",
 )
 @click.option(
     "--pairs", "count", type=click.IntRange(min=1), default=20, show_default=True,
@@ -244,12 +247,14 @@ def check(seed: int, as_json: bool, **flags: Any) -> None:
 )  # fmt: skip
 def export(out: Path, count: int, seed: int, **flags: Any) -> None:
     """Write held-out test pairs as PNG files plus pairs.csv, to try `predict` on."""
+    if flags.get("inject_bug") not in (None, "none"):
+        raise click.UsageError("--inject-bug: not for export; its pairs would show one image twice")
     config = with_overrides(DataConfig(), seed=seed, **flags)
     exported = export_test_pairs(prepare_data(config), out, count)
     different = exported.pairs - exported.same
     click.echo(
         f"wrote {exported.pairs} test pairs ({exported.same} same, {different} different) and "
-        f"{exported.images} images to {out}; no training run of seed {seed} has seen them"
+        f"{exported.images} images to {out}; no run with --seed {seed} has trained on them"
     )
     click.echo(
         f"try: siamese-lab predict --model models:/siamese@champion --pairs {out / PAIRS_FILE}"

@@ -44,16 +44,21 @@ def export_test_pairs(data: PairData, out: Path, count: int) -> ExportedPairs:
     Written into a hidden sibling folder and renamed into place, so `out` is either complete
     or absent: an interrupted export leaves nothing half-written under that name.
     """
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise SiameseInputError(f"--out {out}: exists and is not an empty folder; name a new one")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    staging.chmod(0o755)  # mkdtemp's 0700 would hide the samples from everyone else
+    out = Path(os.path.abspath(out))  # `--out .` has no name to put a sibling beside
+    if out.exists() or out.is_symlink():
+        raise SiameseInputError(f"--out {out}: already exists; name a new folder")
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    except OSError as exc:
+        raise SiameseInputError(f"--out {out}: cannot create it ({exc.strerror})") from exc
+    try:
+        staging.chmod(0o755)  # mkdtemp's 0700 would hide the samples from everyone else
         rows, images = _write_pairs(data, staging, min(count, len(data.test_pairs)))
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        os.replace(staging, out)
+        os.rename(staging, out)  # fails rather than replace a folder made meanwhile
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise SiameseInputError(f"--out {out}: cannot write ({exc.strerror})") from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -61,12 +66,25 @@ def export_test_pairs(data: PairData, out: Path, count: int) -> ExportedPairs:
     return ExportedPairs(out, len(rows), same, images)
 
 
+def class_folder(name: str, label: int) -> str:
+    """The class's name when it is a plain folder name that survives the CSV round trip
+    (`predict` skips rows starting with # and strips spaces), else `class<label>`."""
+    unsafe = (
+        name in ("", ".", "..")
+        or name != name.strip()
+        or name.startswith("#")
+        or any(ch in name for ch in ("/", "\\", "\0"))
+    )
+    return f"class{label}" if unsafe else name
+
+
 def _write_pairs(data: PairData, folder: Path, count: int) -> tuple[list[list[str]], int]:
     written: dict[int, str] = {}  # test-split index -> path relative to the folder
 
     def image_path(index: int) -> str:
         if index not in written:
-            class_name = data.class_names[int(data.test.labels[index])]
+            label = int(data.test.labels[index])
+            class_name = class_folder(data.class_names[label], label)
             relative = f"{class_name}/test{index:04d}.png"
             (folder / class_name).mkdir(exist_ok=True)
             write_image_file(folder / relative, data.test.images[index])

@@ -163,17 +163,48 @@ def test_export_feeds_predict(tmp_path: Path) -> None:
     assert trained.exit_code == 0, trained.output
     checkpoint = json.loads(trained.stdout)["checkpoints"]["best"]
     assert _run("data", "export", "--out", str(tmp_path / "s"), "--pairs", "5").exit_code == 0
-    scored = _run("predict", "--model", checkpoint, "--pairs", str(tmp_path / "s" / "pairs.csv"))
+    scored = _run(
+        "predict", "--model", checkpoint, "--pairs", str(tmp_path / "s" / "pairs.csv"), "--json"
+    )
     assert scored.exit_code == 0, scored.output
-    lines = scored.output.strip().splitlines()
-    assert len(lines) == 5 and all(0.0 <= float(line.split()[0]) <= 1.0 for line in lines)
+    rows = json.loads(scored.stdout)["pairs"]
+    expected = [(tmp_path / "s" / left, tmp_path / "s" / right)
+                for left, right, _ in _exported_rows(tmp_path / "s")]  # fmt: skip
+    assert [(Path(r["left"]), Path(r["right"])) for r in rows] == expected
+    assert all(0.0 <= r["p_same"] <= 1.0 for r in rows)
 
 
-def test_export_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
+def test_export_refuses_an_existing_path(tmp_path: Path) -> None:
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "mine.txt").write_text("keep me")
-    _assert_bad_input(
-        _run("data", "export", "--out", str(tmp_path / "taken")), "--out", "not an empty folder"
-    )
-    assert sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["mine.txt"]
-    assert [p.name for p in tmp_path.iterdir()] == ["taken"]  # no staging folder left behind
+    (tmp_path / "file").write_text("")
+    for existing in ("taken", "file"):
+        _assert_bad_input(
+            _run("data", "export", "--out", str(tmp_path / existing)), "--out", "already exists"
+        )
+    assert (tmp_path / "taken" / "mine.txt").read_text() == "keep me"
+
+
+def test_an_interrupted_export_leaves_nothing(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import siamese.data.export as export
+
+    written: list[Path] = []
+
+    def interrupted_after_three(path: Path, image: np.ndarray) -> None:
+        if len(written) == 3:
+            raise KeyboardInterrupt
+        written.append(path)
+        Image.fromarray(np.zeros((40, 50), np.uint8)).save(path)
+
+    monkeypatch.setattr(export, "write_image_file", interrupted_after_three)
+    result = _run("data", "export", "--out", str(tmp_path / "samples"))
+    assert result.exit_code == 130 and len(written) == 3
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its hidden staging copy
+
+
+def test_class_names_that_are_not_plain_folder_names_get_a_safe_one() -> None:
+    from siamese.data.export import class_folder
+
+    assert class_folder("cat", 0) == "cat" and class_folder("7", 7) == "7"
+    for unsafe in ("..", ".", "", "a/b", "/abs", "#tag", " padded", "back\\slash"):
+        assert class_folder(unsafe, 3) == "class3", unsafe
