@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,13 +104,20 @@ def _best_trial_run(ctx: click.Context, study: str, storage: str | None) -> str:
     return str(best.user_attrs["mlflow_run_id"])
 
 
-def _read_pairs_csv(path: Path) -> list[tuple[Path, Path]]:
+@dataclass(frozen=True)
+class PairList:
+    pairs: list[tuple[Path, Path]]
+    same: list[int] | None  # the truth, when the CSV has a `same` column (`data export`'s)
+
+
+def _read_pairs_csv(path: Path) -> PairList:
     try:
         with open(path, newline="") as handle:
             rows = [row for row in csv.reader(handle) if row and not row[0].startswith("#")]
     except OSError as exc:
         raise SiameseInputError(f"--pairs {path}: cannot read ({exc.strerror})") from exc
-    if rows and rows[0][:2] == ["left", "right"]:
+    header = rows[0] if rows and rows[0][:2] == ["left", "right"] else None
+    if header is not None:
         rows = rows[1:]
     bad = next((i for i, row in enumerate(rows, 1) if len(row) < 2), None)
     if bad is not None:
@@ -117,7 +125,26 @@ def _read_pairs_csv(path: Path) -> list[tuple[Path, Path]]:
             f"--pairs {path}: row {bad} has fewer than 2 columns; expected left,right"
         )
     base = path.parent
-    return [(base / row[0].strip(), base / row[1].strip()) for row in rows]
+    pairs = [(base / row[0].strip(), base / row[1].strip()) for row in rows]
+    has_truth = header is not None and header[2:3] == ["same"]
+    return PairList(pairs, _truth_column(path, rows) if has_truth else None)
+
+
+def _truth_column(path: Path, rows: list[list[str]]) -> list[int]:
+    truth = [row[2].strip() if len(row) > 2 else "" for row in rows]
+    bad = next((i for i, value in enumerate(truth, 1) if value not in ("0", "1")), None)
+    if bad is not None:
+        raise SiameseInputError(f"--pairs {path}: row {bad}: the same column must be 0 or 1")
+    return [int(value) for value in truth]
+
+
+def _print_scores(rows: list[dict[str, Any]], same: list[int] | None) -> None:
+    for i, row in enumerate(rows):
+        truth = f"  same={same[i]}" if same is not None else ""
+        click.echo(f"{row['p_same']:.4f}  {row['left']}  {row['right']}{truth}")
+    if same is not None and rows:
+        right = sum((row["p_same"] >= 0.5) == bool(t) for row, t in zip(rows, same, strict=True))
+        click.echo(f"{right} of {len(rows)} pairs right at P(same) >= 0.5")
 
 
 @click.command()
@@ -149,11 +176,12 @@ def predict(
     from tracking.models import load_scorer
 
     if pairs_csv is not None:
-        pairs = _read_pairs_csv(pairs_csv)
+        listed = _read_pairs_csv(pairs_csv)
     elif len(images) == 2:
-        pairs = [(images[0], images[1])]
+        listed = PairList([(images[0], images[1])], None)
     else:
         raise click.UsageError("give two images LEFT RIGHT, or --pairs FILE.csv")
+    pairs = listed.pairs
     images_in = stack_pairs(pairs)  # unreadable images fail before any model is loaded
     if model_uri.startswith(("models:/", "runs:/")):
         with _tracker(ctx, tracking_uri, experiment).using_store():
@@ -161,15 +189,17 @@ def predict(
     else:
         scorer = load_scorer(model_uri)
     probs = score(scorer, images_in)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"left": str(a), "right": str(b), "p_same": float(p)}
         for (a, b), p in zip(pairs, probs, strict=True)
     ]
+    if listed.same is not None:
+        for row, truth in zip(rows, listed.same, strict=True):
+            row["same"] = truth
     if as_json:
         print_json({"model": model_uri, "pairs": rows})
         return
-    for row in rows:
-        click.echo(f"{row['p_same']:.4f}  {row['left']}  {row['right']}")
+    _print_scores(rows, listed.same)
 
 
 @click.command()

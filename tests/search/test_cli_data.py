@@ -172,6 +172,22 @@ def test_export_feeds_predict(tmp_path: Path) -> None:
                 for left, right, _ in _exported_rows(tmp_path / "s")]  # fmt: skip
     assert [(Path(r["left"]), Path(r["right"])) for r in rows] == expected
     assert all(0.0 <= r["p_same"] <= 1.0 for r in rows)
+    truth = [int(same) for _, _, same in _exported_rows(tmp_path / "s")]
+    assert [r["same"] for r in rows] == truth  # the truth travels with each score
+
+    text = _run("predict", "--model", checkpoint, "--pairs", str(tmp_path / "s" / "pairs.csv"))
+    *lines, summary = text.stdout.strip().splitlines()
+    assert [line.endswith(f"same={t}") for line, t in zip(lines, truth, strict=True)] == [True] * 5
+    right = sum((r["p_same"] >= 0.5) == bool(t) for r, t in zip(rows, truth, strict=True))
+    assert summary == f"{right} of 5 pairs right at P(same) >= 0.5"
+
+    (tmp_path / "s" / "bad.csv").write_text("left,right,same\n1/a.png,1/b.png,yes\n")
+    _assert_bad_input(
+        _run("predict", "--model", checkpoint, "--pairs", str(tmp_path / "s" / "bad.csv")),
+        "bad.csv",
+        "row 1",
+        "0 or 1",
+    )
 
 
 def test_export_refuses_an_existing_path(tmp_path: Path) -> None:
