@@ -2,7 +2,8 @@
 
 The images come from the test split, which no training or search run sees (the split
 depends only on the data and the seed), and are written as 8-bit grayscale PNGs in the
-`folder:PATH` layout - one subfolder per class - so the folder also loads as a data source.
+`folder:PATH` layout - one subfolder per class - so a large enough export also loads as
+a data source.
 `pairs.csv` lists the pairs with the truth beside them: `left,right,same`.
 """
 
