@@ -1,15 +1,115 @@
-"""The `siamese-lab` command line: parse, build a config, one library call, print."""
+"""The `siamese-lab` command line: parse, build a config, one library call, print.
+
+Commands load on first use: `siamese-lab --help` and a mistyped command answer without
+importing torch, MLflow or Optuna, and each command imports only what it needs.
+"""
 
 from __future__ import annotations
 
+import importlib
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
-from search.cli_common import LabGroup
-from search.cli_search import report, search, worker
-from search.cli_tracking import diagnose_run, predict, promote, ui
-from search.cli_train import data, train
+# name -> (module, attribute, the line `--help` lists; tests/search/test_cli_lazy.py checks
+# that it is the command's own)
+COMMANDS = {
+    "data": ("search.cli_train", "data", "Inspect the data alone."),
+    "diagnose": (
+        "search.cli_tracking",
+        "diagnose_run",
+        "Print a logged run's diagnosis with its evidence and fixes.",
+    ),
+    "predict": (
+        "search.cli_tracking",
+        "predict",
+        "Print P(same object) for each image pair: LEFT RIGHT, or --pairs FILE.csv.",
+    ),
+    "promote": (
+        "search.cli_tracking",
+        "promote",
+        "Register a converged run's model and point an alias (default champion) at it.",
+    ),
+    "report": (
+        "search.cli_search",
+        "report",
+        "Study-level failure map, best trial, diagnoses and parameter importances.",
+    ),
+    "search": (
+        "search.cli_search",
+        "search",
+        "Create or resume a study and run its trials; every trial is logged to MLflow.",
+    ),
+    "train": (
+        "search.cli_train",
+        "train",
+        "Train one model, diagnose it, and log it all to MLflow.",
+    ),
+    "ui": (
+        "search.cli_tracking",
+        "ui",
+        "Start the MLflow UI on the local store (Ctrl-C stops it).",
+    ),
+    "worker": (
+        "search.cli_search",
+        "worker",
+        "Join an existing study from this process (or another machine) and run trials.",
+    ),
+}
+
+
+class LabGroup(click.Group):
+    """Maps outcomes to DESIGN.md's exit codes: bad input 2 (one line, no traceback),
+    interrupted 130, unexpected errors 1 (with the traceback, which is then useful).
+    Loads a command only when it runs or shows its own help."""
+
+    def main(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, prog_name: str | None = None, **kwargs: Any
+    ) -> Any:
+        kwargs.pop("standalone_mode", None)  # always ours: CliRunner passes it too
+        try:
+            code = super().main(args, prog_name, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(2)
+        except (KeyboardInterrupt, click.Abort):
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except Exception as exc:
+            if not _is_bad_input(exc):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attribute, _ = COMMANDS[cmd_name]
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """From the table above instead of importing every command; whole lines, wrapped."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][2]) for name in sorted(COMMANDS)])
+
+
+def _is_bad_input(exc: Exception) -> bool:
+    """A SiameseInputError, told without importing the core (and torch) just to check: had
+    siamese.errors never been imported, nothing could have raised one."""
+    errors = sys.modules.get("siamese.errors")
+    return errors is not None and isinstance(exc, errors.SiameseInputError)
 
 
 @click.group(cls=LabGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,12 +122,6 @@ from search.cli_train import data, train
 @click.version_option(package_name="siamese-lab")
 def cli(home: Path | None) -> None:
     """Train, search and diagnose Siamese image-pair networks."""
-
-
-cli.add_command(train)
-cli.add_command(data)
-for command in (search, worker, report, diagnose_run, promote, predict, ui):
-    cli.add_command(command)
 
 
 def main() -> None:

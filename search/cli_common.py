@@ -1,47 +1,20 @@
-"""Pieces every command shares: the error-mapping group, the home folder, data flags."""
+"""Pieces every command shares: the home folder, the data, train and tracking flags, JSON."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from siamese.config import HEADS, INJECTED_BUGS, OPTIMIZERS, TASKS
-from siamese.errors import SiameseInputError
 from siamese.train.history import strict_json
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_HOME = Path.home() / ".siamese-lab"
-
-
-class LabGroup(click.Group):
-    """Maps outcomes to DESIGN.md's exit codes: bad input 2 (one line, no traceback),
-    interrupted 130, unexpected errors 1 (with the traceback, which is then useful)."""
-
-    def main(  # type: ignore[override]
-        self, args: Sequence[str] | None = None, prog_name: str | None = None, **kwargs: Any
-    ) -> Any:
-        kwargs.pop("standalone_mode", None)  # always ours: CliRunner passes it too
-        try:
-            code = super().main(args, prog_name, standalone_mode=False, **kwargs)
-        except click.UsageError as exc:
-            click.echo(f"error: {exc.format_message()}", err=True)
-            sys.exit(2)
-        except SiameseInputError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        except (KeyboardInterrupt, click.Abort):
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-        except click.ClickException as exc:
-            exc.show()
-            sys.exit(exc.exit_code)
-        sys.exit(code if isinstance(code, int) else 0)
 
 
 def home_dir(ctx: click.Context) -> Path:

@@ -14,7 +14,6 @@ from siamese.scoring import scorer_from_checkpoint
 from siamese.train import Callback, EpochRecord, History
 from siamese.train.history import strict_json
 from tracking.base import Tracker
-from tracking.plots import plot_curves
 
 MODEL_URI_TAG = "siamese_lab.model_uri"
 CHECKPOINT_DIR_TAG = "siamese_lab.checkpoint_dir"
@@ -64,6 +63,9 @@ class TrackingCallback(Callback):
             self.tracker.log_metrics(self.run_id, {"best_val_auc": best.val_auc}, step=best.epoch)
         for path in sorted(set(self.checkpoints.values())):
             self.tracker.log_artifact(self.run_id, path, "checkpoints")
+        # Here, not at the top: `train --no-track` never pays for importing matplotlib.
+        from tracking.plots import plot_curves
+
         with tempfile.TemporaryDirectory() as tmp:
             if history.records:
                 name = self.tracker.get_run(self.run_id).name

@@ -1,0 +1,48 @@
+"""The command line loads each command on first use: help answers without the heavy imports."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from search.cli import COMMANDS, cli
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("torch", "mlflow", "optuna", "matplotlib")
+
+
+def _imported_after(code: str) -> list[str]:
+    probe = f"{code}\nimport sys\nprint('imported:', *(m for m in {HEAVY!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    marker = result.stdout.rindex("imported:")
+    return result.stdout[marker:].split()[1:]
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_the_listed_line_is_the_commands_own(name: str) -> None:
+    command = cli.get_command(click.Context(cli), name)
+    assert isinstance(command, click.Command) and command.name == name
+    assert COMMANDS[name][2] == command.get_short_help_str(limit=1000)
+
+
+def test_help_lists_every_command_without_importing_torch_mlflow_or_optuna() -> None:
+    shown = _imported_after(
+        "from search.cli import cli\n"
+        "try:\n    cli(['--help'])\nexcept SystemExit as exit:\n    assert exit.code == 0"
+    )
+    assert shown == []
+
+
+def test_train_without_tracking_imports_neither_mlflow_nor_optuna_nor_matplotlib() -> None:
+    # Loading `train` needs torch; logging (MLflow, matplotlib) and search (Optuna) stay out.
+    assert _imported_after("import search.cli_train") == ["torch"]
+
+
+def test_an_unknown_command_is_bad_usage() -> None:
+    result = subprocess.run([sys.executable, "-m", "search.cli", "trian"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2 and "No such command 'trian'" in result.stderr
