@@ -6,6 +6,7 @@ importing torch, MLflow or Optuna, and each command imports only what it needs.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 from collections.abc import Sequence
@@ -88,6 +89,18 @@ class LabGroup(click.Group):
             sys.exit(2)
         sys.exit(code if isinstance(code, int) else 0)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        # click suggests a near miss only among registered commands; these load lazily.
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and name not in COMMANDS:
+            close = difflib.get_close_matches(name, COMMANDS, n=1)
+            ctx.fail(
+                f"No such command {name!r}." + (f" Did you mean {close[0]!r}?" if close else "")
+            )
+        return super().resolve_command(ctx, args)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 
@@ -106,10 +119,12 @@ class LabGroup(click.Group):
 
 
 def _is_bad_input(exc: Exception) -> bool:
-    """A SiameseInputError, told without importing the core (and torch) just to check: had
-    siamese.errors never been imported, nothing could have raised one."""
-    errors = sys.modules.get("siamese.errors")
-    return errors is not None and isinstance(exc, errors.SiameseInputError)
+    """A SiameseInputError (or subclass), told by name so that checking does not import the
+    core and torch: a command that never imported it cannot have raised one."""
+    return any(
+        cls.__module__ == "siamese.errors" and cls.__name__ == "SiameseInputError"
+        for cls in type(exc).__mro__
+    )
 
 
 @click.group(cls=LabGroup, context_settings={"help_option_names": ["-h", "--help"]})

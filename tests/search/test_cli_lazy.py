@@ -45,4 +45,5 @@ def test_train_without_tracking_imports_neither_mlflow_nor_optuna_nor_matplotlib
 def test_an_unknown_command_is_bad_usage() -> None:
     result = subprocess.run([sys.executable, "-m", "search.cli", "trian"], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert result.returncode == 2 and "No such command 'trian'" in result.stderr
+    assert result.returncode == 2
+    assert "No such command 'trian'. Did you mean 'train'?" in result.stderr
