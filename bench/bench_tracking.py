@@ -48,7 +48,7 @@ def tracked(
 ) -> tuple[float, float]:
     timer = LoopTimer()
     started = time.perf_counter()
-    with tracked_run(tracker, "bench", config, "cpu") as run_id:
+    with tracked_run(tracker, "bench", config, config.device) as run_id:
         callbacks = [timer, TrackingCallback(tracker, run_id)]
         fit(config, data, callbacks=callbacks, checkpoint_dir=Path(tempfile.mkdtemp(dir=root)))
     return time.perf_counter() - started, timer.ended - timer.started
