@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.shell_completion import CompletionItem
 
 # name -> (module, attribute, the line `--help` lists; tests/search/test_cli_lazy.py checks
 # that it is the command's own)
@@ -100,6 +101,12 @@ class LabGroup(click.Group):
                 f"No such command {name!r}." + (f" Did you mean {close[0]!r}?" if close else "")
             )
         return super().resolve_command(ctx, args)
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        # Command names from the table: completing `siamese-lab tr<TAB>` imports nothing.
+        names = [name for name in sorted(COMMANDS) if name.startswith(incomplete)]
+        commands = [CompletionItem(name, help=COMMANDS[name][2]) for name in names]
+        return commands + click.Command.shell_complete(self, ctx, incomplete)  # the options
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)

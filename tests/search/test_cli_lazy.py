@@ -47,3 +47,12 @@ def test_an_unknown_command_is_bad_usage() -> None:
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 2
     assert "No such command 'trian'. Did you mean 'train'?" in result.stderr
+
+
+def test_completing_a_command_name_imports_nothing_heavy() -> None:
+    shown = _imported_after(
+        "import click\nfrom search.cli import cli\n"
+        "items = cli.shell_complete(click.Context(cli), 'tr')\n"
+        "assert [item.value for item in items] == ['train'], items"
+    )
+    assert shown == []
