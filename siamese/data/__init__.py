@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from siamese.config import DataConfig
 from siamese.data import checks
+from siamese.data.images import ImageSet
 from siamese.data.pairs import PairSet, Split, make_pairs, split_by_image
-from siamese.data.sources import ImageSet, load_source, read_image_file, resize
+from siamese.data.sources import load_source, read_image_file, resize
 
 __all__ = [
     "ImageSet",

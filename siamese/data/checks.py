@@ -10,8 +10,8 @@ import hashlib
 
 import numpy as np
 
+from siamese.data.images import ImageSet
 from siamese.data.pairs import MIN_IMAGES_PER_CLASS, PairSet, Split
-from siamese.data.sources import ImageSet
 from siamese.errors import DataError
 
 # max/min images per class above which class balance is worth a warning.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from siamese.data.sources import ImageSet
+from siamese.data.images import ImageSet
 
 VAL_FRACTION = 0.15
 TEST_FRACTION = 0.15

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from siamese.config import IMAGE_HEIGHT, IMAGE_WIDTH
-from siamese.data.sources import ImageSet
+from siamese.data.images import ImageSet
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "cross", "ring", "star")
 IMAGES_PER_CLASS = 200

@@ -6,30 +6,17 @@ Loaders only read and convert; whether the data is fit to train on is decided by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from siamese.config import IMAGE_HEIGHT, IMAGE_WIDTH
+from siamese.data.images import ImageSet
+from siamese.data.shapes import load_shapes_set
 from siamese.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    """Images (N, 40, 50) float32, class labels (N,), and where each image came from."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    class_names: tuple[str, ...]
-    origins: tuple[str, ...]
-    source: str
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
 
 
 def resize(image: np.ndarray) -> np.ndarray:
@@ -153,8 +140,6 @@ def load_npz_set(path: Path) -> ImageSet:
 
 def load_source(source: str, seed: int = 0) -> ImageSet:
     """Dispatch on `--data`: digits, shapes, folder:PATH, npz:PATH."""
-    from siamese.data.shapes import load_shapes_set
-
     kind, _, arg = source.partition(":")
     if kind == "digits":
         return load_digits_set()
