@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pytest
 
-from siamese.diagnose import diagnose, render_text
+from siamese.diagnosis import diagnose, render_text
 from siamese.train.history import EpochRecord, History
 
 GRADS = {"conv1": 0.1, "fc": 0.1, "head": 0.1}
@@ -126,22 +126,20 @@ def test_a_blow_up_at_chance_is_not_blamed_on_the_data() -> None:
 
 def test_a_relu2_run_gone_nan_reports_no_dead_units_it_cannot_measure() -> None:
     nan = math.nan
+    gone_nan = {"train_loss": nan, "val_loss": nan, "val_auc": nan, "output_std": nan}
     records = [
         rec(1, head_zero_fraction=1.0, output_std=0.0, val_auc=0.5),
-        rec(2, train_loss=nan, val_loss=nan, val_auc=nan, output_std=nan, output_mean=nan,
-            dead_unit_fraction=1.0, head_zero_fraction=0.0),
-    ]  # fmt: skip
+        rec(2, **gone_nan, output_mean=nan, dead_unit_fraction=1.0, head_zero_fraction=0.0),
+    ]
     assert kinds(history(records, head="relu2", lr=1e3)) == ["diverged"]
 
 
 def test_huge_updates_at_chance_are_too_high_a_learning_rate_not_a_data_problem() -> None:
     # The shape of a real rmsprop lr=1.2e-3 relu2 trial: no NaN, loss near log 2, updates
     # 18% of the weights per step, the ReLU head dead, validation at chance.
-    records = [
-        rec(e, train_loss=0.70, val_loss=0.70, val_auc=0.5, update_ratio=0.185,
-            head_zero_fraction=1.0, output_std=0.0, output_mean=0.5)
-        for e in (1, 2)
-    ]  # fmt: skip
+    thrashing = {"train_loss": 0.70, "val_loss": 0.70, "val_auc": 0.5, "update_ratio": 0.185}
+    dead_relu2 = {"head_zero_fraction": 1.0, "output_std": 0.0, "output_mean": 0.5}
+    records = [rec(e, **thrashing, **dead_relu2) for e in (1, 2)]
     d = diagnose(history(records, head="relu2", lr=1.2e-3))
     assert d.kinds == ["diverged", "dead_head", "collapsed"]  # relu2 fails at any lr: kept
     finding = d.findings[0]
@@ -199,7 +197,7 @@ def test_no_epochs_is_incomplete() -> None:
 
 
 def test_round_trip_through_dict() -> None:
-    from siamese.diagnose import Diagnosis
+    from siamese.diagnosis import Diagnosis
 
     d = diagnose(history([rec(1, output_std=0.0)]))
     assert Diagnosis.from_dict(d.to_dict()) == d

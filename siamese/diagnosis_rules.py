@@ -1,18 +1,15 @@
-"""Why did a run not learn? A verdict from the recorded statistics, with numbers and fixes.
+"""The diagnosis rules: each reads the history `fit` records and returns a `Finding` or
+nothing. `siamese.diagnosis` runs them in order and writes the verdict.
 
-Each rule reads the history that `fit` records and returns a `Finding` or nothing. The
-thresholds are deliberately coarse: they separate "clearly broken" from "learning", and each
-is explained where it is defined. Findings come out root cause first: a data bug explains a
-collapse, a divergence explains dead units.
+The thresholds are deliberately coarse: they separate "clearly broken" from "learning", and
+each is explained where it is defined.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from siamese.train.history import EpochRecord, History
 
@@ -55,34 +52,6 @@ class Finding:
     fix: str
 
 
-@dataclass(frozen=True)
-class Diagnosis:
-    verdict: str  # "converged", "failed" or "incomplete"
-    findings: tuple[Finding, ...] = ()
-    notes: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def kinds(self) -> list[str]:
-        return [f.kind for f in self.findings] or [self.verdict]
-
-    @property
-    def label(self) -> str:
-        """One short string for tags and tables: "converged" or e.g. "collapsed+stalled"."""
-        return "+".join(self.kinds)
-
-    @property
-    def failed(self) -> bool:
-        return self.verdict != "converged"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "label": self.label, "kinds": self.kinds}
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Diagnosis:
-        findings = tuple(Finding(**f) for f in raw.get("findings", []))
-        return cls(raw["verdict"], findings, tuple(raw.get("notes", ())))
-
-
 def _fmt(x: float) -> str:
     return f"{x:.3g}" if math.isfinite(x) else str(x)
 
@@ -106,7 +75,8 @@ def _lr_for_healthy_updates(lr: float, ratio: float) -> float:
     return lr * HEALTHY_UPDATE_RATIO / max(ratio, 1e-30)
 
 
-def _diverged(h: History, records: list[EpochRecord]) -> Finding | None:
+def diverged(h: History, records: list[EpochRecord]) -> Finding | None:
+    """A NaN/Inf or exploding loss, else `thrashing`. `diagnose` asks this before the rules."""
     bad = next(
         (r for r in records if not (math.isfinite(r.train_loss) and math.isfinite(r.val_loss))),
         None,
@@ -122,7 +92,7 @@ def _diverged(h: History, records: list[EpochRecord]) -> Finding | None:
     )
     hit = bad or exploding
     if hit is None:
-        return _thrashing(h, records)
+        return thrashing(h, records)
     lr, opt = h.config.get("lr"), h.config.get("optimizer")
     what = (
         "became NaN/Inf"
@@ -144,7 +114,7 @@ def _diverged(h: History, records: list[EpochRecord]) -> Finding | None:
     )
 
 
-def _thrashing(h: History, records: list[EpochRecord]) -> Finding | None:
+def thrashing(h: History, records: list[EpochRecord]) -> Finding | None:
     """Too high a learning rate without a NaN: each step replaces a large part of the weights
     (often killing the ReLUs) and validation stays at chance."""
     ratio, best = _median_ratio(records), _best_auc(records)
@@ -162,7 +132,7 @@ def _thrashing(h: History, records: list[EpochRecord]) -> Finding | None:
     )
 
 
-def _no_signal(h: History, records: list[EpochRecord]) -> Finding | None:
+def no_signal(h: History, records: list[EpochRecord]) -> Finding | None:
     best, ratio = _best_auc(records), _median_ratio(records)
     identical = h.identical_pair_fraction
     # Below the stall ratio the learning rate explains chance-level validation, above the
@@ -199,11 +169,11 @@ def _no_signal(h: History, records: list[EpochRecord]) -> Finding | None:
     )
 
 
-def _dead_head(h: History, records: list[EpochRecord]) -> Finding | None:
-    return _dead_relu2_output(h, records) or _dead_embedding(h, records)
+def dead_head(h: History, records: list[EpochRecord]) -> Finding | None:
+    return dead_relu2_output(h, records) or dead_embedding(h, records)
 
 
-def _dead_relu2_output(h: History, records: list[EpochRecord]) -> Finding | None:
+def dead_relu2_output(h: History, records: list[EpochRecord]) -> Finding | None:
     last = records[-1]
     if not (
         math.isfinite(last.head_zero_fraction)
@@ -219,7 +189,7 @@ def _dead_relu2_output(h: History, records: list[EpochRecord]) -> Finding | None
     )
 
 
-def _dead_embedding(h: History, records: list[EpochRecord]) -> Finding | None:
+def dead_embedding(h: History, records: list[EpochRecord]) -> Finding | None:
     last = records[-1]
     if math.isfinite(last.dead_unit_fraction) and last.dead_unit_fraction >= DEAD_UNITS_FRACTION:
         return Finding(
@@ -232,7 +202,7 @@ def _dead_embedding(h: History, records: list[EpochRecord]) -> Finding | None:
     return None
 
 
-def _collapsed(h: History, records: list[EpochRecord]) -> Finding | None:
+def collapsed(h: History, records: list[EpochRecord]) -> Finding | None:
     last = records[-1]
     if not (math.isfinite(last.output_std) and last.output_std < COLLAPSE_STD):
         return None
@@ -260,7 +230,7 @@ def _collapsed(h: History, records: list[EpochRecord]) -> Finding | None:
     )
 
 
-def _stalled(h: History, records: list[EpochRecord]) -> Finding | None:
+def stalled(h: History, records: list[EpochRecord]) -> Finding | None:
     ratio = _median_ratio(records)
     start, end = h.initial_val_loss, records[-1].val_loss
     change = abs(start - end) / start if math.isfinite(start) and start > 0 else math.nan
@@ -281,7 +251,7 @@ def _stalled(h: History, records: list[EpochRecord]) -> Finding | None:
     )
 
 
-def _overfitting(h: History, records: list[EpochRecord]) -> Finding | None:
+def overfitting(h: History, records: list[EpochRecord]) -> Finding | None:
     if len(records) < 3:
         return None
     best = min(records, key=lambda r: r.val_loss)
@@ -304,59 +274,3 @@ def _overfitting(h: History, records: list[EpochRecord]) -> Finding | None:
         f"while train_loss fell {_fmt(best.train_loss)} -> {_fmt(last.train_loss)}",
         "use the best checkpoint (best.pt), add dropout/weight decay, or train on more pairs",
     )
-
-
-RULES: tuple[Callable[[History, list[EpochRecord]], Finding | None], ...] = (
-    _no_signal,
-    _diverged,
-    _dead_head,
-    _collapsed,
-    _stalled,
-    _overfitting,
-)
-
-
-def _with_blow_up(h: History, records: list[EpochRecord], diverged: Finding) -> list[Finding]:
-    """A blow-up explains what comes after it (dead units, collapse, chance-level validation);
-    only a data bug (identical pairs) comes before it, and the relu2 output, which fails at
-    any learning rate, stays beside it while its numbers are still finite."""
-    data_bug = _no_signal(h, records) if h.identical_pair_fraction >= 0.5 else None
-    finite = math.isfinite(records[-1].train_loss) and math.isfinite(records[-1].output_std)
-    relu2: tuple[Finding | None, ...] = ()
-    if h.config.get("head") == "relu2" and finite:
-        relu2 = (_dead_relu2_output(h, records), _collapsed(h, records))
-    return [f for f in (data_bug, diverged, *relu2) if f]
-
-
-def diagnose(history: History) -> Diagnosis:
-    records = history.records
-    if not records:
-        return Diagnosis("incomplete", notes=(f"no epoch finished (stop: {history.stop_reason})",))
-    diverged = _diverged(history, records)
-    if diverged:
-        findings = _with_blow_up(history, records, diverged)
-    else:
-        findings = [f for rule in RULES if (f := rule(history, records))]
-    notes = [f"stopped early: {history.stop_reason}"] if history.stop_reason != "completed" else []
-    notes += [f"data warning: {w}" for w in history.data_warnings]
-    if not findings:
-        return Diagnosis("converged", notes=tuple(notes))
-    return Diagnosis("failed", tuple(findings), tuple(notes))
-
-
-def render_text(diagnosis: Diagnosis) -> str:
-    """The diagnosis in plain words, as printed by `train` and `diagnose`."""
-    if diagnosis.verdict == "converged":
-        lines = ["Diagnosis: converged - the network learned (no failure pattern found)."]
-    elif diagnosis.verdict == "incomplete":
-        lines = ["Diagnosis: incomplete - no epoch finished, nothing to judge."]
-    else:
-        lines = [f"Diagnosis: FAILED TO CONVERGE ({diagnosis.label})"]
-    for finding in diagnosis.findings:
-        lines += [
-            f"- {finding.kind}: {finding.summary}",
-            f"    evidence: {finding.evidence_text}",
-            f"    fix: {finding.fix}",
-        ]
-    lines += [f"  note: {note}" for note in diagnosis.notes]
-    return "\n".join(lines)
