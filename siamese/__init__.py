@@ -2,17 +2,42 @@
 
 Data, model, trainer, checkpoints and convergence diagnosis. Tracking (MLflow) and search
 (Optuna) plug in through `siamese.train.Callback`; this package never imports them.
+
+The names below load on first use (PEP 562): `import siamese.errors` or `siamese.config`
+costs milliseconds, so a command's `--help` or its bad-input check never pays for torch.
 """
 
-from siamese.config import PRESETS, DataConfig, TrainConfig, with_overrides
-from siamese.data import PairData, prepare_data
-from siamese.diagnose import Diagnosis, Finding, diagnose, render_text
-from siamese.errors import CheckpointError, ConfigError, DataError, SiameseInputError
-from siamese.train import Callback, EpochRecord, FitResult, History, fit
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
+# public name -> the submodule that defines it
+_EXPORTS = {
+    "PRESETS": "siamese.config",
+    "DataConfig": "siamese.config",
+    "TrainConfig": "siamese.config",
+    "with_overrides": "siamese.config",
+    "CheckpointError": "siamese.errors",
+    "ConfigError": "siamese.errors",
+    "DataError": "siamese.errors",
+    "SiameseInputError": "siamese.errors",
+    "PairData": "siamese.data",
+    "prepare_data": "siamese.data",
+    "Diagnosis": "siamese.diagnosis",
+    "Finding": "siamese.diagnosis",
+    "diagnose": "siamese.diagnosis",
+    "render_text": "siamese.diagnosis",
+    "Callback": "siamese.train",
+    "EpochRecord": "siamese.train",
+    "FitResult": "siamese.train",
+    "History": "siamese.train",
+    "fit": "siamese.train",
+}
+
+__all__ = [  # the keys of _EXPORTS, written out so that linters and type checkers see them
     "PRESETS",
     "Callback",
     "CheckpointError",
@@ -33,3 +58,19 @@ __all__ = [
     "render_text",
     "with_overrides",
 ]
+
+if TYPE_CHECKING:
+    from siamese.config import PRESETS, DataConfig, TrainConfig, with_overrides
+    from siamese.data import PairData, prepare_data
+    from siamese.diagnosis import Diagnosis, Finding, diagnose, render_text
+    from siamese.errors import CheckpointError, ConfigError, DataError, SiameseInputError
+    from siamese.train import Callback, EpochRecord, FitResult, History, fit
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'siamese' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # looked up once
+    return value
