@@ -16,23 +16,29 @@ EMBEDDING_DIM = 100
 
 
 class Tower(nn.Module):
-    """conv 1->8 k7, 8->16 k5, maxpool 2, 16->32 k3 p1, 32->64 k3 p1, linear -> 100 (ReLUs)."""
+    """conv 1->8 k7, 8->16 k5, maxpool 2, 16->32 k3 p1, 32->64 k3 p1, linear -> 100 (ReLUs).
+
+    Named layers, so statistics and state-dict keys say which layer they are, not where."""
 
     def __init__(
         self, dropout: float, height: int = IMAGE_HEIGHT, width: int = IMAGE_WIDTH
     ) -> None:
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 8, 7), nn.ReLU(),
-            nn.Conv2d(8, 16, 5), nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-        )  # fmt: skip
+        self.conv1 = nn.Conv2d(1, 8, 7)
+        self.conv2 = nn.Conv2d(8, 16, 5)
+        self.pool = nn.MaxPool2d(2)
+        self.conv3 = nn.Conv2d(16, 32, 3, padding=1)
+        self.conv4 = nn.Conv2d(32, 64, 3, padding=1)
         with torch.no_grad():  # derive the flatten size from the input shape, not a constant
             flat = self.features(torch.zeros(1, 1, height, width)).numel()
         self.fc = nn.Linear(flat, EMBEDDING_DIM)
         self.dropout = nn.Dropout(dropout)
+
+    def features(self, x: Tensor) -> Tensor:
+        """The convolutional part: a ReLU after each conv, the pooling after conv2."""
+        x = F.relu(self.conv2(F.relu(self.conv1(x))))
+        x = self.pool(x)
+        return F.relu(self.conv4(F.relu(self.conv3(x))))
 
     def forward(self, x: Tensor) -> Tensor:
         hidden = F.relu(self.fc(self.features(x).flatten(1)))
@@ -47,6 +53,10 @@ class Head(nn.Module):
 
     def prob_same(self, out: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def zero_output_mask(self, out: Tensor) -> Tensor | None:
+        """Which pairs' output sits at a ReLU's 0 (no gradient); None where no ReLU outputs."""
+        return None
 
 
 class ReLU2Head(Head):
@@ -69,6 +79,9 @@ class ReLU2Head(Head):
 
     def prob_same(self, out: Tensor) -> Tensor:
         return torch.sigmoid(out[:, 0].float())
+
+    def zero_output_mask(self, out: Tensor) -> Tensor:
+        return out[:, 0] == 0  # the "same" output: sigmoid(0) = 0.5 whatever the pair
 
 
 class LogitHead(Head):

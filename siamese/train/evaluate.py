@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from siamese.model import ReLU2Head, SiameseNet
+from siamese.model import SiameseNet
 
 # Small batches are fastest on a CPU (the conv activations stay in cache); a GPU wants big ones.
 CPU_EVAL_BATCH = 64
@@ -61,8 +61,9 @@ def evaluate(
         probs.append(model.prob_same(out))
         alive = ((emb_a > 0).any(dim=0)) | ((emb_b > 0).any(dim=0))
         unit_alive = alive if unit_alive is None else unit_alive | alive
-        if isinstance(model.head, ReLU2Head):
-            zero_same.append(out[:, 0] == 0)
+        zero = model.head.zero_output_mask(out)
+        if zero is not None:
+            zero_same.append(zero)
     model.train(was_training)
     prob = torch.cat(probs).float().cpu().numpy()
     truth = labels.cpu().numpy()

@@ -17,12 +17,13 @@ from torch import Tensor
 
 from siamese.model import SiameseNet
 
-# Layer names for the per-layer gradient norms, by parameter-name prefix.
+# Layer names for the per-layer gradient norms, by parameter-name prefix: the model's own
+# attribute names, so a reordered or inserted layer cannot shift a statistic to another one.
 LAYER_PREFIXES = (
-    ("conv1", "tower.features.0."),
-    ("conv2", "tower.features.2."),
-    ("conv3", "tower.features.5."),
-    ("conv4", "tower.features.7."),
+    ("conv1", "tower.conv1."),
+    ("conv2", "tower.conv2."),
+    ("conv3", "tower.conv3."),
+    ("conv4", "tower.conv4."),
     ("fc", "tower.fc."),
     ("head", "head."),
 )

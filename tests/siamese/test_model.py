@@ -48,3 +48,27 @@ def test_normalization_is_part_of_the_model_state() -> None:
     model.set_normalization(0.25, 0.5)
     state = model.state_dict()
     assert float(state["pixel_mean"]) == 0.25 and float(state["pixel_std"]) == 0.5
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_each_head_says_which_outputs_sit_at_a_relu_zero(head: str) -> None:
+    model = SiameseNet(head, dropout=0.0)
+    left, right = torch.rand(4, 40, 50), torch.rand(4, 40, 50)
+    if head != "relu2":
+        assert model.head.zero_output_mask(model(left, right)) is None
+        return
+    with torch.no_grad():
+        model.head.linear.weight.zero_()
+        model.head.linear.bias.copy_(torch.tensor([-1.0, 1.0]))  # "same" at 0, "different" not
+        dead = model.head.zero_output_mask(model(left, right))
+        model.head.linear.bias.copy_(torch.tensor([1.0, -1.0]))
+        alive = model.head.zero_output_mask(model(left, right))
+    assert dead is not None and dead.tolist() == [True] * 4
+    assert alive is not None and alive.tolist() == [False] * 4
+
+
+def test_the_tower_names_its_layers() -> None:
+    tower = SiameseNet("sq", dropout=0.0).tower
+    names = {name.split(".")[0] for name, _ in tower.named_parameters()}
+    assert names == {"conv1", "conv2", "conv3", "conv4", "fc"}
+    assert isinstance(tower.pool, torch.nn.MaxPool2d)
