@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from siamese.model import SiameseNet
+from siamese.train.device_data import DeviceData
 
 # Small batches are fastest on a CPU (the conv activations stay in cache); a GPU wants big ones.
 CPU_EVAL_BATCH = 64
@@ -38,21 +38,14 @@ def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def evaluate(
-    model: SiameseNet,
-    images: Tensor,
-    left: Tensor,
-    right: Tensor,
-    labels: Tensor,
-    limit: int | None = None,
-) -> EvalResult:
+def evaluate(model: SiameseNet, data: DeviceData, limit: int | None = None) -> EvalResult:
     """`limit` evaluates the first pairs only (the pairs are shuffled, so it is a fair sample)."""
-    if limit is not None:
-        left, right, labels = left[:limit], right[:limit], labels[:limit]
+    data = data.first(limit)
+    images, left, right, labels = data.images, data.left, data.right, data.labels
     was_training = model.training
     model.eval()
     losses, probs, zero_same, unit_alive = [], [], [], None
-    batch = CUDA_EVAL_BATCH if images.device.type == "cuda" else CPU_EVAL_BATCH
+    batch = CUDA_EVAL_BATCH if data.device.type == "cuda" else CPU_EVAL_BATCH
     for start in range(0, labels.shape[0], batch):
         sl = slice(start, start + batch)
         emb_a, emb_b = model.embed_pair(images[left[sl]], images[right[sl]])

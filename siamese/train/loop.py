@@ -13,14 +13,15 @@ import torch
 from torch import Tensor
 
 from siamese.config import TrainConfig
-from siamese.data import PairData, PairSet, Split, prepare_data
+from siamese.data import PairData, prepare_data
 from siamese.errors import CheckpointError, ConfigError
 from siamese.model import SiameseNet, build_model
 from siamese.train.callbacks import Callback
 from siamese.train.checkpoint import link_atomically, load_checkpoint, save_checkpoint
+from siamese.train.device_data import DeviceData
 from siamese.train.evaluate import EvalResult, evaluate
 from siamese.train.history import EpochRecord, History
-from siamese.train.step import StepRunner, make_optimizer
+from siamese.train.step import StepRunner, make_optimizer, uses_graph
 
 # Config fields a resumed run may change: they decide how long and where, not what is learned.
 RESUMABLE_CHANGES = ("epochs", "device")
@@ -47,27 +48,6 @@ def resolve_device(spec: str) -> torch.device:
                 f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) here"
             )
     return device
-
-
-@dataclass
-class _DeviceData:
-    images: Tensor
-    left: Tensor
-    right: Tensor
-    labels: Tensor
-
-    @classmethod
-    def put(cls, split: Split, pairs: PairSet, device: torch.device) -> _DeviceData:
-        # Resident on the device for the whole run: no per-batch host-to-device copies.
-        def to(array: Any, dtype: torch.dtype) -> Tensor:
-            return torch.as_tensor(array, dtype=dtype).to(device)
-
-        return cls(
-            to(split.images, torch.float32),
-            to(pairs.left, torch.long),
-            to(pairs.right, torch.long),
-            to(pairs.labels, torch.float32),
-        )
 
 
 def epoch_order(config: TrainConfig, epoch: int, n_pairs: int) -> Tensor:
@@ -118,27 +98,11 @@ class _Run:
         train_images = torch.as_tensor(data.train.images)
         self.model.set_normalization(float(train_images.mean()), float(train_images.std()))
         self.model.to(self.device).train()
-        use_graph = self.device.type == "cuda"
-        self.optimizer = make_optimizer(
-            config.optimizer,
-            list(self.model.parameters()),
-            config.lr,
-            config.momentum,
-            config.weight_decay,
-            capturable=use_graph,
-        )
-        self.train = _DeviceData.put(data.train, data.train_pairs, self.device)
-        self.val = _DeviceData.put(data.val, data.val_pairs, self.device)
-        self.runner = StepRunner(
-            self.model,
-            self.optimizer,
-            self.train.images,
-            self.train.left,
-            self.train.right,
-            self.train.labels,
-            config.batch_size,
-            use_graph,
-        )
+        params = list(self.model.parameters())
+        self.optimizer = make_optimizer(config, params, capturable=uses_graph(self.device))
+        self.train = DeviceData.put(data.train, data.train_pairs, self.device)
+        self.val = DeviceData.put(data.val, data.val_pairs, self.device)
+        self.runner = StepRunner(self.model, self.optimizer, self.train, config)
         self.history = History(
             config.to_dict(),
             device=str(self.device),
@@ -191,15 +155,12 @@ class _Run:
 
     def measure_initial(self) -> None:
         # A sample is enough for the "before training" baseline the diagnosis compares with.
-        val = self.val
-        initial = evaluate(
-            self.model, val.images, val.left, val.right, val.labels, limit=INITIAL_EVAL_PAIRS
-        )
+        initial = evaluate(self.model, self.val, limit=INITIAL_EVAL_PAIRS)
         self.history.initial_val_loss = initial.loss
         self.history.initial_output_std = initial.output_std
 
     def validate(self) -> EvalResult:
-        return evaluate(self.model, self.val.images, self.val.left, self.val.right, self.val.labels)
+        return evaluate(self.model, self.val)
 
     def train_epoch(self, epoch: int) -> EpochRecord:
         started = time.perf_counter()

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from siamese.config import TrainConfig
 from siamese.model import SiameseNet
+from siamese.train.device_data import DeviceData
 
 # Layer names for the per-layer gradient norms, by parameter-name prefix: the model's own
 # attribute names, so a reordered or inserted layer cannot shift a statistic to another one.
@@ -31,6 +34,11 @@ LAYER_PREFIXES = (
 GRAPH_WARMUP_STEPS = 3
 # Eager (CPU) steps measure gradient norms and update ratios on every Nth step only.
 CPU_STATS_EVERY = 4
+
+
+def uses_graph(device: torch.device) -> bool:
+    """Whether steps on `device` run as a CUDA graph (the optimizer must then be capturable)."""
+    return device.type == "cuda"
 
 
 def layer_names(model: SiameseNet) -> list[str]:
@@ -59,28 +67,18 @@ class StepRunner:
         self,
         model: SiameseNet,
         optimizer: torch.optim.Optimizer,
-        images: Tensor,
-        pair_left: Tensor,
-        pair_right: Tensor,
-        pair_labels: Tensor,
-        batch_size: int,
-        use_graph: bool,
+        train_data: DeviceData,
+        config: TrainConfig,
     ) -> None:
-        self.model, self.optimizer = model, optimizer
-        self.images, self.pair_left, self.pair_right, self.pair_labels = (
-            images,
-            pair_left,
-            pair_right,
-            pair_labels,
-        )
-        self.device = images.device
+        self.model, self.optimizer, self.data = model, optimizer, train_data
+        self.device = train_data.device
         self.params = [p for p in model.parameters()]
         self.layer_index = _layer_index(model, self.device)
         self.layers = layer_names(model)
-        self.batch_idx = torch.zeros(batch_size, dtype=torch.long, device=self.device)
+        self.batch_idx = torch.zeros(config.batch_size, dtype=torch.long, device=self.device)
         self.previous = [torch.empty_like(p) for p in self.params]
         self.reset_sums()
-        self.use_graph = use_graph and self.device.type == "cuda"
+        self.use_graph = uses_graph(self.device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.eager_steps = 0
 
@@ -100,10 +98,10 @@ class StepRunner:
 
     def _step_body(self, with_stats: bool = True) -> None:
         """The step, written once for eager use and for graph capture (no host syncs)."""
-        idx = self.batch_idx
-        left = self.images.index_select(0, self.pair_left.index_select(0, idx))
-        right = self.images.index_select(0, self.pair_right.index_select(0, idx))
-        same = self.pair_labels.index_select(0, idx)
+        idx, data = self.batch_idx, self.data
+        left = data.images.index_select(0, data.left.index_select(0, idx))
+        right = data.images.index_select(0, data.right.index_select(0, idx))
+        same = data.labels.index_select(0, idx)
         with self._autocast():
             out = self.model(left, right)
         loss = self.model.loss(out, same)
@@ -174,23 +172,20 @@ class StepRunner:
 
 
 def make_optimizer(
-    name: str,
-    params: list[Tensor],
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    capturable: bool,
+    config: TrainConfig, params: Sequence[Tensor], capturable: bool
 ) -> torch.optim.Optimizer:
-    """In a CUDA graph, Adam-family optimizers keep their step count on the device
-    (capturable). Eagerly, the fused kernels do one pass over the weights instead of a dozen
-    (on the CPU the default is a per-tensor Python loop)."""
-    common: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay}
+    """`config.optimizer` with its lr, momentum and weight decay. In a CUDA graph, Adam-family
+    optimizers keep their step count on the device (capturable). Eagerly, the fused kernels
+    do one pass over the weights instead of a dozen (on the CPU the default is a per-tensor
+    Python loop)."""
+    common: dict[str, Any] = {"lr": config.lr, "weight_decay": config.weight_decay}
     fast: dict[str, Any] = {"capturable": True} if capturable else {"fused": True}
-    if name == "sgd":
+    momentum = config.momentum
+    if config.optimizer == "sgd":
         return torch.optim.SGD(params, momentum=momentum, **common, **({} if capturable else fast))
-    if name == "adam":
+    if config.optimizer == "adam":
         return torch.optim.Adam(params, **common, **fast)
-    if name == "adamw":
+    if config.optimizer == "adamw":
         return torch.optim.AdamW(params, **common, **fast)
     rmsprop_fast = {"capturable": True} if capturable else {"foreach": True}  # no fused RMSprop
     return torch.optim.RMSprop(params, momentum=momentum, **common, **rmsprop_fast)
