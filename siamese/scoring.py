@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from siamese.config import TrainConfig
 from siamese.data import read_image_file
 from siamese.model import SiameseNet, build_model
-from siamese.train.checkpoint import load_checkpoint
+from siamese.train.checkpoint import load_checkpoint, load_weights
 
 
 class PairScorer(nn.Module):
@@ -31,7 +31,7 @@ class PairScorer(nn.Module):
 def scorer_from_checkpoint(path: Path) -> PairScorer:
     payload = load_checkpoint(path)
     net = build_model(TrainConfig.from_dict(payload["config"]))
-    net.load_state_dict(payload["model"])
+    load_weights(net, payload["model"], path)
     return PairScorer(net).eval()
 
 

@@ -1,11 +1,14 @@
 """Checkpoints: written atomically, read with weights_only=True, rejected loudly when corrupt.
 
 A checkpoint holds everything needed to continue bit-for-bit: model, optimizer, the epoch
-reached, RNG states, the config and the history so far.
+reached, RNG states, the config and the history so far. `CheckpointKeeper` decides which a
+run keeps: last.pt after every epoch, and best.pt as a second name (a hard link) for the
+file last.pt was when its epoch was the best; diverged weights never replace a good file.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import secrets
@@ -13,14 +16,16 @@ import signal
 import tempfile
 import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from siamese.errors import CheckpointError
+from siamese.train.history import EpochRecord, History
 
 FORMAT = "siamese-lab-checkpoint/1"
 REQUIRED_KEYS = ("format", "model", "optimizer", "epoch", "config", "history", "rng")
@@ -125,3 +130,95 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {missing}")
     return payload
+
+
+def load_weights(model: nn.Module, state: dict[str, Any], path: Path) -> None:
+    """`model.load_state_dict(state)`, strict; weights saved by another version of the
+    network (renamed or reshaped layers) are bad input that names the file."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{path}: its weights do not match this version's network "
+            f"({_mismatch(set(model.state_dict()), set(state), exc)})"
+        ) from exc
+
+
+def _mismatch(expected: set[str], found: set[str], exc: RuntimeError) -> str:
+    """The difference in one line: torch's message runs over many."""
+    parts = [
+        f"{label} {len(keys)} key(s), e.g. {sorted(keys)[0]!r}"
+        for label, keys in (("missing", expected - found), ("unexpected", found - expected))
+        if keys
+    ]
+    return "; ".join(parts) or " ".join(str(exc).split())[:300]
+
+
+# (path, kind "best" or "last", epoch): called after each file is in place.
+Notify = Callable[[Path, str, int], None]
+
+
+def _holds_epoch(path: Path, epoch: int) -> bool:
+    """Whether `path` is a readable checkpoint of `epoch` (a corrupt one is simply not)."""
+    try:
+        return path.is_file() and int(load_checkpoint(path)["epoch"]) == epoch
+    except CheckpointError:
+        return False
+
+
+class CheckpointKeeper:
+    """The checkpoint files of one run in `checkpoint_dir` (none are written where it is
+    None), with the best validation AUC so far and the paths written."""
+
+    def __init__(self, checkpoint_dir: Path | None, notify: Notify) -> None:
+        self.checkpoint_dir = checkpoint_dir
+        self.notify = notify
+        self.best_auc = -math.inf
+        self.best_path: Path | None = None
+        self.last_path: Path | None = None
+
+    def save(self, record: EpochRecord, payload_fn: Callable[[], dict[str, Any]]) -> None:
+        """Writes last.pt for `record`'s epoch, and links best.pt to it if the epoch improved
+        on the best validation AUC. `payload_fn` gives the run's state (model, optimizer,
+        config, history, rng); it is called only when something is written."""
+        if self.checkpoint_dir is None or not math.isfinite(record.train_loss):
+            return  # never overwrite a good checkpoint with diverged weights
+        improved = math.isfinite(record.val_auc) and record.val_auc > self.best_auc
+        if improved:
+            self.best_auc = record.val_auc
+        payload = {**payload_fn(), "epoch": record.epoch, "best_val_auc": self.best_auc}
+        self.last_path = self.checkpoint_dir / "last.pt"
+        save_checkpoint(self.last_path, payload)
+        self.notify(self.last_path, "last", record.epoch)
+        if improved:
+            self.best_path = self.checkpoint_dir / "best.pt"
+            if not link_atomically(self.last_path, self.best_path):
+                save_checkpoint(self.best_path, payload)
+            self.notify(self.best_path, "best", record.epoch)
+
+    def restore_best(self, source: Path, payload: dict[str, Any], history: History) -> None:
+        """Takes up the best AUC of the checkpoint `source` a run resumes from (`payload`,
+        with its `history`) and puts best.pt right.
+
+        best.pt must hold the history's best epoch, or the resumed run would keep a wrong
+        one: a crash can fall between saving last.pt and linking best.pt, a run resumed into
+        a new folder has none there yet, and a reused folder may hold another run's."""
+        self.best_auc = float(payload.get("best_val_auc", -math.inf))
+        if self.checkpoint_dir is None:
+            return
+        best = self.checkpoint_dir / "best.pt"
+        record = history.best
+        origin: Path | None = None
+        if record is not None and record.epoch == int(payload["epoch"]):
+            origin = source  # the resumed epoch is the best one
+        elif record is not None:
+            candidates = (best, source.parent / "best.pt")
+            origin = next((c for c in candidates if _holds_epoch(c, record.epoch)), None)
+        if origin is None or record is None:
+            self.best_auc = -math.inf  # unknown: the next epoch's checkpoint becomes best.pt
+            return
+        if origin != best and not link_atomically(origin, best):
+            save_checkpoint(best, load_checkpoint(origin))
+        self.best_path = best
+        # Reported like a save, so tracking logs it even if no later epoch improves.
+        self.notify(best, "best", record.epoch)

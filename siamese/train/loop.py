@@ -14,10 +14,10 @@ from torch import Tensor
 
 from siamese.config import TrainConfig
 from siamese.data import PairData, prepare_data
-from siamese.errors import CheckpointError, ConfigError
+from siamese.errors import ConfigError
 from siamese.model import SiameseNet, build_model
 from siamese.train.callbacks import Callback
-from siamese.train.checkpoint import link_atomically, load_checkpoint, save_checkpoint
+from siamese.train.checkpoint import CheckpointKeeper, load_checkpoint, load_weights
 from siamese.train.device_data import DeviceData
 from siamese.train.evaluate import EvalResult, evaluate
 from siamese.train.history import EpochRecord, History
@@ -56,14 +56,6 @@ def epoch_order(config: TrainConfig, epoch: int, n_pairs: int) -> Tensor:
     return torch.randperm(n_pairs, generator=generator)
 
 
-def _holds_epoch(path: Path, epoch: int) -> bool:
-    """Whether `path` is a readable checkpoint of `epoch` (a corrupt one is simply not)."""
-    try:
-        return path.is_file() and int(load_checkpoint(path)["epoch"]) == epoch
-    except CheckpointError:
-        return False
-
-
 def _check_resumable(config: TrainConfig, saved: dict[str, Any], path: Path) -> None:
     current = config.to_dict()
     changed = sorted(
@@ -86,12 +78,7 @@ class _Run:
         callbacks: Sequence[Callback],
         checkpoint_dir: Path | None,
     ) -> None:
-        self.config, self.data, self.callbacks, self.checkpoint_dir = (
-            config,
-            data,
-            callbacks,
-            checkpoint_dir,
-        )
+        self.config, self.data, self.callbacks = config, data, callbacks
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
         self.model = build_model(config)
@@ -110,14 +97,12 @@ class _Run:
             data_warnings=list(data.warnings),
         )
         self.start_epoch = 1
-        self.best_auc = -math.inf
-        self.best_path: Path | None = None
-        self.last_path: Path | None = None
+        self.checkpoints = CheckpointKeeper(checkpoint_dir, self._notify_checkpoint)
 
     def resume(self, path: Path) -> None:
         payload = load_checkpoint(path, map_location=self.device)
         _check_resumable(self.config, payload["config"], path)
-        self.model.load_state_dict(payload["model"])
+        load_weights(self.model, payload["model"], path)
         self.optimizer.load_state_dict(payload["optimizer"])
         torch.set_rng_state(payload["rng"]["torch"].cpu())
         if self.device.type == "cuda" and "cuda" in payload["rng"]:
@@ -126,32 +111,8 @@ class _Run:
         self.history.records = saved.records
         self.history.initial_val_loss = saved.initial_val_loss
         self.history.initial_output_std = saved.initial_output_std
-        self.best_auc = float(payload.get("best_val_auc", -math.inf))
         self.start_epoch = int(payload["epoch"]) + 1
-        self._restore_best(path, payload)
-
-    def _restore_best(self, source: Path, payload: dict[str, Any]) -> None:
-        """best.pt must hold the history's best epoch, or the resumed run would keep a wrong
-        one: a crash can fall between saving last.pt and linking best.pt, a run resumed into
-        a new folder has none there yet, and a reused folder may hold another run's."""
-        if self.checkpoint_dir is None:
-            return
-        best = self.checkpoint_dir / "best.pt"
-        record = self.history.best
-        origin: Path | None = None
-        if record is not None and record.epoch == int(payload["epoch"]):
-            origin = source  # the resumed epoch is the best one
-        elif record is not None:
-            candidates = (best, source.parent / "best.pt")
-            origin = next((c for c in candidates if _holds_epoch(c, record.epoch)), None)
-        if origin is None or record is None:
-            self.best_auc = -math.inf  # unknown: the next epoch's checkpoint becomes best.pt
-            return
-        if origin != best and not link_atomically(origin, best):
-            save_checkpoint(best, load_checkpoint(origin))
-        self.best_path = best
-        # Reported like a save, so tracking logs it even if no later epoch improves.
-        self._notify_checkpoint(best, "best", record.epoch)
+        self.checkpoints.restore_best(path, payload, self.history)
 
     def measure_initial(self) -> None:
         # A sample is enough for the "before training" baseline the diagnosis compares with.
@@ -189,45 +150,28 @@ class _Run:
             pairs_per_second=n_batches * batch / max(seconds, 1e-9),
         )
 
-    def save(self, record: EpochRecord) -> None:
-        if self.checkpoint_dir is None or not math.isfinite(record.train_loss):
-            return  # never overwrite a good checkpoint with diverged weights
-        improved = math.isfinite(record.val_auc) and record.val_auc > self.best_auc
-        if improved:
-            self.best_auc = record.val_auc
-        payload = self._payload(record.epoch)
-        self.last_path = self.checkpoint_dir / "last.pt"
-        save_checkpoint(self.last_path, payload)
-        self._notify_checkpoint(self.last_path, "last", record.epoch)
-        if improved:
-            self.best_path = self.checkpoint_dir / "best.pt"
-            if not link_atomically(self.last_path, self.best_path):
-                save_checkpoint(self.best_path, payload)
-            self._notify_checkpoint(self.best_path, "best", record.epoch)
-
     def _notify_checkpoint(self, path: Path, kind: str, epoch: int) -> None:
         for callback in self.callbacks:
             callback.on_checkpoint(path, kind, epoch)
 
-    def _payload(self, epoch: int) -> dict[str, Any]:
+    def _state(self) -> dict[str, Any]:
+        """What a checkpoint holds besides the epoch and best AUC (the keeper adds those)."""
         rng: dict[str, Tensor] = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "epoch": epoch,
             "config": self.config.to_dict(),
             "history": self.history.to_dict(),
             "rng": rng,
-            "best_val_auc": self.best_auc,
         }
 
     def loop(self) -> None:
         for epoch in range(self.start_epoch, self.config.epochs + 1):
             record = self.train_epoch(epoch)
             self.history.records.append(record)
-            self.save(record)
+            self.checkpoints.save(record, self._state)
             if not math.isfinite(record.train_loss) or not math.isfinite(record.val_loss):
                 self.history.stop_reason = "non_finite"
                 return
@@ -264,4 +208,5 @@ def fit(
     finally:
         for callback in callbacks:
             callback.on_fit_end(run.history)
-    return FitResult(run.history, run.model, run.best_path, run.last_path)
+    kept = run.checkpoints
+    return FitResult(run.history, run.model, kept.best_path, kept.last_path)

@@ -228,8 +228,13 @@ def test_resume_into_a_new_folder_links_an_earlier_best_and_reports_it(
     last = _with_best_epoch(tmp_path / "a" / "last.pt", 1)
     save_checkpoint(tmp_path / "a" / "best.pt", {**last, "epoch": 1})
     inodes = _Inodes()
-    fit(cfg(2), small_data, checkpoint_dir=tmp_path / "b", callbacks=[inodes],
-        resume_from=tmp_path / "a" / "last.pt")  # fmt: skip
+    fit(
+        cfg(2),
+        small_data,
+        checkpoint_dir=tmp_path / "b",
+        callbacks=[inodes],
+        resume_from=tmp_path / "a" / "last.pt",
+    )
     old_best, new_best = tmp_path / "a" / "best.pt", tmp_path / "b" / "best.pt"
     assert new_best.stat().st_ino == old_best.stat().st_ino
     assert ("best", 1, new_best.stat().st_ino) in inodes.seen  # so tracking uploads it
