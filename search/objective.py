@@ -15,12 +15,12 @@ from pathlib import Path
 import optuna
 
 from search.space import SearchSpace, suggest_config
-from siamese import PairData, TrainConfig, diagnose, fit
+from search.storage import RUN_ID_ATTR
+from siamese import Diagnosis, PairData, TrainConfig, diagnose, fit
 from siamese.train import Callback, EpochRecord, FitResult, History
 from tracking import TrackingCallback, tracked_run
-from tracking.base import Tracker
+from tracking.base import STATE_TAG, Tracker
 
-RUN_ID_ATTR = "mlflow_run_id"
 CHECKPOINT_ATTR = "checkpoint_dir"
 
 
@@ -72,9 +72,6 @@ class Objective:
             [self.progress] if self.progress else []
         )
         result = self._train(trial, config, callbacks, folder, resume)
-        verdict = diagnose(result.history)
-        trial.set_user_attr("diagnosis", verdict.label)
-        trial.set_user_attr("verdict", verdict.verdict)
         if result.history.stop_reason == "pruned":
             raise optuna.TrialPruned(f"pruned at epoch {len(result.history.records)}")
         best = result.history.best
@@ -92,7 +89,7 @@ class Objective:
             result = fit(
                 config, self.data, callbacks=callbacks, checkpoint_dir=folder, resume_from=resume
             )
-            _raise_if_diverged(trial, result)
+            _record_verdict(trial, result, diagnose(result.history))
             return result
         tags = {"optuna.study": self.study_name, "optuna.trial_number": str(trial.number)}
         name = f"trial-{trial.number}"
@@ -114,10 +111,10 @@ class Objective:
                 state = "PRUNED" if result.history.stop_reason == "pruned" else "COMPLETE"
                 if result.history.stop_reason == "non_finite":
                     state = "FAIL"
-                self.tracker.set_tags(run_id, {"optuna.state": state})
-                _raise_if_diverged(trial, result)
+                self.tracker.set_tags(run_id, {STATE_TAG: state})
+                _record_verdict(trial, result, tracking.verdict or diagnose(result.history))
             except BaseException:
-                self.tracker.set_tags(run_id, {"optuna.state": "FAIL"})
+                self.tracker.set_tags(run_id, {STATE_TAG: "FAIL"})
                 raise
         return result
 
@@ -136,11 +133,12 @@ class Objective:
         return not values or best.val_auc > max(values)
 
 
-def _raise_if_diverged(trial: optuna.Trial, result: FitResult) -> None:
+def _record_verdict(trial: optuna.Trial, result: FitResult, verdict: Diagnosis) -> None:
+    """The diagnosis goes on the trial (the report and progress read it); a NaN/Inf loss
+    then fails the trial."""
+    trial.set_user_attr("diagnosis", verdict.label)
+    trial.set_user_attr("verdict", verdict.verdict)
     if result.history.stop_reason == "non_finite":
-        verdict = diagnose(result.history)
-        trial.set_user_attr("diagnosis", verdict.label)
-        trial.set_user_attr("verdict", verdict.verdict)
         raise TrialDiverged(
             f"trial {trial.number}: loss became NaN/Inf (lr={result.history.config['lr']})"
         )

@@ -10,12 +10,15 @@ from __future__ import annotations
 import collections
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+from search.storage import RUN_ID_ATTR
+from siamese.errors import SiameseInputError
 
 # A region is reported when most of its trials fail the same way, and more than once.
 MIN_SHARE = 0.6
@@ -23,15 +26,37 @@ MIN_COUNT = 2
 LR_BOUNDARIES = (1e-5, 1e-4, 1e-3, 1e-2)
 
 
+@dataclass(frozen=True)
+class Region:
+    """A part of the space: `head = relu2`, or `lr < 1e-4` / `lr >= 1e-4`."""
+
+    param: str
+    op: str  # "=", "<" or ">="
+    value: str | float
+
+    def __str__(self) -> str:
+        if isinstance(self.value, float):
+            return f"{self.param} {self.op} 1e{round(math.log10(self.value))}"
+        return f"{self.param}={self.value}"
+
+
 @dataclass
 class FailureRegion:
-    where: str
+    region: Region
     kind: str
     count: int
     total: int
 
+    @property
+    def where(self) -> str:
+        return str(self.region)
+
     def __str__(self) -> str:
         return f"{self.where}: {self.count} of {self.total} {self.kind}"
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = {"kind": self.kind, "count": self.count, "total": self.total}
+        return {"where": self.where, **counts, "text": str(self)}
 
 
 @dataclass
@@ -46,12 +71,9 @@ class StudyReport:
     importances: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "study": self.study, "n_trials": self.n_trials, "states": self.states, "diagnoses": self.diagnoses,
-            "best": self.best, "best_converged": self.best_converged,
-            "failure_map": [{**r.__dict__, "text": str(r)} for r in self.failure_map],
-            "importances": self.importances,
-        }  # fmt: skip
+        plain = asdict(self)
+        plain["failure_map"] = [r.to_dict() for r in self.failure_map]
+        return plain
 
     def markdown(self) -> str:
         lines = [
@@ -61,11 +83,18 @@ class StudyReport:
             "",
         ]
         if self.best:
-            lines += [f"**Best trial** #{self.best['number']}: val_auc {self.best['value']:.4f} "
-                      f"({self.best['diagnosis']}), params {self.best['params']}", ""]  # fmt: skip
+            best = self.best
+            lines += [
+                f"**Best trial** #{best['number']}: val_auc {best['value']:.4f} "
+                f"({best['diagnosis']}), params {best['params']}",
+                "",
+            ]
         if self.best_converged and self.best_converged is not self.best:
-            lines += [f"**Best converged** #{self.best_converged['number']}: val_auc "
-                      f"{self.best_converged['value']:.4f}", ""]  # fmt: skip
+            converged = self.best_converged
+            lines += [
+                f"**Best converged** #{converged['number']}: val_auc {converged['value']:.4f}",
+                "",
+            ]
         lines += ["## Diagnoses", "", *[f"- {k}: {v}" for k, v in self.diagnoses.items()], ""]
         lines += ["## Failure map", ""]
         lines += [f"- {r}" for r in self.failure_map] or [
@@ -91,19 +120,17 @@ def _failure_kinds(trial: FrozenTrial) -> list[str]:
     return []
 
 
-def _regions(trials: list[FrozenTrial]) -> dict[str, list[FrozenTrial]]:
-    """Named groups of trials: one per categorical value, two per learning-rate boundary."""
-    groups: dict[str, list[FrozenTrial]] = collections.defaultdict(list)
+def _regions(trials: list[FrozenTrial]) -> dict[Region, list[FrozenTrial]]:
+    """Groups of trials: one per categorical value, two per learning-rate boundary."""
+    groups: dict[Region, list[FrozenTrial]] = collections.defaultdict(list)
     for trial in trials:
         for name, value in trial.params.items():
             if isinstance(value, str):
-                groups[f"{name}={value}"].append(trial)
+                groups[Region(name, "=", value)].append(trial)
         lr = trial.params.get("lr")
         if isinstance(lr, float):
             for boundary in LR_BOUNDARIES:
-                power = f"1e{round(math.log10(boundary))}"
-                region = f"lr < {power}" if lr < boundary else f"lr >= {power}"
-                groups[region].append(trial)
+                groups[Region("lr", "<" if lr < boundary else ">=", boundary)].append(trial)
     return groups
 
 
@@ -112,49 +139,64 @@ def failure_map(trials: list[FrozenTrial]) -> list[FailureRegion]:
     Of the nested learning-rate regions ("lr < 1e-2" holds "lr < 1e-3") only the one with the
     highest share is kept for each kind and direction."""
     found: list[FailureRegion] = []
-    for where, members in _regions(trials).items():
+    for region, members in _regions(trials).items():
         kinds = collections.Counter(k for t in members for k in _failure_kinds(t))
         for kind, count in kinds.items():
             if count >= MIN_COUNT and count / len(members) >= MIN_SHARE:
-                found.append(FailureRegion(where, kind, count, len(members)))
+                found.append(FailureRegion(region, kind, count, len(members)))
     ranked = sorted(
-        found, key=lambda r: (-r.count / r.total, -r.count, _tightness(r.where), r.where)
+        found, key=lambda r: (-r.count / r.total, -r.count, _tightness(r.region), r.where)
     )
     kept: list[FailureRegion] = []
-    for region in ranked:
-        family = _lr_family(region.where)
-        if family and any(k.kind == region.kind and _lr_family(k.where) == family for k in kept):
+    for found_region in ranked:
+        family = _lr_family(found_region.region)
+        same = (k for k in kept if k.kind == found_region.kind)
+        if family and any(_lr_family(k.region) == family for k in same):
             continue
-        kept.append(region)
+        kept.append(found_region)
     return kept
 
 
-def _lr_family(where: str) -> str | None:
-    if not where.startswith("lr"):
-        return None
-    return "lr >=" if ">=" in where else "lr <"
+def _lr_family(region: Region) -> str | None:
+    """Nested learning-rate regions of one direction form a family."""
+    return region.op if isinstance(region.value, float) else None
 
 
-def _tightness(where: str) -> float:
+def _tightness(region: Region) -> float:
     """Among equally sure lr regions, the one with the boundary nearest to its trials first:
     the smallest bound of "lr < b", the largest of "lr >= b"."""
-    if not where.startswith("lr"):
+    if not isinstance(region.value, float):
         return 0.0
-    bound = float(where.split()[-1])
-    return -bound if ">=" in where else bound
+    return -region.value if region.op == ">=" else region.value
 
 
 def _trial_summary(trial: FrozenTrial) -> dict[str, Any]:
     return {
-        "number": trial.number, "value": trial.value, "params": trial.params,
-        "diagnosis": trial.user_attrs.get("diagnosis"), "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
-    }  # fmt: skip
+        "number": trial.number,
+        "value": trial.value,
+        "params": trial.params,
+        "diagnosis": trial.user_attrs.get("diagnosis"),
+        RUN_ID_ATTR: trial.user_attrs.get(RUN_ID_ATTR),
+    }
 
 
 def best_converged_trial(study: optuna.Study) -> FrozenTrial | None:
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get("verdict") == "converged" and t.value is not None]  # fmt: skip
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get("verdict") == "converged" and t.value is not None
+    ]
     return max(done, key=lambda t: t.value or -math.inf) if done else None
+
+
+def best_converged_run_id(study: optuna.Study) -> str:
+    """The MLflow run of the study's best converged trial: what `promote --study` registers."""
+    best = best_converged_trial(study)
+    if best is None or RUN_ID_ATTR not in best.user_attrs:
+        raise SiameseInputError(
+            f"--study {study.study_name}: no converged, tracked trial to promote"
+        )
+    return str(best.user_attrs[RUN_ID_ATTR])
 
 
 def _importances(study: optuna.Study) -> dict[str, float]:
@@ -182,10 +224,15 @@ def build_report(study: optuna.Study) -> StudyReport:
     best = max(complete, key=lambda t: t.value or -math.inf) if complete else None
     converged = best_converged_trial(study)
     return StudyReport(
-        study.study_name, len(trials), dict(states), dict(diagnoses.most_common()),
-        _trial_summary(best) if best else None, _trial_summary(converged) if converged else None,
-        failure_map(finished), _importances(study),
-    )  # fmt: skip
+        study=study.study_name,
+        n_trials=len(trials),
+        states=dict(states),
+        diagnoses=dict(diagnoses.most_common()),
+        best=_trial_summary(best) if best else None,
+        best_converged=_trial_summary(converged) if converged else None,
+        failure_map=failure_map(finished),
+        importances=_importances(study),
+    )
 
 
 def save_figures(study: optuna.Study, folder: Path) -> list[Path]:
@@ -193,7 +240,6 @@ def save_figures(study: optuna.Study, folder: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as optuna_plots
 
     figures = {
@@ -204,15 +250,29 @@ def save_figures(study: optuna.Study, folder: Path) -> list[Path]:
     }
     written = []
     folder.mkdir(parents=True, exist_ok=True)
-    for name, plot in figures.items():
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                axes: Any = plot(study)
-            figure: Any = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-            figure.savefig(folder / name, dpi=80, bbox_inches="tight")
-            plt.close(figure)
-            written.append(folder / name)
-        except (ValueError, RuntimeError, ZeroDivisionError):
-            plt.close("all")  # not enough completed trials for this figure yet
+    # A small study lacks what some figures need; Optuna says so at WARNING, once a figure.
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        for name, plot in figures.items():
+            if _save_figure(plot, study, folder / name):
+                written.append(folder / name)
+    finally:
+        optuna.logging.set_verbosity(level)
     return written
+
+
+def _save_figure(plot: Any, study: optuna.Study, path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            axes: Any = plot(study)
+        figure: Any = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+        figure.savefig(path, dpi=80, bbox_inches="tight")
+        plt.close(figure)
+        return True
+    except (ValueError, RuntimeError, ZeroDivisionError):
+        plt.close("all")  # not enough completed trials for this figure yet
+        return False

@@ -22,6 +22,7 @@ from typing import Any
 
 import optuna
 
+from search.defaults import SPACE_PARAMS
 from siamese.config import HEADS, OPTIMIZERS, TrainConfig
 from siamese.errors import ConfigError
 
@@ -48,7 +49,7 @@ class SearchSpace:
     def describe(self) -> dict[str, str]:
         """One line per parameter, for MLflow params and the report."""
         out: dict[str, str] = {}
-        for name in ("lr", "optimizer", "momentum", "head", "dropout"):
+        for name in SPACE_PARAMS:
             if name in self.fixed:
                 out[name] = f"fixed {self.fixed[name]}"
                 continue
@@ -59,6 +60,18 @@ class SearchSpace:
                 else f"one of {list(spec)}"
             )
         return out
+
+
+def contains_original(space: SearchSpace, original: dict[str, Any]) -> bool:
+    """Whether the space can propose exactly these values (and fixes nothing)."""
+    return (
+        not space.fixed
+        and space.lr.low <= original["lr"] <= space.lr.high
+        and original["optimizer"] in space.optimizer
+        and original["head"] in space.head
+        and space.momentum.low <= original["momentum"] <= space.momentum.high
+        and space.dropout.low <= original["dropout"] <= space.dropout.high
+    )
 
 
 def suggest_config(
@@ -153,7 +166,7 @@ def load_space(path: Path | None, fixed_on_command_line: dict[str, Any]) -> Sear
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"--space {path}: cannot read TOML ({exc})") from exc
-    unknown = set(raw) - {"lr", "optimizer", "momentum", "head", "dropout"}
+    unknown = set(raw) - set(SPACE_PARAMS)
     if unknown:
         raise ConfigError(
             f"--space {path}: unknown parameter(s) {sorted(unknown)}; expected lr, optimizer, momentum, head, dropout"
@@ -173,3 +186,16 @@ def load_space(path: Path | None, fixed_on_command_line: dict[str, Any]) -> Sear
         dropout=_float_range(path, "dropout", raw.get("dropout", {}), default.dropout),
         fixed={**fixed, **fixed_on_command_line},
     )
+
+
+def base_and_space(
+    flags: dict[str, Any], space_file: Path | None
+) -> tuple[TrainConfig, SearchSpace]:
+    """A search's base config (SEARCH_BASE, then the flags) and its space. A space
+    parameter given as a flag (`--head sq`) is fixed: it wins over the space file."""
+    from search.defaults import SEARCH_BASE
+    from siamese.config import build_config
+
+    fixed = {k: flags[k] for k in SPACE_PARAMS if flags.get(k) is not None}
+    others = {k: v for k, v in flags.items() if k not in SPACE_PARAMS}
+    return build_config(None, others, SEARCH_BASE), load_space(space_file, fixed)

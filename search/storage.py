@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +29,25 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial
 
 from siamese.errors import SiameseInputError
+from tracking.base import ERROR_TAG, FAILED, STATE_TAG
 
-# A worker that has not beaten its heart for GRACE seconds is dead; its trial is retried.
-HEARTBEAT_S = int(os.environ.get("SIAMESE_LAB_HEARTBEAT_S", "30"))
-GRACE_S = int(os.environ.get("SIAMESE_LAB_GRACE_S", str(4 * HEARTBEAT_S)))
 MAX_RETRY = 3
+# The tracker writes a trial's run id here; the stale-trial handler and `promote` read it.
+RUN_ID_ATTR = "mlflow_run_id"
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A worker that has not beaten its heart for `grace_s` seconds is dead; its trial is
+    retried. Tests shorten both through the environment, read when a storage opens."""
+
+    interval_s: int = 30
+    grace_s: int = 120
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Heartbeat:
+        interval = int(environ.get("SIAMESE_LAB_HEARTBEAT_S", "30"))
+        return cls(interval, int(environ.get("SIAMESE_LAB_GRACE_S", str(4 * interval))))
 
 
 class StaleTrialHandler:
@@ -39,24 +57,29 @@ class StaleTrialHandler:
 
     def __init__(self, tracker: Any = None) -> None:
         self.tracker = tracker
-        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        with quiet_optuna():
+            self.retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        run_id = trial.user_attrs.get("mlflow_run_id")
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if self.tracker is not None and run_id:
+            error = "worker died (no heartbeat); trial retried"
             try:
-                self.tracker.set_tags(run_id, {"siamese_lab.error": "worker died (no heartbeat); trial retried",
-                                               "optuna.state": "FAIL"})  # fmt: skip
-                self.tracker.end_run(run_id, "FAILED")
+                self.tracker.set_tags(run_id, {ERROR_TAG: error, STATE_TAG: "FAIL"})
+                self.tracker.end_run(run_id, FAILED)
             except Exception as exc:  # the retry matters more than the bookkeeping
                 logging.getLogger(__name__).warning("could not close run %s: %s", run_id, exc)
         self.retry(study, trial)
 
 
-def default_storage_url(home: Path, jobs: int) -> str:
-    if jobs > 1:
-        return f"journal:{home.resolve() / 'optuna-journal.log'}"
-    return f"sqlite:///{home.resolve() / 'optuna.db'}"
+@contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """The heartbeat is "experimental" in Optuna 5 but is what makes dead workers' trials
+    retry; Optuna's own INFO lines would interleave with the progress lines."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 def open_storage(url: str, stale_callback: StaleTrialHandler | None = None) -> BaseStorage:
@@ -70,17 +93,20 @@ def open_storage(url: str, stale_callback: StaleTrialHandler | None = None) -> B
             f"--storage {url!r}: expected journal:PATH, sqlite:///PATH or postgresql://..."
         )
     callback = stale_callback or StaleTrialHandler()
+    beat = Heartbeat.from_environ(os.environ)
+    # pool_pre_ping: a connection the server closed while a trial trained is replaced, not
+    # handed out broken.
     remote = not url.startswith("sqlite")
+    engine = {"pool_pre_ping": True} if remote else {"connect_args": {"timeout": 60}}
     try:
-        return RDBStorage(
-            url,
-            # pool_pre_ping: a connection the server closed while a trial trained is replaced,
-            # not handed out broken.
-            engine_kwargs={"pool_pre_ping": True} if remote else {"connect_args": {"timeout": 60}},
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S,
-            heartbeat_stale_trial_callback=callback,
-        )
+        with quiet_optuna():
+            return RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=beat.interval_s,
+                grace_period=beat.grace_s,
+                heartbeat_stale_trial_callback=callback,
+            )
     except Exception as exc:  # SQLAlchemy raises many kinds; all mean "cannot use this URL"
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise SiameseInputError(f"--storage {url}: cannot open ({first})") from exc
@@ -94,10 +120,24 @@ def study_exists(storage: BaseStorage, name: str) -> bool:
     return True
 
 
-def load_existing_study(storage: BaseStorage, name: str, url: str) -> optuna.Study:
-    if not study_exists(storage, name):
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise SiameseInputError(
-            f"--study {name!r}: no such study in {url}; found {names or 'none'}"
-        )
-    return optuna.load_study(study_name=name, storage=storage)
+def study_names(storage: BaseStorage) -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(storage)]
+
+
+def _exists_on_disk(url: str) -> bool:
+    """A home storage that was never created holds no study; opening it would create it."""
+    for prefix in ("sqlite:///", "journal:"):
+        if url.startswith(prefix):
+            return Path(url.removeprefix(prefix)).exists()
+    return True
+
+
+def find_study(name: str, candidates: tuple[str, ...]) -> tuple[optuna.Study, str]:
+    """The study of that name in the first storage holding it, and that storage's URL."""
+    for url in candidates:
+        if not _exists_on_disk(url):
+            continue
+        opened = open_storage(url)
+        if study_exists(opened, name):
+            return optuna.load_study(study_name=name, storage=opened), url
+    raise SiameseInputError(f"--study {name!r}: not found in {', '.join(candidates)}")

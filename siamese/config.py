@@ -142,3 +142,22 @@ ConfigT = TypeVar("ConfigT", TrainConfig, DataConfig)
 def with_overrides(base: ConfigT, **overrides: Any) -> ConfigT:
     """`base` with the given non-None fields replaced (CLI flags left unset stay None)."""
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+DATA_FIELDS = tuple(f.name for f in fields(DataConfig) if f.name != "seed")
+
+
+def build_config(
+    preset: str | None, values: dict[str, Any], defaults: TrainConfig | None = None
+) -> TrainConfig:
+    """`defaults`, then the preset, then every value that is not None (the flags a user
+    typed; data fields by their DataConfig names). The seed seeds the data split too."""
+    values = dict(values)
+    data_values = {k: values.pop(k) for k in DATA_FIELDS if k in values}
+    base = defaults or TrainConfig()
+    if preset:
+        base = replace(base, **PRESETS[preset])
+    data = with_overrides(base.data, seed=values.get("seed"), **data_values)
+    if data.task == "same-class" and data_values.get("target") is None:
+        data = replace(data, target=None)  # a target only means something for one-vs-rest
+    return with_overrides(base, data=data, **values)

@@ -14,7 +14,7 @@ def _imported_after(statement: str) -> set[str]:
 
 def test_core_imports_no_optuna_mlflow_or_click() -> None:
     loaded = _imported_after(
-        "import siamese, siamese.train, siamese.data, siamese.diagnose, siamese.model"
+        "import siamese, siamese.train, siamese.data, siamese.diagnosis, siamese.model"
     )
     assert "torch" in loaded  # the import really happened
     assert not loaded & {"optuna", "mlflow", "click"}

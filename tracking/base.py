@@ -7,13 +7,23 @@ test (tests/tracking/test_contract.py) runs against both, as optuna's storage te
 from __future__ import annotations
 
 import abc
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # the interface itself needs no torch: `--help` and errors stay light
+    from torch import nn
 
 # Final run states, as MLflow names them.
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+# Tags every layer reads: a trial's Optuna state and the error that ended a run.
+STATE_TAG = "optuna.state"
+ERROR_TAG = "siamese_lab.error"
+# The UI shows 8 characters of a run id; 6 is the shortest prefix taken for one.
+MIN_RUN_ID_PREFIX = 6
+FULL_RUN_ID_LENGTH = 32
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 @dataclass
@@ -89,6 +99,31 @@ class Tracker(abc.ABC):
 
     @abc.abstractmethod
     def child_runs(self, parent_run_id: str) -> list[RunView]: ...
+
+    @abc.abstractmethod
+    def run_ids_starting_with(self, prefix: str, limit: int = 10) -> list[str]:
+        """Ids of runs in any experiment that start with `prefix` (a lower-case hex string)."""
+
+    def resolve_run_id(self, given: str) -> str:
+        """A full run id, or a unique prefix of at least MIN_RUN_ID_PREFIX characters."""
+        from siamese.errors import SiameseInputError
+
+        wanted = given.strip().lower()
+        if len(wanted) < MIN_RUN_ID_PREFIX or not _HEX.fullmatch(wanted):
+            raise SiameseInputError(
+                f"run {given!r}: expected a run id or its first {MIN_RUN_ID_PREFIX}+ characters "
+                "(hex digits, as the MLflow UI shows them)"
+            )
+        if len(wanted) == FULL_RUN_ID_LENGTH:
+            return wanted
+        found = self.run_ids_starting_with(wanted)
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise SiameseInputError(f"run {given!r}: not found in {self.uri}")
+        raise SiameseInputError(
+            f"run {given!r}: ambiguous, matches {', '.join(found)}; give more characters"
+        )
 
     def run_url(self, run_id: str) -> str | None:
         """Where a person sees the run, when the tracker has a UI."""

@@ -9,18 +9,18 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from siamese.diagnose import diagnose, render_text
+from siamese.diagnosis import Diagnosis, diagnose, render_text
 from siamese.scoring import scorer_from_checkpoint
 from siamese.train import Callback, EpochRecord, History
 from siamese.train.history import strict_json
 from tracking.base import Tracker
+from tracking.readback import DIAGNOSIS_FILE
 
 MODEL_URI_TAG = "siamese_lab.model_uri"
 CHECKPOINT_DIR_TAG = "siamese_lab.checkpoint_dir"
 
 
-def diagnosis_tags(history: History) -> dict[str, str]:
-    verdict = diagnose(history)
+def diagnosis_tags(history: History, verdict: Diagnosis) -> dict[str, str]:
     best = history.best
     return {
         "diagnosis.verdict": verdict.verdict,
@@ -38,6 +38,7 @@ class TrackingCallback(Callback):
         self.tracker, self.run_id, self.should_log_model = tracker, run_id, log_model
         self.checkpoints: dict[str, Path] = {}
         self.model_uri: str | None = None
+        self.verdict: Diagnosis | None = None  # computed once, at the end of the run
 
     def on_fit_start(self, history: History) -> None:
         tags = {"siamese_lab.device": history.device}
@@ -57,7 +58,7 @@ class TrackingCallback(Callback):
         self.checkpoints[kind] = path
 
     def on_fit_end(self, history: History) -> None:
-        verdict = diagnose(history)
+        verdict = self.verdict = diagnose(history)
         best = history.best
         if best is not None:
             self.tracker.log_metrics(self.run_id, {"best_val_auc": best.val_auc}, step=best.epoch)
@@ -73,13 +74,13 @@ class TrackingCallback(Callback):
                     self.run_id, plot_curves(history, Path(tmp) / "curves.png", name)
                 )
         self.tracker.log_text(
-            self.run_id, json.dumps(strict_json(verdict.to_dict()), indent=2), "diagnosis.json"
+            self.run_id, json.dumps(strict_json(verdict.to_dict()), indent=2), DIAGNOSIS_FILE
         )
         self.tracker.log_text(self.run_id, render_text(verdict) + "\n", "diagnosis.txt")
         self.tracker.log_text(
             self.run_id, json.dumps(strict_json(history.to_dict()), indent=2), "history.json"
         )
-        tags = diagnosis_tags(history)
+        tags = diagnosis_tags(history, verdict)
         if self._model_wanted(verdict.verdict, history):
             self.model_uri = self.tracker.log_model(
                 self.run_id, scorer_from_checkpoint(self.checkpoints["best"])

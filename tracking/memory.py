@@ -72,6 +72,10 @@ class InMemoryTracker(Tracker):
         return None
 
     def get_run(self, run_id: str) -> RunView:
+        if run_id not in self.runs:
+            from tracking.store import TrackingUnavailable
+
+            raise TrackingUnavailable(f"run {run_id!r}: not found in {self.uri}")
         return self.runs[run_id]
 
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -84,6 +88,9 @@ class InMemoryTracker(Tracker):
     def download_artifact(self, run_id: str, path: str, dest: Path) -> Path:
         dest.mkdir(parents=True, exist_ok=True)
         return Path(shutil.copy2(self._artifacts / run_id / path, dest))
+
+    def run_ids_starting_with(self, prefix: str, limit: int = 10) -> list[str]:
+        return sorted(r for r in self.runs if r.startswith(prefix))[:limit]
 
     def child_runs(self, parent_run_id: str) -> list[RunView]:
         return [r for r in self.runs.values() if r.tags.get("mlflow.parentRunId") == parent_run_id]

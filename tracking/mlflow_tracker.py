@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from siamese.config import IMAGE_HEIGHT, IMAGE_WIDTH
 from tracking.base import FINISHED, RunView, Tracker
 from tracking.local_artifacts import link_artifact, local_artifact_dir
 from tracking.store import TrackingTarget, TrackingUnavailable, bound_http_retries, store_lock
@@ -30,7 +31,7 @@ with warnings.catch_warnings():
 # MLflow logs its schema migrations and requirement guesses at INFO/WARNING on every start.
 logging.getLogger("mlflow").setLevel(logging.ERROR)
 
-PAIR_SHAPE = (-1, 2, 40, 50)
+PAIR_SHAPE = (-1, 2, IMAGE_HEIGHT, IMAGE_WIDTH)
 
 
 def scorer_signature() -> ModelSignature:
@@ -110,7 +111,7 @@ class MlflowTracker(Tracker):
 
     def log_model(self, run_id: str, scorer: nn.Module, name: str = "model") -> str:
         """torch.export ("pt2") format: loading it back unpickles no code."""
-        example = np.random.default_rng(0).random((2, 2, 40, 50), dtype=np.float32)
+        example = np.random.default_rng(0).random((2, *PAIR_SHAPE[1:]), dtype=np.float32)
         with self.using_store(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             info = mlflow.pytorch.log_model(
@@ -197,6 +198,18 @@ class MlflowTracker(Tracker):
             max_results=5000,
         )
         return [self.get_run(r.info.run_id) for r in runs]
+
+    def run_ids_starting_with(self, prefix: str, limit: int = 10) -> list[str]:
+        from mlflow.entities import ViewType
+
+        experiments = [e.experiment_id for e in self.client.search_experiments(ViewType.ALL)]
+        runs = self.client.search_runs(
+            experiments,
+            filter_string=f"attributes.run_id LIKE '{prefix}%'",  # prefix: hex digits only
+            run_view_type=ViewType.ALL,
+            max_results=limit,
+        )
+        return sorted(r.info.run_id for r in runs)
 
     def run_url(self, run_id: str) -> str | None:
         if self.target.is_http:

@@ -9,6 +9,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator
 
+from siamese.diagnosis_rules import COLLAPSE_STD, HEALTHY_UPDATE_RATIO
 from siamese.train.history import History
 
 
@@ -28,10 +29,15 @@ def plot_curves(history: History, path: Path, title: str) -> Path:
     ratio_ax.semilogy(
         epochs, [max(r.update_ratio, 1e-12) for r in history.records], "o-", label="update/weight"
     )
-    ratio_ax.axhline(1e-3, color="green", linestyle=":", label="healthy ~1e-3")
+    ratio_ax.axhline(
+        HEALTHY_UPDATE_RATIO,
+        color="green",
+        linestyle=":",
+        label=f"healthy ~{HEALTHY_UPDATE_RATIO:g}",
+    )
     ratio_ax.set_title("update ratio per step", y=1.0)
     std_ax.plot(epochs, [r.output_std for r in history.records], "o-", label="std of P(same)")
-    std_ax.axhline(0.01, color="red", linestyle=":", label="collapse threshold")
+    std_ax.axhline(COLLAPSE_STD, color="red", linestyle=":", label="collapse threshold")
     std_ax.set_title("output spread", y=1.0)
     for ax in axes.flat:
         ax.set_xlabel("epoch")

@@ -48,10 +48,10 @@ def embedded_target(home: Path, experiment: str = DEFAULT_EXPERIMENT) -> Trackin
 def resolve_target(
     home: Path, tracking_uri: str | None, experiment: str = DEFAULT_EXPERIMENT
 ) -> TrackingTarget:
-    """--tracking-uri, else MLFLOW_TRACKING_URI, else the embedded store in the home folder."""
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return TrackingTarget(uri, None, experiment)
+    """A given URI (a server, another store), else the embedded store in the home folder.
+    The caller resolves flags and environment variables (search.env.LabEnv), once."""
+    if tracking_uri:
+        return TrackingTarget(tracking_uri, None, experiment)
     return embedded_target(home, experiment)
 
 

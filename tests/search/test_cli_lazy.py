@@ -15,8 +15,9 @@ HEAVY = ("torch", "mlflow", "optuna", "matplotlib")
 
 def _imported_after(code: str) -> list[str]:
     probe = f"{code}\nimport sys\nprint('imported:', *(m for m in {HEAVY!r} if m in sys.modules))"
-    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     marker = result.stdout.rindex("imported:")
     return result.stdout[marker:].split()[1:]
@@ -37,14 +38,33 @@ def test_help_lists_every_command_without_importing_torch_mlflow_or_optuna() -> 
     assert shown == []
 
 
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_a_commands_own_help_imports_nothing_heavy(name: str) -> None:
+    args = [name, "check", "--help"] if name == "data" else [name, "--help"]
+    shown = _imported_after(
+        "from search.cli import cli\n"
+        f"try:\n    cli({args!r})\nexcept SystemExit as exit:\n    assert exit.code == 0"
+    )
+    assert shown == []
+
+
 def test_train_without_tracking_imports_neither_mlflow_nor_optuna_nor_matplotlib() -> None:
-    # Loading `train` needs torch; logging (MLflow, matplotlib) and search (Optuna) stay out.
-    assert _imported_after("import search.cli_train") == ["torch"]
+    # `train --no-track` needs torch; logging (MLflow, matplotlib) and search (Optuna) stay out.
+    code = (
+        "import search.cli.train, search.training, search.printing\n"
+        "from search.cli.common import current_env"
+    )
+    assert _imported_after(code) == ["torch"]
 
 
 def test_an_unknown_command_is_bad_usage() -> None:
-    result = subprocess.run([sys.executable, "-m", "search.cli", "trian"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "search.cli", "trian"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "No such command 'trian'. Did you mean 'train'?" in result.stderr
 

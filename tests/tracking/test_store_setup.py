@@ -4,8 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tracking import resolve_target
-
 STARTER = """
 import sys
 from pathlib import Path
@@ -34,11 +32,3 @@ def test_processes_starting_at_once_share_one_store(tmp_path: Path) -> None:
     names = sorted(r.info.run_name for r in tracker.client.search_runs([tracker.experiment_id]))
     assert names == ["proc-0", "proc-1", "proc-2"]
     assert len(tracker.client.search_experiments()) == 2  # Default + siamese-lab, created once
-
-
-def test_target_resolution_order(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert resolve_target(tmp_path, None).uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://team:5000")
-    assert resolve_target(tmp_path, None).uri == "http://team:5000"
-    assert resolve_target(tmp_path, "http://other:5000").uri == "http://other:5000"

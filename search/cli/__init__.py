@@ -1,13 +1,16 @@
-"""The `siamese-lab` command line: parse, build a config, one library call, print.
+"""The `siamese-lab` command line: parse, build a request, one library call, print.
 
-Commands load on first use: `siamese-lab --help` and a mistyped command answer without
-importing torch, MLflow or Optuna, and each command imports only what it needs.
+The only package that imports click. Commands load on first use: `siamese-lab --help`,
+`siamese-lab COMMAND --help` and a mistyped command answer without importing torch, MLflow
+or Optuna, and each command imports only what it needs. The group resolves the environment
+(home folder, MLflow target, storage) once and hands it to every command as `ctx.obj`.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,47 +19,51 @@ from typing import Any
 import click
 from click.shell_completion import CompletionItem
 
+from search.cli.common import BadInput
+from search.env import LabEnv
+from siamese.errors import SiameseInputError
+
 # name -> (module, attribute, the line `--help` lists; tests/search/test_cli_lazy.py checks
 # that it is the command's own)
 COMMANDS = {
-    "data": ("search.cli_train", "data", "Inspect the data alone."),
+    "data": ("search.cli.data", "data", "Inspect the data alone."),
     "diagnose": (
-        "search.cli_tracking",
+        "search.cli.tracking",
         "diagnose_run",
         "Print a logged run's diagnosis with its evidence and fixes.",
     ),
     "predict": (
-        "search.cli_tracking",
+        "search.cli.tracking",
         "predict",
         "Print P(same object) for each image pair: LEFT RIGHT, or --pairs FILE.csv.",
     ),
     "promote": (
-        "search.cli_tracking",
+        "search.cli.tracking",
         "promote",
         "Register a converged run's model and point an alias (default champion) at it.",
     ),
     "report": (
-        "search.cli_search",
+        "search.cli.search",
         "report",
         "Study-level failure map, best trial, diagnoses and parameter importances.",
     ),
     "search": (
-        "search.cli_search",
+        "search.cli.search",
         "search",
         "Create or resume a study and run its trials; every trial is logged to MLflow.",
     ),
     "train": (
-        "search.cli_train",
+        "search.cli.train",
         "train",
         "Train one model, diagnose it, and log it all to MLflow.",
     ),
     "ui": (
-        "search.cli_tracking",
+        "search.cli.tracking",
         "ui",
         "Start the MLflow UI on the local store (Ctrl-C stops it).",
     ),
     "worker": (
-        "search.cli_search",
+        "search.cli.search",
         "worker",
         "Join an existing study from this process (or another machine) and run trials.",
     ),
@@ -83,12 +90,14 @@ class LabGroup(click.Group):
         except click.ClickException as exc:
             exc.show()
             sys.exit(exc.exit_code)
-        except Exception as exc:
-            if not _is_bad_input(exc):
-                raise
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
         sys.exit(code if isinstance(code, int) else 0)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # The one place where bad input (the library's SiameseInputError) becomes exit 2.
+        try:
+            return super().invoke(ctx)
+        except SiameseInputError as exc:
+            raise BadInput(str(exc)) from exc
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
@@ -125,25 +134,18 @@ class LabGroup(click.Group):
             formatter.write_dl([(name, COMMANDS[name][2]) for name in sorted(COMMANDS)])
 
 
-def _is_bad_input(exc: Exception) -> bool:
-    """A SiameseInputError (or subclass), told by name so that checking does not import the
-    core and torch: a command that never imported it cannot have raised one."""
-    return any(
-        cls.__module__ == "siamese.errors" and cls.__name__ == "SiameseInputError"
-        for cls in type(exc).__mro__
-    )
-
-
 @click.group(cls=LabGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
     type=click.Path(path_type=Path),
-    envvar="SIAMESE_LAB_HOME",
     help="folder of the embedded stores and checkpoints (default ~/.siamese-lab)",
 )
 @click.version_option(package_name="siamese-lab")
-def cli(home: Path | None) -> None:
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None) -> None:
     """Train, search and diagnose Siamese image-pair networks."""
+    env = LabEnv.from_environ(os.environ)
+    ctx.obj = env.with_overrides(home=home)
 
 
 def main() -> None:

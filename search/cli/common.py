@@ -1,0 +1,145 @@
+"""What the commands share: the environment object, the data/train/tracking flags (their
+help shows the defaults of the command they are on), JSON output, the bad-input error."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from search.env import LabEnv
+from siamese.config import HEADS, INJECTED_BUGS, OPTIMIZERS, TASKS, DataConfig, TrainConfig
+
+F = TypeVar("F", bound=Callable[..., Any])
+OVERRIDES = "siamese_lab.env_overrides"
+
+
+class BadInput(click.ClickException):
+    """Bad usage or bad input: one line on stderr, exit 2 (DESIGN's exit codes)."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _remember(field: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if value is not None:
+            ctx.meta.setdefault(OVERRIDES, {})[field] = value
+
+    return callback
+
+
+def _env_option(flag: str, field: str, help_text: str, **kwargs: Any) -> Callable[[F], F]:
+    return click.option(
+        flag, expose_value=False, callback=_remember(field), help=help_text, **kwargs
+    )
+
+
+home_option = _env_option(
+    "--home",
+    "home",
+    "folder of the embedded stores and checkpoints (default ~/.siamese-lab)",
+    type=click.Path(path_type=Path),
+)
+tracking_uri_option = _env_option(
+    "--tracking-uri",
+    "tracking_uri",
+    "an MLflow server or store (default: MLFLOW_TRACKING_URI, else SQLite in the home folder)",
+)
+experiment_option = _env_option(
+    "--experiment", "experiment", "MLflow experiment (default siamese-lab)"
+)
+
+
+def tracking_options(func: F) -> F:
+    return home_option(tracking_uri_option(experiment_option(func)))
+
+
+def current_env() -> LabEnv:
+    """The group's environment, with what this command's own flags changed."""
+    ctx = click.get_current_context()
+    env = ctx.find_object(LabEnv)
+    if env is None:  # a command invoked on its own (tests), without the group
+        import os
+
+        env = LabEnv.from_environ(os.environ)
+    return env.with_overrides(**ctx.meta.get(OVERRIDES, {}))
+
+
+def _default(config: object, name: str) -> str:
+    return f"default {getattr(config, name)}"
+
+
+def data_options(defaults: DataConfig) -> Callable[[F], F]:
+    """--data/--task/--target/--train-pairs/--val-pairs/--inject-bug, all None unless typed,
+    so that presets and checkpoints are overridden only by what the user typed."""
+
+    def decorate(func: F) -> F:
+        options = [
+            click.option(
+                "--data",
+                "source",
+                help=f"digits, shapes, folder:PATH or npz:PATH ({_default(defaults, 'source')})",
+            ),
+            click.option("--task", type=click.Choice(TASKS), help=_default(defaults, "task")),
+            click.option("--target", help="the class C for --task one-vs-rest"),
+            click.option("--train-pairs", type=int, help=_default(defaults, "train_pairs")),
+            click.option(
+                "--val-pairs",
+                type=int,
+                help=f"validation (and test) pairs ({_default(defaults, 'val_pairs')})",
+            ),
+            click.option(
+                "--inject-bug",
+                type=click.Choice(INJECTED_BUGS),
+                help="reproduce the original data bug: same-image feeds one image to both towers",
+            ),
+        ]
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+TRAIN_HELP = {
+    "head": "output head",
+    "momentum": "for sgd and rmsprop",
+    "dropout": "after the tower's linear layer",
+    "margin": "contrastive head margin",
+    "seed": "data split, pair order and init",
+    "device": "auto, cpu, cuda or cuda:N",
+}
+TRAIN_TYPES: dict[str, Any] = {"head": click.Choice(HEADS), "optimizer": click.Choice(OPTIMIZERS)}
+
+
+def train_options(defaults: TrainConfig, searched: tuple[str, ...] = ()) -> Callable[[F], F]:
+    """A flag for every TrainConfig field, its help showing this command's default; on a
+    search, a `searched` parameter given as a flag is fixed instead."""
+
+    def decorate(func: F) -> F:
+        for field in reversed([f for f in fields(TrainConfig) if f.name != "data"]):
+            kind = TRAIN_TYPES.get(field.name, type(getattr(defaults, field.name)))
+            default = (
+                "fixes it (default: searched)"
+                if field.name in searched
+                else _default(defaults, field.name)
+            )
+            text = ", ".join(filter(None, [TRAIN_HELP.get(field.name), default]))
+            flag = "--" + field.name.replace("_", "-")
+            func = click.option(flag, field.name, type=kind, help=text)(func)
+        return func
+
+    return decorate
+
+
+def print_json(obj: dict[str, Any]) -> None:
+    from siamese.train.history import strict_json
+
+    click.echo(json.dumps(strict_json(obj), indent=2, allow_nan=False))

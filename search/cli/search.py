@@ -1,0 +1,241 @@
+"""`siamese-lab search` (the main job), `worker` and `report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from search.cli.common import (
+    current_env,
+    data_options,
+    home_option,
+    print_json,
+    tracking_options,
+    train_options,
+)
+from search.defaults import PRUNERS, SAMPLERS, SEARCH_BASE, SPACE_PARAMS
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from search.env import LabEnv
+    from search.study import OpenedStudy, SearchResult
+
+
+def _devices(devices: str | None, jobs: int) -> tuple[str | None, ...]:
+    if devices:
+        return tuple(f"cuda:{d.strip()}" for d in devices.split(",") if d.strip())
+    return (None,) * jobs
+
+
+def _storage_option(help_text: str, required: bool = False) -> Any:
+    return click.option("--storage", required=required, help=help_text)
+
+
+@click.command()
+@click.option(
+    "--study",
+    "study_name",
+    default="siamese-lab",
+    show_default=True,
+    help="the same name resumes it",
+)
+@click.option(
+    "--trials",
+    type=click.IntRange(min=0),
+    default=12,
+    show_default=True,
+    help="trials to add to the study (with several workers a target: running ones finish)",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="stop starting trials after this many seconds",
+)
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True)
+@click.option("--pruner", type=click.Choice(PRUNERS), default="median", show_default=True)
+@click.option(
+    "--space",
+    "space_file",
+    type=click.Path(path_type=Path),
+    help="TOML file narrowing/fixing the space",
+)
+@_storage_option("journal:PATH, sqlite:///PATH or postgresql://... (default: in the home folder)")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="worker processes on this machine",
+)
+@click.option("--devices", help="one worker per GPU, e.g. 0,1,2,3")
+@click.option(
+    "--baseline/--no-baseline",
+    default=True,
+    show_default=True,
+    help="make trial 0 of a new study the original failing network",
+)
+@train_options(SEARCH_BASE, SPACE_PARAMS)
+@data_options(SEARCH_BASE.data)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--no-track", is_flag=True, help="do not log to MLflow")
+@tracking_options
+def search(
+    study_name: str,
+    trials: int,
+    timeout: float | None,
+    sampler: str,
+    pruner: str,
+    space_file: Path | None,
+    storage: str | None,
+    jobs: int,
+    devices: str | None,
+    baseline: bool,
+    as_json: bool,
+    no_track: bool,
+    **flags: Any,
+) -> None:
+    """Create or resume a study and run its trials; every trial is logged to MLflow."""
+    from rich.console import Console
+
+    from search.progress import Progress
+    from search.space import base_and_space
+    from search.study import SearchRequest, run_search
+
+    env = current_env().with_overrides(storage_url=storage)
+    base, space = base_and_space(flags, space_file)
+    workers = _devices(devices, jobs)
+    request = SearchRequest(
+        study_name=study_name,
+        base=base,
+        space=space,
+        storage_url=env.study_storage_url(len(workers)),
+        home=env.ensure_home(),
+        trials=trials,
+        sampler=sampler,
+        pruner=pruner,
+        timeout=timeout,
+        devices=workers,
+        baseline=baseline,
+        tracking_uri=env.tracking_uri,
+        experiment=env.experiment,
+    )
+    console = Console(stderr=as_json, quiet=as_json, soft_wrap=True)
+    make_tracker = (lambda _uri: None) if no_track else env.tracker
+    result = run_search(
+        request, make_tracker, Progress(console, None), lambda opened: _announce(console, opened)
+    )
+    if as_json:
+        print_json(
+            {
+                "study": result.study_name,
+                "storage": result.storage_url,
+                "parent_run_id": result.parent_run_id,
+                "report": result.report.to_dict(),
+            }
+        )
+        return
+    console.print(result.report.markdown(), markup=False, highlight=False)
+    _print_next_steps(console, result, env)
+
+
+def _announce(console: Console, opened: OpenedStudy) -> None:
+    kind = "resumed, with its stored space and base config" if opened.existed else "new"
+    setup = opened.setup
+    console.print(
+        f"study {opened.name!r} ({kind}) in {opened.storage_url}: {opened.trials} trial(s), "
+        f"sampler {setup.sampler}, pruner {setup.pruner}, {opened.workers} worker(s)"
+    )
+    shared = not opened.storage_url.startswith(("sqlite:", "journal:"))
+    if shared and opened.tracking_uri and opened.tracking_uri.startswith("sqlite:"):
+        console.print(
+            f"note: the study is shared, but its runs go to {opened.tracking_uri} on this "
+            "machine; workers elsewhere need --tracking-uri of an MLflow server this machine "
+            "logs to too"
+        )
+
+
+def _print_next_steps(console: Console, result: SearchResult, env: LabEnv) -> None:
+    """Commands that work as printed: they name the home, and the MLflow store when it is
+    not the home's own (a study-scoped command finds that one in the study itself)."""
+    uri = result.tracking_uri
+    if uri is None:
+        return
+    where = f"--home {env.home}"
+    if uri.startswith(("http://", "https://")):
+        console.print(f"open the UI: {uri}   (study run {result.parent_run_id})")
+    else:
+        extra = "" if result.setup.tracking_uri is None else f" --tracking-uri {uri}"
+        console.print(
+            f"open the UI: siamese-lab ui {where}{extra}   (study run {result.parent_run_id})"
+        )
+    if result.storage_url not in env.default_storage_urls():
+        where += f" --storage {result.storage_url}"
+    console.print(
+        f"promote the best converged trial: siamese-lab promote --study {result.study_name} {where}"
+    )
+
+
+@click.command()
+@click.option("--study", "study_name", required=True)
+@_storage_option("the study's storage URL (postgresql://..., journal:PATH)", required=True)
+@click.option(
+    "--trials",
+    type=click.IntRange(min=1),
+    help="at most this many trials (default: until the study's target)",
+)
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True))
+@click.option("--device", help="auto, cpu, cuda or cuda:N (default: the study's)")
+@click.option("--worker-index", type=int, default=0, hidden=True)
+@click.option("--no-track", is_flag=True)
+@tracking_options
+def worker(
+    study_name: str,
+    storage: str,
+    trials: int | None,
+    timeout: float | None,
+    device: str | None,
+    worker_index: int,
+    no_track: bool,
+) -> None:
+    """Join an existing study from this process (or another machine) and run trials."""
+    from rich.console import Console
+
+    from search.workers import WorkerSpec, join_study
+
+    env = current_env()
+    spec = WorkerSpec(
+        study_name,
+        storage,
+        env.ensure_home(),
+        device,
+        worker_index,
+        n_trials=trials,
+        timeout=timeout,
+        tracking_uri=env.tracking_uri,
+        track=not no_track,
+    )
+    console = Console(soft_wrap=True)
+    console.print(f"worker {worker_index} joined study {study_name!r} ({storage})")
+    join_study(spec, console, (lambda _uri: None) if no_track else env.tracker)
+
+
+@click.command()
+@click.option("--study", "study_name", required=True)
+@_storage_option("default: the home folder's study storage")
+@click.option("--json", "as_json", is_flag=True)
+@home_option
+def report(study_name: str, storage: str | None, as_json: bool) -> None:
+    """Study-level failure map, best trial, diagnoses and parameter importances."""
+    from search.report import build_report
+    from search.storage import find_study
+
+    env = current_env()
+    study, _url = find_study(study_name, (storage,) if storage else env.default_storage_urls())
+    result = build_report(study)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        click.echo(result.markdown())

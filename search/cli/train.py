@@ -1,0 +1,88 @@
+"""`siamese-lab train`: one run, a table row per epoch, the diagnosis, the MLflow run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.console import Console
+
+from search.cli.common import (
+    current_env,
+    data_options,
+    print_json,
+    tracking_options,
+    train_options,
+)
+from siamese.config import PRESETS, DataConfig, TrainConfig, build_config
+
+if TYPE_CHECKING:
+    from search.training import TrainOutcome
+
+
+@click.command()
+@click.option(
+    "--preset",
+    type=click.Choice(sorted(PRESETS)),
+    help="seed: the original failing network; fixed: sq head with dropout 0.3",
+)
+@train_options(TrainConfig())
+@data_options(DataConfig())
+@click.option(
+    "--resume",
+    type=click.Path(path_type=Path),
+    help="continue from a checkpoint (its config; --epochs/--device may change)",
+)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of tables")
+@click.option("--no-track", is_flag=True, help="do not log the run to MLflow")
+@tracking_options
+def train(
+    preset: str | None, resume: Path | None, as_json: bool, no_track: bool, **flags: Any
+) -> None:
+    """Train one model, diagnose it, and log it all to MLflow."""
+    from search.printing import EpochPrinter
+    from search.training import TrainRequest, new_run_name, resume_request, run_training
+
+    env = current_env()
+    if resume is not None:
+        request = resume_request(resume, flags["epochs"], flags["device"])
+    else:
+        name = new_run_name()
+        config = build_config(preset, flags)
+        request = TrainRequest(config, env.checkpoint_dir(name), None, name)
+    console = Console(stderr=as_json, quiet=as_json, soft_wrap=True)
+    tracker = None if no_track else env.tracker()
+    outcome = run_training(request, tracker, [EpochPrinter(console)])
+    if as_json:
+        print_json(_as_dict(outcome))
+        return
+    _print_outcome(console, outcome, env.home)
+
+
+def _as_dict(outcome: TrainOutcome) -> dict[str, Any]:
+    result = outcome.result
+    checkpoints = {"best": result.best_checkpoint, "last": result.last_checkpoint}
+    return {
+        "config": result.history.config,
+        "history": result.history.to_dict(),
+        "diagnosis": outcome.diagnosis.to_dict(),
+        "checkpoints": {k: str(v) if v else None for k, v in checkpoints.items()},
+        "run_id": outcome.run_id,
+        "model_uri": outcome.model_uri,
+    }
+
+
+def _print_outcome(console: Console, outcome: TrainOutcome, home: Path) -> None:
+    from siamese.diagnosis import render_text
+
+    best = outcome.result.history.best
+    if best is not None:
+        console.print(f"best val_auc {best.val_auc:.4f} at epoch {best.epoch}")
+    console.print(f"checkpoints: {outcome.checkpoint_dir}")
+    console.print(render_text(outcome.diagnosis), markup=False, highlight=False)
+    if outcome.run_id is None:
+        return
+    model = f"  model: {outcome.model_uri}" if outcome.model_uri else ""
+    console.print(f"MLflow run: {outcome.run_id}{model}")
+    console.print(f"see it: {outcome.run_url or f'siamese-lab ui --home {home}'}")

@@ -1,0 +1,13 @@
+"""Names and defaults the command line shows before anything heavy is imported."""
+
+from __future__ import annotations
+
+from siamese.config import DataConfig, TrainConfig
+
+SAMPLERS = ("tpe", "random", "cmaes", "gp")
+PRUNERS = ("median", "hyperband", "none")
+# A search trains many models: smaller than `train`'s defaults, so the bundled digits search
+# finishes in about a minute on two CPU cores.
+SEARCH_BASE = TrainConfig(epochs=3, data=DataConfig(train_pairs=1024, val_pairs=256))
+# The TrainConfig fields a search suggests; every other field comes from the base config.
+SPACE_PARAMS = ("lr", "optimizer", "momentum", "head", "dropout")

@@ -1,0 +1,74 @@
+"""Where everything goes, resolved once: the home folder, the MLflow target, the study storage.
+
+The command line builds one `LabEnv` from its flags and the process environment when it
+starts (never at import time) and hands it to every command; the library takes it whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tracking.store import DEFAULT_EXPERIMENT, TrackingTarget, resolve_target
+
+if TYPE_CHECKING:
+    from tracking.mlflow_tracker import MlflowTracker
+
+HOME_VARIABLE = "SIAMESE_LAB_HOME"
+TRACKING_VARIABLE = "MLFLOW_TRACKING_URI"
+DEFAULT_HOME_NAME = ".siamese-lab"
+
+
+@dataclass(frozen=True)
+class LabEnv:
+    """`home` holds the embedded stores and checkpoints; `tracking_uri` and `storage_url`,
+    when set, point elsewhere (a server, a shared database)."""
+
+    home: Path
+    tracking_uri: str | None = None
+    storage_url: str | None = None
+    experiment: str = DEFAULT_EXPERIMENT
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], user_home: Path | None = None) -> LabEnv:
+        home = environ.get(HOME_VARIABLE) or (user_home or Path.home()) / DEFAULT_HOME_NAME
+        return cls(Path(home), environ.get(TRACKING_VARIABLE) or None)
+
+    def with_overrides(self, **values: object) -> LabEnv:
+        """This env with the given non-None fields replaced (a flag the user typed)."""
+        return replace(self, **{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
+
+    def ensure_home(self) -> Path:
+        self.home.mkdir(parents=True, exist_ok=True)
+        return self.home
+
+    @property
+    def embedded_tracking(self) -> bool:
+        return self.tracking_uri is None
+
+    def tracking_target(self, recorded_uri: str | None = None) -> TrackingTarget:
+        """The user's URI, else one a study recorded, else the home folder's SQLite store."""
+        return resolve_target(self.home, self.tracking_uri or recorded_uri, self.experiment)
+
+    def tracker(self, recorded_uri: str | None = None) -> MlflowTracker:
+        from tracking.mlflow_tracker import MlflowTracker  # here: importing MLflow takes a second
+
+        self.ensure_home()
+        return MlflowTracker(self.tracking_target(recorded_uri))
+
+    def checkpoint_dir(self, *parts: str) -> Path:
+        return self.home.joinpath("checkpoints", *parts)
+
+    def default_storage_urls(self) -> tuple[str, str]:
+        """The home's study storages: SQLite for one process, a journal file for several."""
+        root = self.home.resolve()
+        return f"sqlite:///{root / 'optuna.db'}", f"journal:{root / 'optuna-journal.log'}"
+
+    def study_storage_url(self, processes: int) -> str:
+        """--storage, else the home's storage fit for that many writing processes."""
+        if self.storage_url:
+            return self.storage_url
+        sqlite, journal = self.default_storage_urls()
+        return journal if processes > 1 else sqlite

@@ -1,0 +1,45 @@
+"""The `predict --pairs FILE.csv` input: rows of left,right[,same] image paths, relative to
+the CSV's folder (the layout `data export` writes)."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from siamese.errors import SiameseInputError
+
+
+@dataclass(frozen=True)
+class PairList:
+    pairs: list[tuple[Path, Path]]
+    same: list[int] | None  # the truth, when the CSV has a `same` column (`data export`'s)
+
+
+def read_pairs_csv(path: Path) -> PairList:
+    try:
+        with open(path, newline="") as handle:
+            rows = [row for row in csv.reader(handle) if row and not row[0].startswith("#")]
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not a UTF-8 text file"
+        raise SiameseInputError(f"--pairs {path}: cannot read ({reason})") from exc
+    header = rows[0] if rows and rows[0][:2] == ["left", "right"] else None
+    if header is not None:
+        rows = rows[1:]
+    bad = next((i for i, row in enumerate(rows, 1) if len(row) < 2), None)
+    if bad is not None:
+        raise SiameseInputError(
+            f"--pairs {path}: row {bad} has fewer than 2 columns; expected left,right"
+        )
+    base = path.parent
+    pairs = [(base / row[0].strip(), base / row[1].strip()) for row in rows]
+    has_truth = header is not None and header[2:3] == ["same"]
+    return PairList(pairs, _truth_column(path, rows) if has_truth else None)
+
+
+def _truth_column(path: Path, rows: list[list[str]]) -> list[int]:
+    truth = [row[2].strip() if len(row) > 2 else "" for row in rows]
+    bad = next((i for i, value in enumerate(truth, 1) if value not in ("0", "1")), None)
+    if bad is not None:
+        raise SiameseInputError(f"--pairs {path}: row {bad}: the same column must be 0 or 1")
+    return [int(value) for value in truth]

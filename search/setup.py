@@ -1,0 +1,94 @@
+"""What a study stores about itself so that any worker anywhere can join it: the base
+config, the space, the sampler and pruner, the MLflow target and parent run, the target
+number of trials. Samplers and pruners are made from it here."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
+
+from search.space import FloatRange, SearchSpace
+from siamese.config import TrainConfig
+from siamese.errors import SiameseInputError
+
+ATTR = "siamese_lab"  # the study user attribute holding the setup
+
+
+@dataclass(frozen=True)
+class StudySetup:
+    base: dict[str, Any]
+    space: dict[str, Any]
+    sampler: str
+    pruner: str
+    seed: int
+    # The MLflow store the study's runs go to (None: the home folder's embedded store).
+    tracking_uri: str | None
+    experiment: str
+    parent_run_id: str | None
+    target_trials: int | None
+
+    def base_config(self, device: str | None) -> TrainConfig:
+        raw = dict(self.base) if device is None else {**self.base, "device": device}
+        return TrainConfig.from_dict(raw)
+
+    def search_space(self) -> SearchSpace:
+        raw = self.space
+        return SearchSpace(
+            lr=FloatRange(**raw["lr"]),
+            optimizer=tuple(raw["optimizer"]),
+            momentum=FloatRange(**raw["momentum"]),
+            head=tuple(raw["head"]),
+            dropout=FloatRange(**raw["dropout"]),
+            fixed=dict(raw["fixed"]),
+        )
+
+
+def make_sampler(name: str, seed: int, worker: int = 0) -> optuna.samplers.BaseSampler:
+    seed = seed + 1000 * worker  # parallel workers must not propose the same points
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        # CMA-ES proposes the float parameters; optimizer and head fall back to random.
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 2))
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    # Judge after the first epoch, once three trials have finished to compare with.
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+
+
+def _parse(name: str, raw: object) -> StudySetup:
+    if not isinstance(raw, dict):
+        raise SiameseInputError(f"--study {name}: was not created by siamese-lab search")
+    return StudySetup(**raw)
+
+
+def read_setup(study: optuna.Study) -> StudySetup:
+    return _parse(study.study_name, study.user_attrs.get(ATTR))
+
+
+def read_stored_setup(storage: BaseStorage, name: str, url: str) -> StudySetup:
+    """The setup straight from the storage, without loading the study twice."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        from search.storage import study_names
+
+        raise SiameseInputError(
+            f"--study {name!r}: no such study in {url}; found {study_names(storage) or 'none'}"
+        ) from None
+    return _parse(name, storage.get_study_user_attrs(study_id).get(ATTR))
+
+
+def write_setup(study: optuna.Study, setup: StudySetup) -> None:
+    study.set_user_attr(ATTR, asdict(setup))

@@ -1,0 +1,227 @@
+"""The search facade: `run_search(request, tracker)` creates or resumes a study, runs its
+trials (in this process or in local worker processes) and returns the study's report.
+
+Everything the `search` command does lives here, so that a notebook, a test or another
+program runs a search the same way the command line does.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import optuna
+
+from search.progress import Progress
+from search.report import StudyReport, build_report, save_figures
+from search.setup import StudySetup, make_pruner, make_sampler, read_stored_setup, write_setup
+from search.space import SPACE_PARAMS, SearchSpace, contains_original
+from search.storage import StaleTrialHandler, open_storage, study_exists
+from search.workers import WorkerSpec, check_parent_run, run_local_workers, run_trials
+from siamese.config import SEED_PRESET, TrainConfig
+from siamese.errors import SiameseInputError
+from tracking.base import Tracker
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    study_name: str
+    base: TrainConfig
+    space: SearchSpace
+    storage_url: str
+    home: Path
+    trials: int = 12
+    sampler: str = "tpe"
+    pruner: str = "median"
+    timeout: float | None = None
+    # One entry per worker: None = this process's device; several = local worker processes.
+    devices: tuple[str | None, ...] = (None,)
+    baseline: bool = True
+    # The MLflow store the user named (None: the home folder's); recorded in the study.
+    tracking_uri: str | None = None
+    experiment: str = "siamese-lab"
+
+
+@dataclass(frozen=True)
+class OpenedStudy:
+    """What `run_search` tells its caller before the first trial starts."""
+
+    name: str
+    storage_url: str
+    existed: bool
+    setup: StudySetup
+    workers: int
+    trials: int
+    tracking_uri: str | None  # where the runs go (None: not tracked)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    study_name: str
+    storage_url: str
+    existed: bool
+    parent_run_id: str | None
+    tracking_uri: str | None  # where the runs went (None: not tracked)
+    report: StudyReport
+    setup: StudySetup = field(repr=False)
+
+
+# Makes the tracker for a study from the MLflow URI the study recorded (None: the user's or
+# the home folder's store); returns None when the search is not tracked.
+TrackerFactory = Callable[[str | None], Tracker | None]
+
+
+def run_search(
+    request: SearchRequest,
+    make_tracker: TrackerFactory,
+    progress: Progress,
+    on_open: Callable[[OpenedStudy], None] = lambda _: None,
+) -> SearchResult:
+    """Create or resume the study, run `request.trials` more trials, report. A resumed
+    study keeps its stored space, base config and MLflow store."""
+    _check_storage(request)
+    stale = StaleTrialHandler()
+    storage = open_storage(request.storage_url, stale)
+    name = request.study_name
+    existed = study_exists(storage, name)
+    setup = (
+        read_stored_setup(storage, name, request.storage_url) if existed else _new_setup(request)
+    )
+    tracker = stale.tracker = make_tracker(setup.tracking_uri)
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=make_sampler(setup.sampler, setup.seed, 0),
+        pruner=make_pruner(setup.pruner, int(setup.base["epochs"])),
+    )
+    parent = _parent_run(tracker, study, setup)
+    if not existed and request.baseline and request.trials > 0:
+        _enqueue_baseline(study, request.space)
+    target = _started(study) + request.trials  # queued (WAITING) trials are part of the new
+    setup = replace(setup, parent_run_id=parent, target_trials=target)
+    write_setup(study, setup)
+    tracking_uri = tracker.uri if tracker is not None else None
+    workers, trials = len(request.devices), request.trials
+    on_open(OpenedStudy(name, request.storage_url, existed, setup, workers, trials, tracking_uri))
+    if tracker is None or parent is None:
+        _run_workers(request, study, setup, progress, tracker)
+        report = build_report(study)
+    else:
+        from tracking import final_status
+
+        with final_status(tracker, parent):
+            try:
+                _run_workers(request, study, setup, progress, tracker)
+            finally:
+                report = build_report(study)
+                _finish_parent(tracker, parent, study, report)
+    return SearchResult(
+        study.study_name,
+        request.storage_url,
+        existed,
+        parent,
+        tracker.uri if tracker is not None else None,
+        report,
+        setup,
+    )
+
+
+def _check_storage(request: SearchRequest) -> None:
+    jobs = len(request.devices)
+    if jobs > 1 and request.storage_url.startswith("sqlite"):
+        raise SiameseInputError(
+            f"--storage {request.storage_url}: SQLite is not safe for {jobs} parallel writers; "
+            "use journal:PATH or postgresql://..."
+        )
+
+
+def _new_setup(request: SearchRequest) -> StudySetup:
+    return StudySetup(
+        base=request.base.to_dict(),
+        space=asdict(request.space),
+        sampler=request.sampler,
+        pruner=request.pruner,
+        seed=request.base.seed,
+        tracking_uri=request.tracking_uri,
+        experiment=request.experiment,
+        parent_run_id=None,
+        target_trials=None,
+    )
+
+
+def _parent_run(tracker: Tracker | None, study: optuna.Study, setup: StudySetup) -> str | None:
+    """The study's MLflow run, which every trial's run nests under; reopened on a resume."""
+    if tracker is None:
+        return setup.parent_run_id
+    if setup.parent_run_id is not None:
+        check_parent_run(tracker, study.study_name, setup.parent_run_id)
+        tracker.reopen_run(setup.parent_run_id)
+        return setup.parent_run_id
+    space = setup.search_space()
+    base = setup.base_config(None).flat()
+    params: dict[str, object] = {"sampler": setup.sampler, "pruner": setup.pruner}
+    params["seed"] = setup.seed
+    params.update({f"space.{k}": v for k, v in space.describe().items()})
+    params.update({f"base.{k}": v for k, v in base.items() if k not in SPACE_PARAMS})
+    tags = {"optuna.study": study.study_name, "siamese_lab.kind": "study"}
+    return tracker.start_run(study.study_name, params, tags)
+
+
+def _enqueue_baseline(study: optuna.Study, space: SearchSpace) -> None:
+    """Trial 0 of a new study is the original failing network, when the space holds it: a
+    known failure for the report to place on its map."""
+    original = {k: v for k, v in SEED_PRESET.items() if k in SPACE_PARAMS}
+    if contains_original(space, original):
+        note = {"baseline": "the original network (--preset seed)"}
+        study.enqueue_trial(original, user_attrs=note)
+
+
+def _started(study: optuna.Study) -> int:
+    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    return len(study.trials) - len(waiting)
+
+
+def _run_workers(
+    request: SearchRequest,
+    study: optuna.Study,
+    setup: StudySetup,
+    progress: Progress,
+    tracker: Tracker | None,
+) -> None:
+    if setup.target_trials is not None and _started(study) >= setup.target_trials:
+        return  # --trials 0: create or update the study only
+    specs = [
+        WorkerSpec(
+            study.study_name,
+            request.storage_url,
+            request.home,
+            device,
+            index,
+            timeout=request.timeout,
+            tracking_uri=request.tracking_uri,
+            track=tracker is not None,
+        )
+        for index, device in enumerate(request.devices)
+    ]
+    if len(specs) > 1:
+        run_local_workers(specs)
+        return
+    run_trials(study, setup, specs[0], progress, tracker)
+
+
+def _finish_parent(tracker: Tracker, run_id: str, study: optuna.Study, report: StudyReport) -> None:
+    tracker.log_text(run_id, report.markdown(), "report.md")
+    tracker.log_text(run_id, json.dumps(report.to_dict(), indent=2, default=str), "report.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        for figure in save_figures(study, Path(tmp)):
+            tracker.log_artifact(run_id, figure, "figures")
+    if report.best:
+        best = {"best_val_auc": float(report.best["value"])}
+        tracker.log_metrics(run_id, best, step=report.n_trials)
+    counts = ", ".join(f"{k}: {v}" for k, v in report.diagnoses.items())
+    tracker.set_tags(run_id, {"diagnosis.counts": counts[:4000]})

@@ -1,0 +1,164 @@
+"""Running a study's trials: in this process, in N local worker processes (multiprocessing,
+spawn), or as one worker of many joining over a shared storage. Every way ends in the same
+function, `run_trials`, with the study opened once in the process that runs it."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+
+from search.objective import Objective
+from search.progress import Progress
+from search.setup import StudySetup, make_pruner, make_sampler, read_stored_setup
+from search.storage import StaleTrialHandler, open_storage
+from siamese import prepare_data
+from siamese.errors import SiameseInputError
+from siamese.train import resolve_device
+from tracking.base import Tracker
+
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# How long a stopped worker may take to end its run KILLED before it is killed outright.
+STOP_GRACE_S = 60
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One worker's share of a study: everything a fresh process needs (it is pickled)."""
+
+    study_name: str
+    storage_url: str
+    home: Path
+    device: str | None = None
+    worker_index: int = 0
+    n_trials: int | None = None
+    timeout: float | None = None
+    tracking_uri: str | None = None
+    track: bool = True
+
+
+def run_trials(
+    study: optuna.Study,
+    setup: StudySetup,
+    spec: WorkerSpec,
+    progress: Progress,
+    tracker: Tracker | None,
+) -> None:
+    """Optimize `study` (already opened with its sampler and pruner) until the study's target,
+    this worker's --trials or --timeout. A crashed or diverged trial is recorded; it goes on."""
+    base = setup.base_config(spec.device)
+    progress.total = setup.target_trials
+    objective = Objective(
+        base=base,
+        space=setup.search_space(),
+        data=prepare_data(base.data),
+        checkpoint_root=spec.home / "checkpoints" / spec.study_name,
+        study_name=spec.study_name,
+        tracker=tracker,
+        parent_run_id=setup.parent_run_id,
+        device=str(resolve_device(base.device)),
+        progress=progress,
+    )
+    callbacks: list[Any] = [progress]
+    if setup.target_trials is not None:
+        target = optuna.study.MaxTrialsCallback(setup.target_trials, states=FINISHED_STATES)
+        callbacks.append(target)
+    study.optimize(
+        objective,
+        n_trials=spec.n_trials,
+        timeout=spec.timeout,
+        callbacks=callbacks,
+        catch=(Exception,),
+    )
+
+
+def open_for_worker(
+    storage: optuna.storages.BaseStorage, setup: StudySetup, name: str, worker: int
+) -> optuna.Study:
+    """The study with this worker's own sampler and the study's pruner."""
+    return optuna.load_study(
+        study_name=name,
+        storage=storage,
+        sampler=make_sampler(setup.sampler, setup.seed, worker),
+        pruner=make_pruner(setup.pruner, int(setup.base["epochs"])),
+    )
+
+
+def join_study(
+    spec: WorkerSpec, console: Console, make_tracker: Callable[[str | None], Tracker | None]
+) -> None:
+    """A worker that starts from the storage alone: `siamese-lab worker`, or a local child.
+    `make_tracker` gets the MLflow URI the study recorded."""
+    stale = StaleTrialHandler()
+    storage = open_storage(spec.storage_url, stale)
+    setup = read_stored_setup(storage, spec.study_name, spec.storage_url)
+    tracker = stale.tracker = make_tracker(setup.tracking_uri)
+    if tracker is not None and setup.parent_run_id is not None:
+        check_parent_run(tracker, spec.study_name, setup.parent_run_id)
+    study = open_for_worker(storage, setup, spec.study_name, spec.worker_index)
+    run_trials(study, setup, spec, Progress(console, setup.target_trials), tracker)
+
+
+def check_parent_run(tracker: Tracker, study_name: str, parent: str) -> None:
+    """A worker on another machine, left on its own embedded store, would log its trials
+    under a parent run that is not there, where nobody looks for them."""
+    try:
+        tracker.get_run(parent)
+    except SiameseInputError as exc:
+        raise SiameseInputError(
+            f"study {study_name!r} logs its trials under MLflow run {parent}, which this process "
+            f"cannot find in {tracker.uri}; point it at the study's MLflow server (--tracking-uri "
+            "or MLFLOW_TRACKING_URI), or add --no-track"
+        ) from exc
+
+
+def _child_main(spec: WorkerSpec) -> None:
+    """A local worker process: the same `join_study` as on another machine."""
+    from search.env import LabEnv
+
+    def make_tracker(recorded_uri: str | None) -> Tracker | None:
+        env = LabEnv(spec.home, spec.tracking_uri)
+        return env.tracker(recorded_uri) if spec.track else None
+
+    try:
+        join_study(spec, Console(soft_wrap=True), make_tracker)
+    except KeyboardInterrupt:  # stopped by the parent: its run already ended KILLED
+        sys.exit(130)
+    except SiameseInputError as exc:
+        print(f"worker {spec.worker_index}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+class WorkersFailed(RuntimeError):
+    """Some local worker processes ended with an error."""
+
+
+def run_local_workers(specs: list[WorkerSpec]) -> None:
+    """Start one spawned process per spec and wait; Ctrl-C or SIGTERM here stops them all
+    (each ends its running trial's run KILLED)."""
+    context = multiprocessing.get_context("spawn")  # no fork: torch and SQLite handles
+    processes = [
+        context.Process(target=_child_main, args=(spec,), name=f"worker-{spec.worker_index}")
+        for spec in specs
+    ]
+    for process in processes:
+        process.start()
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        for process in processes:
+            process.terminate()  # SIGTERM: the child turns it into an interruption
+        for process in processes:
+            process.join(STOP_GRACE_S)
+        raise
+    failed = [p.exitcode for p in processes if p.exitcode != 0]
+    if failed:
+        raise WorkersFailed(f"{len(failed)} worker process(es) failed with exit codes {failed}")
