@@ -4,14 +4,14 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from search.cli import cli
 
 SMALL = ["--train-pairs", "256", "--val-pairs", "128", "--device", "cpu", "--no-track"]
 
 
-def _train(home: Path, *args: str):  # type: ignore[no-untyped-def]
+def _train(home: Path, *args: str) -> Result:
     return CliRunner().invoke(cli, ["train", "--home", str(home), *SMALL, *args])
 
 

@@ -16,6 +16,9 @@ from click.testing import CliRunner
 from search.cli import cli
 from search.storage import open_storage
 
+# Several processes, a PostgreSQL server and kill -9: CI runs these (`-m slow`).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 KILLED_TRIAL_EPOCHS = 30
 TINY = ["--device", "cpu", "--train-pairs", "128", "--val-pairs", "64", "--pruner", "none"]
@@ -56,14 +59,36 @@ def _worker(
         storage,
         *extra,
     ]
-    return subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def test_two_processes_on_a_journal_share_trials_and_lose_none(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    result = CliRunner().invoke(cli, ["search", "--home", str(home), "--study", "j", "--jobs", "2",
-                                      "--trials", "4", "--epochs", "1", *TINY, "--json"])  # fmt: skip
+    result = CliRunner().invoke(
+        cli,
+        [
+            "search",
+            "--home",
+            str(home),
+            "--study",
+            "j",
+            "--jobs",
+            "2",
+            "--trials",
+            "4",
+            "--epochs",
+            "1",
+            *TINY,
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     study = optuna.load_study(
         study_name="j", storage=open_storage(f"journal:{home / 'optuna-journal.log'}")
@@ -82,8 +107,20 @@ def test_two_processes_on_a_journal_share_trials_and_lose_none(tmp_path: Path) -
 
 
 def test_sqlite_refuses_parallel_writers(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["search", "--home", str(tmp_path), "--jobs", "2",
-                                      "--storage", f"sqlite:///{tmp_path / 'x.db'}", "--trials", "1"])  # fmt: skip
+    result = CliRunner().invoke(
+        cli,
+        [
+            "search",
+            "--home",
+            str(tmp_path),
+            "--jobs",
+            "2",
+            "--storage",
+            f"sqlite:///{tmp_path / 'x.db'}",
+            "--trials",
+            "1",
+        ],
+    )
     assert result.exit_code == 2 and "not safe" in result.output
 
 

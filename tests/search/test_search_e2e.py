@@ -1,7 +1,10 @@
 """A small real search on the CPU: Optuna and MLflow must agree on every trial."""
 
+from __future__ import annotations
+
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import pytest
@@ -10,6 +13,12 @@ from click.testing import CliRunner
 from search.cli import cli
 from search.storage import open_storage
 from tracking import embedded_target
+
+if TYPE_CHECKING:
+    from tracking.mlflow_tracker import MlflowTracker
+
+# A real search with tracking end to end (~30 s): CI runs it.
+pytestmark = pytest.mark.slow
 
 TINY = [
     "--epochs",
@@ -26,7 +35,7 @@ TINY = [
 GOOD = {"lr": 1e-3, "optimizer": "adam", "head": "abs", "dropout": 0.0}
 
 
-def invoke(home: Path, *args: str):  # type: ignore[no-untyped-def]
+def invoke(home: Path, *args: str) -> dict[str, Any]:
     result = CliRunner().invoke(
         cli, ["search", "--home", str(home), "--study", "t", *TINY, "--json", *args]
     )
@@ -41,7 +50,7 @@ def load(home: Path) -> optuna.Study:
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:  # type: ignore[type-arg]
+def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     home = tmp_path_factory.mktemp("home")
     invoke(home, "--trials", "0")  # creates the study, runs nothing
     study = load(home)
@@ -56,13 +65,13 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:  # 
     return home, invoke(home, "--trials", "5")
 
 
-def _tracker(home: Path):  # type: ignore[no-untyped-def]
+def _tracker(home: Path) -> MlflowTracker:
     from tracking.mlflow_tracker import MlflowTracker
 
     return MlflowTracker(embedded_target(home))
 
 
-def test_every_trial_is_one_nested_run(searched: tuple[Path, dict]) -> None:  # type: ignore[type-arg]
+def test_every_trial_is_one_nested_run(searched: tuple[Path, dict[str, Any]]) -> None:
     home, summary = searched
     study, tracker = load(home), _tracker(home)
     trials = study.get_trials()
@@ -77,7 +86,7 @@ def test_every_trial_is_one_nested_run(searched: tuple[Path, dict]) -> None:  # 
         assert run.status != "RUNNING"
 
 
-def test_states_and_statuses(searched: tuple[Path, dict]) -> None:  # type: ignore[type-arg]
+def test_states_and_statuses(searched: tuple[Path, dict[str, Any]]) -> None:
     home, _ = searched
     study, tracker = load(home), _tracker(home)
     by_number = {t.number: t for t in study.get_trials()}
@@ -95,11 +104,14 @@ def test_states_and_statuses(searched: tuple[Path, dict]) -> None:  # type: igno
     steps = [s for s, _ in tracker.metric_history(pruned_run.run_id, "val_auc")]
     assert steps == sorted(seed_like.intermediate_values) and len(steps) < 3
     good = by_number[0]
-    assert good.state == optuna.trial.TrialState.COMPLETE and good.value > 0.6
+    assert good.state == optuna.trial.TrialState.COMPLETE
+    assert good.value is not None and good.value > 0.6
     assert len(tracker.metric_history(good.user_attrs["mlflow_run_id"], "val_auc")) == 3
 
 
-def test_parent_run_carries_the_report(searched: tuple[Path, dict], tmp_path: Path) -> None:  # type: ignore[type-arg]
+def test_parent_run_carries_the_report(
+    searched: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
     home, summary = searched
     tracker = _tracker(home)
     parent = tracker.get_run(summary["parent_run_id"])
@@ -112,7 +124,7 @@ def test_parent_run_carries_the_report(searched: tuple[Path, dict], tmp_path: Pa
     assert report["best"]["number"] in (0, 1, 2)
 
 
-def test_report_command_and_promote_study(searched: tuple[Path, dict]) -> None:  # type: ignore[type-arg]
+def test_report_command_and_promote_study(searched: tuple[Path, dict[str, Any]]) -> None:
     home, _ = searched
     result = CliRunner().invoke(cli, ["report", "--study", "t", "--home", str(home)])
     assert (
@@ -123,7 +135,7 @@ def test_report_command_and_promote_study(searched: tuple[Path, dict]) -> None: 
     assert json.loads(promoted.stdout)["promoted"]
 
 
-def test_resume_adds_trials_to_the_same_study(searched: tuple[Path, dict]) -> None:  # type: ignore[type-arg]
+def test_resume_adds_trials_to_the_same_study(searched: tuple[Path, dict[str, Any]]) -> None:
     home, first = searched
     again = invoke(home, "--trials", "1")
     assert again["parent_run_id"] == first["parent_run_id"]
@@ -138,10 +150,13 @@ def test_failure_map_names_the_failing_regions() -> None:
         verdict = "converged" if label == "converged" else "failed"
         return optuna.trial.create_trial(
             params={"lr": lr, "head": head},
-            distributions={"lr": optuna.distributions.FloatDistribution(1e-6, 1e-1, log=True),
-                           "head": optuna.distributions.CategoricalDistribution(["relu2", "sq"])},
-            value=0.5, user_attrs={"diagnosis": label, "verdict": verdict},
-        )  # fmt: skip
+            distributions={
+                "lr": optuna.distributions.FloatDistribution(1e-6, 1e-1, log=True),
+                "head": optuna.distributions.CategoricalDistribution(["relu2", "sq"]),
+            },
+            value=0.5,
+            user_attrs={"diagnosis": label, "verdict": verdict},
+        )
 
     trials = [trial(i, 2e-6, "sq", "stalled") for i in range(4)]
     trials += [trial(i, 1e-3, "relu2", "collapsed") for i in range(3)]

@@ -3,9 +3,13 @@ trials would land, orphaned, in a store nobody looks at."""
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from search.cli import cli
+
+# Two homes, a search and a worker in one test: CI runs it.
+pytestmark = pytest.mark.slow
 
 TINY = ["--epochs", "1", "--train-pairs", "64", "--val-pairs", "32", "--device", "cpu"]
 
@@ -14,9 +18,20 @@ def test_a_worker_on_its_own_embedded_store_is_told_to_use_the_studys(tmp_path: 
     machine_a, machine_b = tmp_path / "a", tmp_path / "b"
     storage = f"sqlite:///{machine_a / 'shared-study.db'}"
     created = CliRunner().invoke(
-        cli, ["search", "--home", str(machine_a), "--study", "s", "--storage", storage,
-              "--trials", "0", *TINY],
-    )  # fmt: skip
+        cli,
+        [
+            "search",
+            "--home",
+            str(machine_a),
+            "--study",
+            "s",
+            "--storage",
+            storage,
+            "--trials",
+            "0",
+            *TINY,
+        ],
+    )
     assert created.exit_code == 0, created.output
     joined = CliRunner().invoke(
         cli, ["worker", "--home", str(machine_b), "--study", "s", "--storage", storage]
@@ -25,7 +40,19 @@ def test_a_worker_on_its_own_embedded_store_is_told_to_use_the_studys(tmp_path: 
     assert "logs its trials under MLflow run" in joined.output
     assert "--tracking-uri" in joined.output and "--no-track" in joined.output
     with_store = CliRunner().invoke(
-        cli, ["worker", "--home", str(machine_b), "--study", "s", "--storage", storage,
-              "--tracking-uri", f"sqlite:///{machine_a / 'mlflow.db'}", "--trials", "1"],
-    )  # fmt: skip
+        cli,
+        [
+            "worker",
+            "--home",
+            str(machine_b),
+            "--study",
+            "s",
+            "--storage",
+            storage,
+            "--tracking-uri",
+            f"sqlite:///{machine_a / 'mlflow.db'}",
+            "--trials",
+            "1",
+        ],
+    )
     assert with_store.exit_code == 0, with_store.output

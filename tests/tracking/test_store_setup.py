@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 STARTER = """
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ tracker.end_run(run_id, "FINISHED")
 """
 
 
+@pytest.mark.slow
 def test_processes_starting_at_once_share_one_store(tmp_path: Path) -> None:
     home = tmp_path / "home"
     processes = [

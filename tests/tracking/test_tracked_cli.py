@@ -1,5 +1,7 @@
 """`train`, `diagnose`, `promote` and `predict` against a real MLflow SQLite store."""
 
+from __future__ import annotations
+
 import json
 import os
 import signal
@@ -8,15 +10,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from PIL import Image
 
 from search.cli import cli
 from siamese.train import load_checkpoint
 from tracking import embedded_target
+
+if TYPE_CHECKING:
+    from tracking.mlflow_tracker import MlflowTracker
 
 SMALL = ["--train-pairs", "384", "--val-pairs", "192", "--device", "cpu", "--epochs", "3"]
 PER_EPOCH = (
@@ -30,11 +36,11 @@ PER_EPOCH = (
 )
 
 
-def invoke(*args: str):  # type: ignore[no-untyped-def]
+def invoke(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args))
 
 
-def train_json(home: Path, *args: str) -> dict:  # type: ignore[type-arg]
+def train_json(home: Path, *args: str) -> dict[str, Any]:
     result = invoke("train", "--home", str(home), *SMALL, "--json", *args)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
@@ -46,23 +52,25 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def good_run(home: Path) -> dict:  # type: ignore[type-arg]
+def good_run(home: Path) -> dict[str, Any]:
     return train_json(home)
 
 
 @pytest.fixture(scope="module")
-def seed_run(home: Path) -> dict:  # type: ignore[type-arg]
+def seed_run(home: Path) -> dict[str, Any]:
     return train_json(home, "--preset", "seed", "--epochs", "2")
 
 
 @pytest.fixture(scope="module")
-def tracker(home: Path):  # type: ignore[no-untyped-def]
+def tracker(home: Path) -> MlflowTracker:
     from tracking.mlflow_tracker import MlflowTracker
 
     return MlflowTracker(embedded_target(home))
 
 
-def test_every_epoch_of_every_metric_is_logged(good_run: dict, tracker) -> None:  # type: ignore[no-untyped-def,type-arg]
+def test_every_epoch_of_every_metric_is_logged(
+    good_run: dict[str, Any], tracker: MlflowTracker
+) -> None:
     run_id = good_run["run_id"]
     for key in PER_EPOCH:
         assert [step for step, _ in tracker.metric_history(run_id, key)] == [1, 2, 3], key
@@ -70,7 +78,7 @@ def test_every_epoch_of_every_metric_is_logged(good_run: dict, tracker) -> None:
     assert aucs == pytest.approx([r["val_auc"] for r in good_run["history"]["records"]])
 
 
-def test_params_tags_and_status(good_run: dict, tracker) -> None:  # type: ignore[no-untyped-def,type-arg]
+def test_params_tags_and_status(good_run: dict[str, Any], tracker: MlflowTracker) -> None:
     run = tracker.get_run(good_run["run_id"])
     assert run.status == "FINISHED"
     assert (
@@ -84,8 +92,8 @@ def test_params_tags_and_status(good_run: dict, tracker) -> None:  # type: ignor
 
 
 def test_artifacts_are_there_and_the_checkpoint_loads(
-    good_run: dict, tracker, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def,type-arg]
+    good_run: dict[str, Any], tracker: MlflowTracker, tmp_path: Path
+) -> None:
     run_id = good_run["run_id"]
     artifacts = tracker.list_artifacts(run_id)
     for expected in (
@@ -105,14 +113,16 @@ def test_artifacts_are_there_and_the_checkpoint_loads(
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_a_failed_run_has_its_verdict_and_no_model(seed_run: dict, tracker) -> None:  # type: ignore[no-untyped-def,type-arg]
+def test_a_failed_run_has_its_verdict_and_no_model(
+    seed_run: dict[str, Any], tracker: MlflowTracker
+) -> None:
     run = tracker.get_run(seed_run["run_id"])
     assert run.status == "FINISHED"  # training ended; the verdict is the result
     assert run.tags["diagnosis.verdict"] == "failed" and "collapsed" in run.tags["diagnosis.label"]
     assert seed_run["model_uri"] is None
 
 
-def test_diagnose_reads_the_verdict_back(seed_run: dict, home: Path) -> None:  # type: ignore[type-arg]
+def test_diagnose_reads_the_verdict_back(seed_run: dict[str, Any], home: Path) -> None:
     result = invoke("diagnose", seed_run["run_id"], "--home", str(home))
     assert result.exit_code == 0, result.output
     assert (
@@ -131,9 +141,31 @@ def test_diagnose_unknown_run_is_bad_input(home: Path) -> None:
     assert result.exit_code == 2 and "0123456789abcdef" in result.output
 
 
-def test_promoting_a_collapsed_run_is_refused(seed_run: dict, home: Path) -> None:  # type: ignore[type-arg]
+def test_promoting_a_collapsed_run_is_refused(seed_run: dict[str, Any], home: Path) -> None:
     result = invoke("promote", "--run", seed_run["run_id"], "--home", str(home))
     assert result.exit_code == 2 and "only a converged run" in result.output
+
+
+def test_diagnose_and_promote_take_the_first_characters_of_a_run_id(
+    seed_run: dict[str, Any], home: Path
+) -> None:
+    prefix = seed_run["run_id"][:8]
+    result = invoke("diagnose", prefix, "--home", str(home))
+    assert result.exit_code == 0, result.output
+    assert f"run {seed_run['run_id']} (" in result.output and "FAILED TO CONVERGE" in result.output
+    as_json = json.loads(invoke("diagnose", prefix.upper(), "--home", str(home), "--json").stdout)
+    assert as_json["run_id"] == seed_run["run_id"]
+    # refused by the diagnosis gate, which reads the run: the prefix found it
+    refused = invoke("promote", "--run", prefix, "--home", str(home))
+    assert refused.exit_code == 2, refused.output
+    assert "only a converged run" in refused.output and seed_run["run_id"] in refused.output
+
+
+def test_a_run_id_too_short_to_be_a_prefix_is_bad_input(
+    seed_run: dict[str, Any], home: Path
+) -> None:
+    result = invoke("diagnose", seed_run["run_id"][:5], "--home", str(home))
+    assert result.exit_code == 2 and "expected a run id" in result.output
 
 
 def _digit_png(folder: Path, index: int) -> Path:
@@ -146,8 +178,8 @@ def _digit_png(folder: Path, index: int) -> Path:
 
 
 def test_promote_alias_and_predict_round_trip(
-    good_run: dict, home: Path, tmp_path: Path, tracker
-) -> None:  # type: ignore[no-untyped-def,type-arg]
+    good_run: dict[str, Any], home: Path, tmp_path: Path, tracker: MlflowTracker
+) -> None:
     result = invoke(
         "promote", "--run", good_run["run_id"], "--name", "digits", "--home", str(home), "--json"
     )
@@ -194,7 +226,7 @@ def test_promote_alias_and_predict_round_trip(
     assert batch.exit_code == 0 and len(batch.output.strip().splitlines()) == 2
 
 
-def test_challenger_must_beat_the_champion(good_run: dict, home: Path) -> None:  # type: ignore[type-arg]
+def test_challenger_must_beat_the_champion(good_run: dict[str, Any], home: Path) -> None:
     invoke("promote", "--run", good_run["run_id"], "--name", "gate", "--home", str(home))
     weaker = train_json(home, "--epochs", "1", "--lr", "3e-4")
     if not weaker["model_uri"]:
@@ -251,14 +283,35 @@ def test_unreachable_server_fails_fast_with_a_clear_line(tmp_path: Path) -> None
     assert time.monotonic() - started < 60
 
 
+@pytest.mark.slow
 def test_sigterm_marks_the_run_killed_and_keeps_the_checkpoint(tmp_path: Path) -> None:
     from tracking.mlflow_tracker import MlflowTracker
 
     home = tmp_path / "home"
-    command = [sys.executable, "-m", "search.cli", "train", "--home", str(home), "--device", "cpu",
-               "--epochs", "200", "--train-pairs", "128", "--val-pairs", "64"]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               cwd=Path(__file__).resolve().parents[2], env={**os.environ})  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "search.cli",
+        "train",
+        "--home",
+        str(home),
+        "--device",
+        "cpu",
+        "--epochs",
+        "200",
+        "--train-pairs",
+        "128",
+        "--val-pairs",
+        "64",
+    ]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ},
+    )
     try:
         deadline = time.monotonic() + 120
         while not list((home / "checkpoints").glob("*/last.pt")) and time.monotonic() < deadline:
@@ -277,7 +330,9 @@ def test_sigterm_marks_the_run_killed_and_keeps_the_checkpoint(tmp_path: Path) -
     assert "checkpoints/last.pt" in tracker.list_artifacts(runs[0].info.run_id)
 
 
-def test_tracking_does_not_leak_the_store_into_child_processes(good_run: dict, home: Path) -> None:  # type: ignore[type-arg]
+def test_tracking_does_not_leak_the_store_into_child_processes(
+    good_run: dict[str, Any], home: Path
+) -> None:
     # MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI; a worker started later would
     # silently log to the wrong store.
     invoke("promote", "--run", good_run["run_id"], "--name", "leak", "--home", str(home))

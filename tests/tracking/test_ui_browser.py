@@ -24,6 +24,9 @@ from pathlib import Path
 
 import pytest
 
+# A real MLflow server and headless chromium: CI runs it.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACT = ROOT / "test-artifacts" / "ui-experiment.png"
 CHROMIUM = Path("/usr/bin/chromium")
