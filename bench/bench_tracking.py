@@ -77,13 +77,20 @@ def main() -> None:
     whole_logged = statistics.median(t for t, _ in logged)
     loop_plain = statistics.median(t for _, t in plain)
     loop_logged = statistics.median(t for _, t in logged)
-    print(json.dumps({
-        "epochs": args.epochs, "pairs_per_epoch": args.pairs, "rounds": args.rounds,
-        "untracked_s": round(whole_plain, 2), "tracked_s": round(whole_logged, 2),
-        "whole_run_overhead_pct": round(100 * (whole_logged / whole_plain - 1), 1),
-        "training_loop_overhead_pct": round(100 * (loop_logged / loop_plain - 1), 1),
-        "end_of_run_s": round((whole_logged - loop_logged) - (whole_plain - loop_plain), 2),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "epochs": args.epochs,
+                "pairs_per_epoch": args.pairs,
+                "rounds": args.rounds,
+                "untracked_s": round(whole_plain, 2),
+                "tracked_s": round(whole_logged, 2),
+                "whole_run_overhead_pct": round(100 * (whole_logged / whole_plain - 1), 1),
+                "training_loop_overhead_pct": round(100 * (loop_logged / loop_plain - 1), 1),
+                "end_of_run_s": round((whole_logged - loop_logged) - (whole_plain - loop_plain), 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

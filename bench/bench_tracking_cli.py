@@ -46,14 +46,20 @@ def main() -> None:
         plain.append(timed_train(home, [*run, "--no-track"]))
         tracked.append(timed_train(home, run))
     untracked_s, tracked_s = statistics.median(plain), statistics.median(tracked)
-    print(json.dumps({
-        "epochs": args.epochs, "rounds": args.rounds,
-        "untracked_s": round(untracked_s, 2), "tracked_s": round(tracked_s, 2),
-        "overhead_s": round(tracked_s - untracked_s, 2),
-        "overhead_pct": round(100 * (tracked_s / untracked_s - 1), 1),
-        "untracked_rounds_s": [round(t, 1) for t in plain],
-        "tracked_rounds_s": [round(t, 1) for t in tracked],
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "epochs": args.epochs,
+                "rounds": args.rounds,
+                "untracked_s": round(untracked_s, 2),
+                "tracked_s": round(tracked_s, 2),
+                "overhead_s": round(tracked_s - untracked_s, 2),
+                "overhead_pct": round(100 * (tracked_s / untracked_s - 1), 1),
+                "untracked_rounds_s": [round(t, 1) for t in plain],
+                "tracked_rounds_s": [round(t, 1) for t in tracked],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

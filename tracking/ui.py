@@ -35,10 +35,19 @@ def check_can_listen(host: str, port: int) -> None:
 
 def ui_command(target: TrackingTarget, host: str, port: int) -> list[str]:
     command = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", target.uri,
-        "--host", host, "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        target.uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     if target.artifact_root:
         command += ["--default-artifact-root", target.artifact_root]
     return command
