@@ -9,8 +9,9 @@ costs milliseconds, so a command's `--help` or its bad-input check never pays fo
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from siamese.lazy import lazy_attributes
 
 __version__ = "0.2.0"
 
@@ -67,10 +68,4 @@ if TYPE_CHECKING:
     from siamese.train import Callback, EpochRecord, FitResult, History, fit
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'siamese' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # looked up once
-    return value
+__getattr__ = lazy_attributes("siamese", _EXPORTS, globals())

@@ -7,8 +7,9 @@ Names load on first use (PEP 562), so `tracking.store` is cheap to import: a com
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from siamese.lazy import lazy_attributes
 
 _EXPORTS = {
     "FAILED": "tracking.base",
@@ -50,10 +51,4 @@ if TYPE_CHECKING:
     from tracking.store import TrackingTarget, TrackingUnavailable, embedded_target, resolve_target
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tracking' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes("tracking", _EXPORTS, globals())

@@ -5,7 +5,6 @@ search's closing hints point at the server instead of the empty local store."""
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -15,6 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from search.cli import cli
+from tracking.store import TrackingTarget
+from tracking.ui import ui_command
 
 # A real MLflow server in its own process: CI runs it.
 pytestmark = pytest.mark.slow
@@ -35,22 +36,8 @@ def server(tmp_path: Path) -> Iterator[str]:
     port = _free_port()
     store = tmp_path / "server"
     store.mkdir()
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{store / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(store / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
+    target = TrackingTarget(f"sqlite:///{store / 'mlflow.db'}", (store / "artifacts").as_uri())
+    command = ui_command(target, "127.0.0.1", port)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
