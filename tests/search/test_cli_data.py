@@ -5,13 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from PIL import Image
 
 from search.cli import cli
 
 
-def _run(*args: str):  # type: ignore[no-untyped-def]
+def _run(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args))
 
 
@@ -20,7 +20,7 @@ def _npz(path: Path, x: np.ndarray, y: np.ndarray) -> str:
     return f"npz:{path}"
 
 
-def _assert_bad_input(result, *needles: str) -> None:  # type: ignore[no-untyped-def]
+def _assert_bad_input(result: Result, *needles: str) -> None:
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.strip().splitlines() if line]
     assert len(lines) == 1, result.output
@@ -158,8 +158,21 @@ def test_export_writes_held_out_test_pairs_that_read_back_as_trained(tmp_path: P
 
 
 def test_export_feeds_predict(tmp_path: Path) -> None:
-    trained = _run("train", "--home", str(tmp_path), "--no-track", "--device", "cpu",
-                   "--epochs", "1", "--train-pairs", "128", "--val-pairs", "64", "--json")  # fmt: skip
+    trained = _run(
+        "train",
+        "--home",
+        str(tmp_path),
+        "--no-track",
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--train-pairs",
+        "128",
+        "--val-pairs",
+        "64",
+        "--json",
+    )
     assert trained.exit_code == 0, trained.output
     checkpoint = json.loads(trained.stdout)["checkpoints"]["best"]
     assert _run("data", "export", "--out", str(tmp_path / "s"), "--pairs", "5").exit_code == 0
@@ -168,8 +181,10 @@ def test_export_feeds_predict(tmp_path: Path) -> None:
     )
     assert scored.exit_code == 0, scored.output
     rows = json.loads(scored.stdout)["pairs"]
-    expected = [(tmp_path / "s" / left, tmp_path / "s" / right)
-                for left, right, _ in _exported_rows(tmp_path / "s")]  # fmt: skip
+    expected = [
+        (tmp_path / "s" / left, tmp_path / "s" / right)
+        for left, right, _ in _exported_rows(tmp_path / "s")
+    ]
     assert [(Path(r["left"]), Path(r["right"])) for r in rows] == expected
     assert all(0.0 <= r["p_same"] <= 1.0 for r in rows)
     truth = [int(same) for _, _, same in _exported_rows(tmp_path / "s")]
@@ -201,7 +216,9 @@ def test_export_refuses_an_existing_path(tmp_path: Path) -> None:
     assert (tmp_path / "taken" / "mine.txt").read_text() == "keep me"
 
 
-def test_an_interrupted_export_leaves_nothing(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_an_interrupted_export_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import siamese.data.export as export
 
     written: list[Path] = []

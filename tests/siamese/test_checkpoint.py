@@ -1,6 +1,9 @@
 import errno
 import os
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -68,7 +71,7 @@ def test_corrupt_checkpoint_is_rejected_naming_the_file(
 
 
 class Payload:
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Callable[[str], None], tuple[str]]:
         return (print, ("this must never run",))
 
 
@@ -88,26 +91,28 @@ def test_foreign_file_is_not_a_checkpoint(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "missing.pt")
 
 
-def _payload() -> dict:  # type: ignore[type-arg]
+def _payload() -> dict[str, Any]:
     return {"model": {}, "optimizer": {}, "epoch": 1, "config": {}, "history": {}, "rng": {}}
 
 
+# What signal.signal accepts as a handler.
+Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+SetHandler = Callable[[Handler], object]
+
+
 @pytest.fixture
-def sigint_handler():  # type: ignore[no-untyped-def]
+def sigint_handler() -> Iterator[SetHandler]:
     """Sets SIGINT's handler for one test. Python installs its KeyboardInterrupt handler only
     when SIGINT is not ignored at start-up, and a shell ignores it for background jobs."""
-    import signal
-
     previous = signal.getsignal(signal.SIGINT)
     yield lambda handler: signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGINT, previous)
 
 
-def test_an_interrupt_during_a_write_lands_after_it(tmp_path: Path, sigint_handler) -> None:  # type: ignore[no-untyped-def]
-    import os
-    import signal
-
-    from siamese.train.checkpoint import save_checkpoint, signals_deferred
+def test_an_interrupt_during_a_write_lands_after_it(
+    tmp_path: Path, sigint_handler: SetHandler
+) -> None:
+    from siamese.train.checkpoint import signals_deferred
 
     sigint_handler(signal.default_int_handler)
     finished = False
@@ -119,11 +124,10 @@ def test_an_interrupt_during_a_write_lands_after_it(tmp_path: Path, sigint_handl
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
 
 
-def test_an_ignored_interrupt_stays_ignored_after_a_write(tmp_path: Path, sigint_handler) -> None:  # type: ignore[no-untyped-def]
-    import os
-    import signal
-
-    from siamese.train.checkpoint import save_checkpoint, signals_deferred
+def test_an_ignored_interrupt_stays_ignored_after_a_write(
+    tmp_path: Path, sigint_handler: SetHandler
+) -> None:
+    from siamese.train.checkpoint import signals_deferred
 
     sigint_handler(signal.SIG_IGN)  # e.g. `nohup cmd &`: the process was told to ignore Ctrl-C
     with signals_deferred():  # raises nothing when it hands the held signal back
@@ -154,7 +158,7 @@ def test_best_is_a_second_name_for_the_epoch_just_saved_not_a_second_write(
 
 
 def test_saving_last_again_leaves_the_linked_best_as_it_was(tmp_path: Path) -> None:
-    payload = {"model": {}, "optimizer": {}, "config": {}, "history": {}, "rng": {}}
+    payload: dict[str, Any] = {"model": {}, "optimizer": {}, "config": {}, "history": {}, "rng": {}}
     save_checkpoint(tmp_path / "last.pt", {**payload, "epoch": 1})
     assert link_atomically(tmp_path / "last.pt", tmp_path / "best.pt")
     save_checkpoint(tmp_path / "last.pt", {**payload, "epoch": 2})

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -65,7 +67,7 @@ def test_digits_are_40x50_in_unit_range() -> None:
     assert data.images.min() >= 0.0 and data.images.max() <= 1.0
 
 
-def test_folder_source_reads_grayscale_and_resizes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_folder_source_reads_grayscale_and_resizes(tmp_path: Path) -> None:
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -79,26 +81,26 @@ def test_folder_source_reads_grayscale_and_resizes(tmp_path) -> None:  # type: i
     assert data.origins[0].endswith("0.png")
 
 
-def test_npz_source_scales_uint8(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_npz_source_scales_uint8(tmp_path: Path) -> None:
     x = np.full((12, 40, 50), 255, np.uint8)
     np.savez(tmp_path / "d.npz", x=x, y=np.repeat([0, 1], 6))
     data = load_source(f"npz:{tmp_path / 'd.npz'}")
     assert data.images.max() == pytest.approx(1.0) and data.class_names == ("0", "1")
 
 
-def test_a_file_that_is_not_an_npz_is_named_as_such(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_file_that_is_not_an_npz_is_named_as_such(tmp_path: Path) -> None:
     (tmp_path / "d.npz").write_text("x,y\n1,2\n")
     with pytest.raises(DataError, match=r"d\.npz: not an \.npz file"):
         load_source(f"npz:{tmp_path / 'd.npz'}")
 
 
-def test_an_empty_npz_is_missing_its_arrays(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_an_empty_npz_is_missing_its_arrays(tmp_path: Path) -> None:
     np.savez(tmp_path / "d.npz")
     with pytest.raises(DataError, match=r"missing array\(s\) \['x', 'y'\]"):
         load_source(f"npz:{tmp_path / 'd.npz'}")
 
 
-def test_an_npz_of_mixed_image_shapes_says_so(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_an_npz_of_mixed_image_shapes_says_so(tmp_path: Path) -> None:
     x = np.empty(2, dtype=object)
     x[0], x[1] = np.zeros((40, 50)), np.zeros((30, 20))
     np.savez(tmp_path / "d.npz", x=x, y=np.array([0, 1]))

@@ -2,6 +2,7 @@
 
 import math
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,7 @@ from siamese.train.history import EpochRecord, History
 GRADS = {"conv1": 0.1, "fc": 0.1, "head": 0.1}
 
 
-def rec(epoch: int, **changes: float) -> EpochRecord:
+def rec(epoch: int, **changes: Any) -> EpochRecord:
     healthy = EpochRecord(
         epoch=epoch,
         train_loss=0.6 / epoch,

@@ -1,8 +1,16 @@
 import pytest
 import torch
+from torch import nn
 
 from siamese.config import HEADS
 from siamese.model import EMBEDDING_DIM, SiameseNet
+
+
+def head_linear(model: SiameseNet) -> nn.Linear:
+    """The relu2 / logit heads' one linear layer (`Head` itself declares none)."""
+    linear = model.head.linear
+    assert isinstance(linear, nn.Linear)
+    return linear
 
 
 def test_tower_flatten_size_is_derived_from_the_input_shape() -> None:
@@ -31,7 +39,7 @@ def test_relu2_head_can_never_say_different() -> None:
     """The original bug: sigmoid(ReLU(x)) >= 0.5 whatever the weights."""
     model = SiameseNet("relu2", dropout=0.0)
     with torch.no_grad():
-        model.head.linear.bias.fill_(-5.0)
+        head_linear(model).bias.fill_(-5.0)
         probs = model.prob_same(model(torch.rand(8, 40, 50), torch.rand(8, 40, 50)))
     assert torch.allclose(probs, torch.full_like(probs, 0.5))
 
@@ -58,10 +66,10 @@ def test_each_head_says_which_outputs_sit_at_a_relu_zero(head: str) -> None:
         assert model.head.zero_output_mask(model(left, right)) is None
         return
     with torch.no_grad():
-        model.head.linear.weight.zero_()
-        model.head.linear.bias.copy_(torch.tensor([-1.0, 1.0]))  # "same" at 0, "different" not
+        head_linear(model).weight.zero_()
+        head_linear(model).bias.copy_(torch.tensor([-1.0, 1.0]))  # "same" at 0, "different" not
         dead = model.head.zero_output_mask(model(left, right))
-        model.head.linear.bias.copy_(torch.tensor([1.0, -1.0]))
+        head_linear(model).bias.copy_(torch.tensor([1.0, -1.0]))
         alive = model.head.zero_output_mask(model(left, right))
     assert dead is not None and dead.tolist() == [True] * 4
     assert alive is not None and alive.tolist() == [False] * 4

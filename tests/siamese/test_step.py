@@ -11,6 +11,7 @@ from siamese.model import build_model
 from siamese.train.device_data import DeviceData
 from siamese.train.evaluate import evaluate
 from siamese.train.step import StepRunner, layer_names, make_optimizer
+from tests.siamese.test_model import head_linear
 
 LAYERS = ["conv1", "conv2", "conv3", "conv4", "fc", "head"]
 
@@ -62,7 +63,7 @@ def test_evaluate_limits_to_the_first_pairs_and_reports_the_relu2_zero_share() -
     torch.manual_seed(0)
     model = build_model(TrainConfig(head="relu2", device="cpu"))
     with torch.no_grad():
-        model.head.linear.bias.fill_(-50.0)  # both outputs at the ReLU's 0 for every pair
+        head_linear(model).bias.fill_(-50.0)  # both outputs at the ReLU's 0 for every pair
     result = evaluate(model, _data(), limit=5)
     assert len(result.probs) == 5
     assert result.head_zero_fraction == 1.0 and result.output_std == 0.0

@@ -1,18 +1,28 @@
 """Short real training runs on the CPU."""
 
 import math
+from dataclasses import replace
+from typing import Any
 
 import pytest
 import torch
 
-from siamese import Callback, EpochRecord, History, PairData, TrainConfig, diagnose, fit
+from siamese import (
+    Callback,
+    DataConfig,
+    EpochRecord,
+    History,
+    PairData,
+    TrainConfig,
+    diagnose,
+    fit,
+)
 from siamese.config import SEED_PRESET
 
 
-def cfg(**kw: object) -> TrainConfig:
-    base = {"epochs": 3, "device": "cpu", **kw}
-    data = TrainConfig().data.__class__(train_pairs=384, val_pairs=192)
-    return TrainConfig(**base, data=data)  # type: ignore[arg-type]
+def cfg(**kw: Any) -> TrainConfig:
+    data = DataConfig(train_pairs=384, val_pairs=192)
+    return replace(TrainConfig(epochs=3, device="cpu", data=data), **kw)
 
 
 def test_a_short_run_on_digits_learns(small_data: PairData) -> None:

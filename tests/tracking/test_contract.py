@@ -1,15 +1,19 @@
 """One contract, two trackers: the in-memory twin must behave like the MLflow one."""
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+import tracking.memory as memory_module
+from siamese.errors import SiameseInputError
 from siamese.model import SiameseNet
 from siamese.scoring import PairScorer
 from tracking import FAILED, FINISHED, KILLED, InMemoryTracker, Tracker, embedded_target
+from tracking.base import MIN_RUN_ID_PREFIX
 
 
 @pytest.fixture(params=["memory", "mlflow"])
@@ -101,7 +105,97 @@ def test_log_model_returns_a_uri_and_an_artifact(tracker: Tracker) -> None:
     if uri.startswith("models:/"):
         import mlflow
 
-        with tracker.using_store():  # type: ignore[attr-defined]
+        from tracking.mlflow_tracker import MlflowTracker
+
+        assert isinstance(tracker, MlflowTracker)
+        with tracker.using_store():
             loaded = mlflow.pytorch.load_model(uri)
         pairs = torch.rand(3, 2, 40, 50)
         assert torch.allclose(loaded(pairs), scorer(pairs), atol=1e-5)
+
+
+# ---------------------------------------------------------------- run ids by prefix
+
+
+def _other_prefix(run_ids: list[str], length: int = 8) -> str:
+    """A hex prefix of `length` characters that starts none of `run_ids`."""
+    for first in "0123456789abcdef":
+        candidate = first * length
+        if not any(r.startswith(candidate) for r in run_ids):
+            return candidate
+    raise AssertionError("every candidate prefix is taken")
+
+
+def test_a_full_run_id_or_a_unique_prefix_resolves_in_any_case(tracker: Tracker) -> None:
+    run_id = tracker.start_run("r", {}, {})
+    others = [tracker.start_run(f"other-{i}", {}, {}) for i in range(2)]
+    child = tracker.start_run("trial-0", {}, {}, parent_run_id=others[0])
+    assert tracker.resolve_run_id(run_id) == run_id
+    assert tracker.resolve_run_id(f"  {run_id.upper()}\n") == run_id
+    assert tracker.resolve_run_id(run_id[:8]) == run_id
+    assert tracker.resolve_run_id(run_id[:8].upper()) == run_id
+    assert tracker.resolve_run_id(run_id[:MIN_RUN_ID_PREFIX]) == run_id
+    assert tracker.resolve_run_id(child[:8]) == child  # nested runs too
+
+
+def test_a_short_or_non_hex_run_id_is_refused(tracker: Tracker) -> None:
+    run_id = tracker.start_run("r", {}, {})
+    short = run_id[: MIN_RUN_ID_PREFIX - 1]  # a real run's, but too short to be a prefix
+    for given in (short, "", "zzzzzzzz", "run-1234", "12345678-1234-1234", "0x123456"):
+        with pytest.raises(SiameseInputError, match="expected a run id") as refused:
+            tracker.resolve_run_id(given)
+        assert repr(given) in str(refused.value)
+
+
+def test_an_unknown_prefix_is_not_found(tracker: Tracker) -> None:
+    run_ids = [tracker.start_run(f"r{i}", {}, {}) for i in range(2)]
+    unknown = _other_prefix(run_ids)
+    with pytest.raises(SiameseInputError, match="not found") as refused:
+        tracker.resolve_run_id(unknown)
+    assert repr(unknown) in str(refused.value) and tracker.uri in str(refused.value)
+
+
+def test_run_ids_starting_with_finds_each_run_by_its_own_prefix(tracker: Tracker) -> None:
+    run_ids = [tracker.start_run(f"r{i}", {}, {}) for i in range(3)]
+    tracker.end_run(run_ids[0], FAILED)  # finished runs are found too
+    for run_id in run_ids:
+        prefix = run_id[:MIN_RUN_ID_PREFIX]
+        found = tracker.run_ids_starting_with(prefix)
+        assert run_id in found and all(r.startswith(prefix) for r in found)
+        assert found == sorted(found)
+    assert tracker.run_ids_starting_with(_other_prefix(run_ids)) == []
+
+
+def _memory_tracker_with_ids(
+    monkeypatch: pytest.MonkeyPatch, run_ids: list[str]
+) -> InMemoryTracker:
+    """Run ids cannot be chosen in MLflow; in the twin they come from uuid4, patched here."""
+    chosen = iter(uuid.UUID(hex=r) for r in run_ids)
+    monkeypatch.setattr(memory_module.uuid, "uuid4", lambda: next(chosen))
+    tracker = InMemoryTracker()
+    for i in range(len(run_ids)):
+        tracker.start_run(f"r{i}", {}, {})
+    assert sorted(tracker.runs) == sorted(run_ids)
+    return tracker
+
+
+def test_a_shared_prefix_is_ambiguous_and_lists_every_match(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second = "abcdef01" + "0" * 24, "abcdef02" + "0" * 24
+    tracker = _memory_tracker_with_ids(monkeypatch, [first, second, "1" * 32])
+    with pytest.raises(SiameseInputError, match="ambiguous") as refused:
+        tracker.resolve_run_id("ABCDEF")
+    assert first in str(refused.value) and second in str(refused.value)
+    assert "1" * 32 not in str(refused.value)
+    # one more character tells them apart
+    assert tracker.resolve_run_id("abcdef01") == first
+    assert tracker.resolve_run_id("abcdef02") == second
+    assert tracker.run_ids_starting_with("abcdef") == [first, second]
+
+
+def test_run_ids_starting_with_keeps_to_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    run_ids = [f"abcdef{i:02x}" + "0" * 24 for i in range(12)]
+    tracker = _memory_tracker_with_ids(monkeypatch, run_ids)
+    assert tracker.run_ids_starting_with("abcdef", limit=3) == run_ids[:3]
+    assert len(tracker.run_ids_starting_with("abcdef")) == 10
