@@ -89,7 +89,8 @@ class StudyReport:
                 f"({best['diagnosis']}), params {best['params']}",
                 "",
             ]
-        if self.best_converged and self.best_converged is not self.best:
+        best_number = self.best["number"] if self.best else None
+        if self.best_converged and self.best_converged["number"] != best_number:
             converged = self.best_converged
             lines += [
                 f"**Best converged** #{converged['number']}: val_auc {converged['value']:.4f}",

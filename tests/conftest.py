@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -22,7 +24,7 @@ def small_data() -> PairData:
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An isolated siamese-lab home folder for CLI tests."""
     path = tmp_path / "home"
     monkeypatch.setenv("SIAMESE_LAB_HOME", str(path))

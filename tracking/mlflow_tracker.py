@@ -31,6 +31,8 @@ with warnings.catch_warnings():
 # MLflow logs its schema migrations and requirement guesses at INFO/WARNING on every start.
 logging.getLogger("mlflow").setLevel(logging.ERROR)
 
+# A run-id prefix is looked up in this many experiments at most (MLflow pages its answers).
+MAX_EXPERIMENTS = 50_000
 PAIR_SHAPE = (-1, 2, IMAGE_HEIGHT, IMAGE_WIDTH)
 
 
@@ -202,14 +204,15 @@ class MlflowTracker(Tracker):
     def run_ids_starting_with(self, prefix: str, limit: int = 10) -> list[str]:
         from mlflow.entities import ViewType
 
-        experiments = [e.experiment_id for e in self.client.search_experiments(ViewType.ALL)]
+        experiments = self.client.search_experiments(ViewType.ALL, max_results=MAX_EXPERIMENTS)
         runs = self.client.search_runs(
-            experiments,
+            [e.experiment_id for e in experiments],
             filter_string=f"attributes.run_id LIKE '{prefix}%'",  # prefix: hex digits only
             run_view_type=ViewType.ALL,
             max_results=limit,
+            order_by=["attributes.run_id ASC"],
         )
-        return sorted(r.info.run_id for r in runs)
+        return [r.info.run_id for r in runs]
 
     def run_url(self, run_id: str) -> str | None:
         if self.target.is_http:

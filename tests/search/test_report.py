@@ -280,11 +280,6 @@ def test_markdown_says_when_nothing_failed_consistently() -> None:
     assert "## Failure map" in text and "- no region of the space failed consistently" in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: StudyReport.markdown compares best and best_converged by identity; "
-    "build_report makes two dicts for the same trial, so the line is always repeated",
-)
 def test_markdown_does_not_repeat_the_best_trial_as_best_converged() -> None:
     report = build_report(study_of([trial(value=0.9, run_id="a" * 32), trial(value=0.8)]))
     assert report.best == report.best_converged
