@@ -62,13 +62,26 @@ class LabEnv:
         return self.home.joinpath("checkpoints", *parts)
 
     def default_storage_urls(self) -> tuple[str, str]:
-        """The home's study storages: SQLite for one process, a journal file for several."""
+        """Where the home's studies live: the journal file, then (for studies made before
+        0.2.0) the SQLite file a single-process search used to create."""
         root = self.home.resolve()
-        return f"sqlite:///{root / 'optuna.db'}", f"journal:{root / 'optuna-journal.log'}"
+        return f"journal:{root / 'optuna-journal.log'}", f"sqlite:///{root / 'optuna.db'}"
 
-    def study_storage_url(self, processes: int) -> str:
-        """--storage, else the home's storage fit for that many writing processes."""
+    def study_storage_url(self, processes: int = 1, study_name: str | None = None) -> str:
+        """--storage, else the home's one study storage: a journal file, safe for one process
+        and for several. A study that an older version left in the home's SQLite file stays
+        there (`processes` > 1 on it is then refused, naming the file)."""
         if self.storage_url:
             return self.storage_url
-        sqlite, journal = self.default_storage_urls()
-        return journal if processes > 1 else sqlite
+        journal, legacy = self.default_storage_urls()
+        if study_name is not None and _holds_study(legacy, study_name):
+            return legacy
+        return journal
+
+
+def _holds_study(sqlite_url: str, name: str) -> bool:
+    if not Path(sqlite_url.removeprefix("sqlite:///")).is_file():
+        return False
+    from search.storage import open_storage, study_exists  # here: importing Optuna takes a second
+
+    return study_exists(open_storage(sqlite_url), name)

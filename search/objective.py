@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 
+from search.recovery import INTERRUPTED_ATTR, OWNER_ATTR, process_token
 from search.space import SearchSpace, suggest_config
 from search.storage import RUN_ID_ATTR
 from siamese import Diagnosis, PairData, TrainConfig, diagnose, fit
@@ -60,18 +61,23 @@ class Objective:
     progress: Callback | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr(OWNER_ATTR, process_token())  # who to ask whether it still runs
         config = suggest_config(trial, self.base, self.space)
         folder = Path(
             trial.user_attrs.get(CHECKPOINT_ATTR) or self.checkpoint_root / f"trial-{trial.number}"
         )
         resume = folder / "last.pt" if (folder / "last.pt").is_file() else None
         trial.set_user_attr(CHECKPOINT_ATTR, str(folder))
-        if resume is not None:  # a retry of a trial whose worker died
+        if resume is not None:  # a retry of a trial whose worker died or was interrupted
             trial.set_user_attr("resumed_from", str(resume))
         callbacks: list[Callback] = [PruningCallback(trial)] + (
             [self.progress] if self.progress else []
         )
-        result = self._train(trial, config, callbacks, folder, resume)
+        try:
+            result = self._train(trial, config, callbacks, folder, resume)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a resumed study retries it once
+            trial.set_user_attr(INTERRUPTED_ATTR, True)
+            raise
         if result.history.stop_reason == "pruned":
             raise optuna.TrialPruned(f"pruned at epoch {len(result.history.records)}")
         best = result.history.best

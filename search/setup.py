@@ -4,11 +4,14 @@ number of trials. Samplers and pruners are made from it here."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
 
 from search.space import FloatRange, SearchSpace
 from siamese.config import TrainConfig
@@ -46,8 +49,7 @@ class StudySetup:
         )
 
 
-def make_sampler(name: str, seed: int, worker: int = 0) -> optuna.samplers.BaseSampler:
-    seed = seed + 1000 * worker  # parallel workers must not propose the same points
+def _sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
@@ -56,6 +58,54 @@ def make_sampler(name: str, seed: int, worker: int = 0) -> optuna.samplers.BaseS
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """A sampler whose randomness comes from (study seed, trial number), not from the
+    process: the storage hands out each trial number once, so two workers, or a study
+    resumed with the same seed, never draw the same random proposal; and a study re-run
+    with its seed draws the same ones. The inner sampler is made anew for each trial: the
+    samplers used here keep no state between trials that the study does not hold."""
+
+    def __init__(self, name: str, seed: int) -> None:
+        self.name, self.seed = name, seed
+        self._inner = _sampler(name, seed)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._inner = _sampler(self.name, self.seed * 1_000_003 + trial.number)
+        self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return self._inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return self._inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self._inner.after_trial(study, trial, state, values)
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    return TrialSeededSampler(name, seed)
 
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
@@ -88,6 +138,19 @@ def read_stored_setup(storage: BaseStorage, name: str, url: str) -> StudySetup:
             f"--study {name!r}: no such study in {url}; found {study_names(storage) or 'none'}"
         ) from None
     return _parse(name, storage.get_study_user_attrs(study_id).get(ATTR))
+
+
+def stored_setup(storage: BaseStorage, name: str, url: str) -> StudySetup | None:
+    """The study's setup; None for a study that does not exist yet, or that a search
+    created but never finished setting up (no setup and no trial: it starts as new)."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+    raw = storage.get_study_user_attrs(study_id).get(ATTR)
+    if raw is None and not storage.get_all_trials(study_id, deepcopy=False):
+        return None
+    return _parse(name, raw)
 
 
 def write_setup(study: optuna.Study, setup: StudySetup) -> None:

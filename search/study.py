@@ -16,11 +16,13 @@ from pathlib import Path
 import optuna
 
 from search.progress import Progress
+from search.recovery import recover_orphans, recover_process
 from search.report import StudyReport, build_report, save_figures
-from search.setup import StudySetup, make_pruner, make_sampler, read_stored_setup, write_setup
+from search.setup import StudySetup, make_pruner, make_sampler, stored_setup, write_setup
 from search.space import SPACE_PARAMS, SearchSpace, contains_original
-from search.storage import StaleTrialHandler, open_storage, study_exists
-from search.workers import WorkerSpec, check_parent_run, run_local_workers, run_trials
+from search.storage import StaleTrialHandler, open_storage
+from search.supervisor import run_local_workers
+from search.workers import WorkerSpec, check_parent_run, run_trials
 from siamese.config import SEED_PRESET, TrainConfig
 from siamese.errors import SiameseInputError
 from tracking.base import Tracker
@@ -56,6 +58,7 @@ class OpenedStudy:
     workers: int
     trials: int
     tracking_uri: str | None  # where the runs go (None: not tracked)
+    notes: tuple[str, ...] = ()  # trials recovered on the way in
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class SearchResult:
     tracking_uri: str | None  # where the runs went (None: not tracked)
     report: StudyReport
     setup: StudySetup = field(repr=False)
+    notes: tuple[str, ...] = ()  # dead workers and their recovered trials: one line each
 
 
 # Makes the tracker for a study from the MLflow URI the study recorded (None: the user's or
@@ -81,54 +85,82 @@ def run_search(
     on_open: Callable[[OpenedStudy], None] = lambda _: None,
 ) -> SearchResult:
     """Create or resume the study, run `request.trials` more trials, report. A resumed
-    study keeps its stored space, base config and MLflow store."""
+    study keeps its stored space, base config and MLflow store, and first recovers the
+    trials a dead or interrupted process left."""
     _check_storage(request)
-    stale = StaleTrialHandler()
-    storage = open_storage(request.storage_url, stale)
-    name = request.study_name
-    existed = study_exists(storage, name)
-    setup = (
-        read_stored_setup(storage, name, request.storage_url) if existed else _new_setup(request)
-    )
-    tracker = stale.tracker = make_tracker(setup.tracking_uri)
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        direction="maximize",
-        load_if_exists=True,
-        sampler=make_sampler(setup.sampler, setup.seed, 0),
-        pruner=make_pruner(setup.pruner, int(setup.base["epochs"])),
-    )
-    parent = _parent_run(tracker, study, setup)
-    if not existed and request.baseline and request.trials > 0:
-        _enqueue_baseline(study, request.space)
-    target = _started(study) + request.trials  # queued (WAITING) trials are part of the new
-    setup = replace(setup, parent_run_id=parent, target_trials=target)
-    write_setup(study, setup)
+    session = _open_study(request, make_tracker)
+    study, setup, tracker = session.study, session.setup, session.tracker
     tracking_uri = tracker.uri if tracker is not None else None
     workers, trials = len(request.devices), request.trials
-    on_open(OpenedStudy(name, request.storage_url, existed, setup, workers, trials, tracking_uri))
+    opened = OpenedStudy(
+        study.study_name,
+        request.storage_url,
+        session.existed,
+        setup,
+        workers,
+        trials,
+        tracking_uri,
+        tuple(session.notes),
+    )
+    on_open(opened)
+    parent = setup.parent_run_id
     if tracker is None or parent is None:
-        _run_workers(request, study, setup, progress, tracker)
+        notes = _run_workers(request, study, setup, progress, tracker)
         report = build_report(study)
     else:
         from tracking import final_status
 
         with final_status(tracker, parent):
             try:
-                _run_workers(request, study, setup, progress, tracker)
+                notes = _run_workers(request, study, setup, progress, tracker)
             finally:
                 report = build_report(study)
                 _finish_parent(tracker, parent, study, report)
     return SearchResult(
         study.study_name,
         request.storage_url,
-        existed,
+        session.existed,
         parent,
-        tracker.uri if tracker is not None else None,
+        tracking_uri,
         report,
         setup,
+        tuple(notes),  # the ones found on the way in went to on_open
     )
+
+
+@dataclass
+class _Session:
+    study: optuna.Study
+    setup: StudySetup
+    tracker: Tracker | None
+    existed: bool
+    notes: list[str]
+
+
+def _open_study(request: SearchRequest, make_tracker: TrackerFactory) -> _Session:
+    """The study, created or resumed, with its setup written: the MLflow store is reached
+    before anything is created, so a store that fails leaves no half-made study."""
+    stale = StaleTrialHandler()
+    storage = open_storage(request.storage_url, stale)
+    stored = stored_setup(storage, request.study_name, request.storage_url)
+    setup = stored or _new_setup(request)
+    tracker = stale.tracker = make_tracker(setup.tracking_uri)
+    study = optuna.create_study(
+        study_name=request.study_name,
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=make_sampler(setup.sampler, setup.seed),
+        pruner=make_pruner(setup.pruner, int(setup.base["epochs"])),
+    )
+    notes = recover_orphans(study, tracker) if stored else []
+    parent = _parent_run(tracker, study, setup)
+    if request.baseline and request.trials > 0 and not study.trials:
+        _enqueue_baseline(study, request.space)
+    target = _started(study) + request.trials  # queued (WAITING) trials are part of the new
+    setup = replace(setup, parent_run_id=parent, target_trials=target)
+    write_setup(study, setup)
+    return _Session(study, setup, tracker, stored is not None, notes)
 
 
 def _check_storage(request: SearchRequest) -> None:
@@ -192,9 +224,9 @@ def _run_workers(
     setup: StudySetup,
     progress: Progress,
     tracker: Tracker | None,
-) -> None:
+) -> list[str]:
     if setup.target_trials is not None and _started(study) >= setup.target_trials:
-        return  # --trials 0: create or update the study only
+        return []  # --trials 0: create or update the study only
     specs = [
         WorkerSpec(
             study.study_name,
@@ -209,9 +241,13 @@ def _run_workers(
         for index, device in enumerate(request.devices)
     ]
     if len(specs) > 1:
-        run_local_workers(specs)
-        return
+
+        def on_death(pid: int, why: str) -> list[str]:
+            return recover_process(study, pid, tracker, why)
+
+        return run_local_workers(specs, on_death)
     run_trials(study, setup, specs[0], progress, tracker)
+    return []
 
 
 def _finish_parent(tracker: Tracker, run_id: str, study: optuna.Study, report: StudyReport) -> None:

@@ -4,7 +4,6 @@ function, `run_trials`, with the study opened once in the process that runs it."
 
 from __future__ import annotations
 
-import multiprocessing
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,8 +24,6 @@ from siamese.train import resolve_device
 from tracking.base import Tracker
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-# How long a stopped worker may take to end its run KILLED before it is killed outright.
-STOP_GRACE_S = 60
 
 
 @dataclass(frozen=True)
@@ -86,7 +83,7 @@ def open_for_worker(
     return optuna.load_study(
         study_name=name,
         storage=storage,
-        sampler=make_sampler(setup.sampler, setup.seed, worker),
+        sampler=make_sampler(setup.sampler, setup.seed),
         pruner=make_pruner(setup.pruner, int(setup.base["epochs"])),
     )
 
@@ -119,7 +116,7 @@ def check_parent_run(tracker: Tracker, study_name: str, parent: str) -> None:
         ) from exc
 
 
-def _child_main(spec: WorkerSpec) -> None:
+def child_main(spec: WorkerSpec) -> None:
     """A local worker process: the same `join_study` as on another machine."""
     from search.env import LabEnv
 
@@ -134,31 +131,3 @@ def _child_main(spec: WorkerSpec) -> None:
     except SiameseInputError as exc:
         print(f"worker {spec.worker_index}: error: {exc}", file=sys.stderr)
         sys.exit(2)
-
-
-class WorkersFailed(RuntimeError):
-    """Some local worker processes ended with an error."""
-
-
-def run_local_workers(specs: list[WorkerSpec]) -> None:
-    """Start one spawned process per spec and wait; Ctrl-C or SIGTERM here stops them all
-    (each ends its running trial's run KILLED)."""
-    context = multiprocessing.get_context("spawn")  # no fork: torch and SQLite handles
-    processes = [
-        context.Process(target=_child_main, args=(spec,), name=f"worker-{spec.worker_index}")
-        for spec in specs
-    ]
-    for process in processes:
-        process.start()
-    try:
-        for process in processes:
-            process.join()
-    except KeyboardInterrupt:
-        for process in processes:
-            process.terminate()  # SIGTERM: the child turns it into an interruption
-        for process in processes:
-            process.join(STOP_GRACE_S)
-        raise
-    failed = [p.exitcode for p in processes if p.exitcode != 0]
-    if failed:
-        raise WorkersFailed(f"{len(failed)} worker process(es) failed with exit codes {failed}")

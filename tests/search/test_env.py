@@ -2,11 +2,13 @@
 
 from pathlib import Path
 
+import optuna
 import pytest
 from click.testing import CliRunner
 
 from search.cli import cli
 from search.env import LabEnv
+from search.storage import open_storage
 
 
 def test_the_home_variable_and_tracking_variable_are_read_when_asked(tmp_path: Path) -> None:
@@ -26,15 +28,23 @@ def test_tracking_target_order_user_then_study_then_home(tmp_path: Path) -> None
     assert told.tracking_target("http://recorded:5000").uri == "http://other:5000"
 
 
-def test_storage_is_the_users_else_the_homes_for_that_many_processes(tmp_path: Path) -> None:
+def test_storage_is_the_users_else_the_homes_one_journal(tmp_path: Path) -> None:
     env = LabEnv(tmp_path)
-    sqlite, journal = env.default_storage_urls()
-    assert env.study_storage_url(1) == sqlite and sqlite.startswith("sqlite:///")
-    assert env.study_storage_url(4) == journal and journal.startswith("journal:")
-    assert env.with_overrides(storage_url="postgresql://db/x").study_storage_url(4) == (
-        "postgresql://db/x"
-    )
+    journal, legacy = env.default_storage_urls()
+    assert journal.startswith("journal:") and legacy.startswith("sqlite:///")
+    assert env.study_storage_url(1) == env.study_storage_url(4) == journal
+    assert env.study_storage_url(1, "old") == journal  # no SQLite file in this home
+    told = env.with_overrides(storage_url="postgresql://db/x")
+    assert told.study_storage_url(4, "old") == "postgresql://db/x"
     assert env.with_overrides(storage_url=None) == env  # an unset flag changes nothing
+
+
+def test_a_study_left_in_the_homes_sqlite_file_stays_there(tmp_path: Path) -> None:
+    env = LabEnv(tmp_path)
+    _journal, legacy = env.default_storage_urls()
+    optuna.create_study(study_name="old", storage=open_storage(legacy))
+    assert env.study_storage_url(1, "old") == legacy
+    assert env.study_storage_url(1, "new") != legacy
 
 
 def test_home_after_the_command_wins_over_home_before_it_and_the_variable(
@@ -45,13 +55,13 @@ def test_home_after_the_command_wins_over_home_before_it_and_the_variable(
     args = ["--trials", "0", "--no-track", "--epochs", "1", "--train-pairs", "64"]
     before = runner.invoke(cli, ["--home", str(tmp_path / "before"), "search", *args])
     assert before.exit_code == 0, before.output
-    assert (tmp_path / "before" / "optuna.db").is_file()
+    assert (tmp_path / "before" / "optuna-journal.log").is_file()
     after = runner.invoke(
         cli,
         ["--home", str(tmp_path / "before"), "search", "--home", str(tmp_path / "after"), *args],
     )
     assert after.exit_code == 0, after.output
-    assert (tmp_path / "after" / "optuna.db").is_file()
+    assert (tmp_path / "after" / "optuna-journal.log").is_file()
     plain = runner.invoke(cli, ["search", *args])
     assert plain.exit_code == 0, plain.output
-    assert (tmp_path / "from-env" / "optuna.db").is_file()
+    assert (tmp_path / "from-env" / "optuna-journal.log").is_file()

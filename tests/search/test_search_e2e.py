@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from search.cli import cli
+from search.env import LabEnv
 from search.storage import open_storage
 from tracking import embedded_target
 
@@ -44,9 +45,7 @@ def invoke(home: Path, *args: str) -> dict[str, Any]:
 
 
 def load(home: Path) -> optuna.Study:
-    return optuna.load_study(
-        study_name="t", storage=open_storage(f"sqlite:///{home / 'optuna.db'}")
-    )
+    return optuna.load_study(study_name="t", storage=open_storage(LabEnv(home).study_storage_url()))
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,118 @@
+"""Trials whose process is gone: found, closed and retried once from their checkpoint.
+
+A trial records its owner (host, pid and the process's start time, so a reused pid is not
+mistaken for it). When the owner is provably gone - a local worker the parent saw die, or a
+RUNNING trial on this host whose process no longer exists - the trial is marked FAIL, its
+MLflow run KILLED, and a retry with the same parameters and checkpoint folder is queued. A
+trial stopped by Ctrl-C ends FAIL with `interrupted` set and is retried the same way when
+the study is resumed. Other hosts' trials are left to the database heartbeat.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search.storage import RUN_ID_ATTR
+from tracking.base import ERROR_TAG, KILLED, STATE_TAG, Tracker
+
+OWNER_ATTR = "owner"
+INTERRUPTED_ATTR = "interrupted"
+RETRY_OF_ATTR = "retry_of"
+# What a retry must not inherit from the trial it repeats.
+NOT_INHERITED = (OWNER_ATTR, INTERRUPTED_ATTR, RUN_ID_ATTR, "diagnosis", "verdict")
+
+
+def _start_ticks(pid: int) -> str:
+    """The process's start time since boot (Linux); '' where /proc is not there."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22 of stat, counted after the name
+
+
+def process_token(pid: int | None = None) -> str:
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+
+
+def owner_pid(token: object) -> int | None:
+    """The pid in an owner token of this host, else None."""
+    parts = str(token).split(":")
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return None
+    return int(parts[1])
+
+
+def owner_is_gone(token: object) -> bool:
+    pid = owner_pid(token)
+    if pid is None:
+        return False  # another host (or no owner recorded): not provable from here
+    return process_token(pid) != str(token) or not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def enqueue_retry(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Queue `trial` again with its parameters and checkpoint folder, unless it is itself a
+    retry or has one already: a trial is retried once."""
+    if RETRY_OF_ATTR in trial.user_attrs or _retried(study.get_trials(deepcopy=False), trial):
+        return False
+    attrs = {k: v for k, v in trial.user_attrs.items() if k not in NOT_INHERITED}
+    study.enqueue_trial(trial.params, user_attrs={**attrs, RETRY_OF_ATTR: trial.number})
+    return True
+
+
+def _retried(trials: Iterable[FrozenTrial], trial: FrozenTrial) -> bool:
+    return any(t.user_attrs.get(RETRY_OF_ATTR) == trial.number for t in trials)
+
+
+def _close_run(tracker: Tracker | None, trial: FrozenTrial, why: str) -> None:
+    run_id = trial.user_attrs.get(RUN_ID_ATTR)
+    if tracker is None or not run_id:
+        return
+    tracker.set_tags(str(run_id), {ERROR_TAG: why, STATE_TAG: "FAIL"})
+    tracker.end_run(str(run_id), KILLED)
+
+
+def recover_dead(study: optuna.Study, trial: FrozenTrial, tracker: Tracker | None, why: str) -> str:
+    """A RUNNING trial whose process is gone: FAIL, run KILLED, retried. One line back."""
+    study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    _close_run(tracker, trial, why)
+    retried = enqueue_retry(study, trial)
+    then = "retried from its checkpoint" if retried else "not retried (it was a retry)"
+    return f"trial {trial.number}: {why}; marked failed, its run KILLED, {then}"
+
+
+def recover_process(study: optuna.Study, pid: int, tracker: Tracker | None, why: str) -> list[str]:
+    """The trials a local worker process was running when it died."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    owned = [t for t in running if owner_pid(t.user_attrs.get(OWNER_ATTR)) == pid]
+    return [recover_dead(study, t, tracker, why) for t in owned]
+
+
+def recover_orphans(study: optuna.Study, tracker: Tracker | None) -> list[str]:
+    """On resume: RUNNING trials of this host whose process is gone, and interrupted
+    trials not yet retried."""
+    notes = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if owner_is_gone(trial.user_attrs.get(OWNER_ATTR)):
+            notes.append(recover_dead(study, trial, tracker, "its process is gone"))
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if trial.user_attrs.get(INTERRUPTED_ATTR) and enqueue_retry(study, trial):
+            notes.append(f"trial {trial.number}: interrupted earlier; retried from its checkpoint")
+    return notes

@@ -1,0 +1,101 @@
+"""Studies survive their processes: no parameter set runs twice, one study per name in a
+home, a half-made study finishes its setup, and a store that fails leaves nothing behind."""
+
+import socket
+from pathlib import Path
+
+import optuna
+from click.testing import CliRunner, Result
+
+from search.cli import cli
+from search.env import LabEnv
+from search.setup import make_sampler
+from search.storage import open_storage, study_exists
+
+TINY = ["--epochs", "1", "--train-pairs", "64", "--val-pairs", "32", "--device", "cpu"]
+
+
+def _search(home: Path, *args: str) -> Result:
+    return CliRunner().invoke(cli, ["search", "--home", str(home), *TINY, *args])
+
+
+def _study(home: Path, name: str) -> optuna.Study:
+    url = LabEnv(home).study_storage_url()
+    return optuna.load_study(study_name=name, storage=open_storage(url))
+
+
+def test_two_samplers_of_one_study_never_draw_the_same_point_and_a_rerun_draws_them_again() -> None:
+    def objective(trial: optuna.Trial) -> float:
+        return trial.suggest_float("lr", 1e-6, 1e-1, log=True)
+
+    storage = optuna.storages.InMemoryStorage()
+    first = optuna.create_study(study_name="s", storage=storage, sampler=make_sampler("tpe", 7))
+    second = optuna.load_study(study_name="s", storage=storage, sampler=make_sampler("tpe", 7))
+    for study in (first, second, first, second):  # two workers taking turns
+        study.optimize(objective, n_trials=1)
+    drawn = [t.params["lr"] for t in first.trials]
+    assert len(set(drawn)) == 4
+    rerun = optuna.create_study(sampler=make_sampler("tpe", 7))
+    rerun.optimize(objective, n_trials=4)
+    assert [t.params["lr"] for t in rerun.trials] == drawn
+
+
+def test_workers_and_resumes_never_repeat_a_parameter_set(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    args = ["--study", "k2", "--no-track", "--no-baseline"]
+    assert _search(home, *args, "--jobs", "2", "--trials", "3").exit_code == 0
+    resumed = _search(home, *args, "--trials", "2")
+    assert resumed.exit_code == 0, resumed.output
+    assert "resumed" in resumed.output
+    url = LabEnv(home).study_storage_url()
+    joined = CliRunner().invoke(
+        cli, ["worker", "--home", str(home), "--study", "k2", "--storage", url, "--no-track"]
+    )
+    assert joined.exit_code == 0, joined.output
+    trials = _study(home, "k2").get_trials(deepcopy=False)
+    assert len(trials) >= 6
+    keys = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(keys)) == len(keys), keys
+
+
+def test_one_home_holds_one_study_per_name_however_it_was_started(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    made = _search(home, "--study", "k2", "--jobs", "2", "--trials", "0", "--no-track")
+    assert made.exit_code == 0, made.output
+    again = _search(home, "--study", "k2", "--trials", "0", "--no-track")
+    assert again.exit_code == 0, again.output
+    assert "(resumed" in again.output
+    assert not (home / "optuna.db").exists()
+    report = CliRunner().invoke(cli, ["report", "--study", "k2", "--home", str(home)])
+    assert report.exit_code == 0, report.output
+
+
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_an_unreachable_mlflow_leaves_no_half_made_study(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    failed = _search(home, "--study", "h", "--trials", "1", "--tracking-uri", uri)
+    assert failed.exit_code == 2, failed.output
+    assert uri in failed.output and "Traceback" not in failed.output
+    storage = open_storage(LabEnv(home).study_storage_url())
+    assert not study_exists(storage, "h")
+    rerun = _search(home, "--study", "h", "--trials", "0", "--no-track")
+    assert "(new)" in rerun.output
+
+
+def test_a_study_created_but_never_set_up_starts_as_new_with_its_baseline(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    storage = open_storage(LabEnv(home).study_storage_url())
+    optuna.create_study(study_name="half", storage=storage)  # what a crash midway leaves
+    result = _search(home, "--study", "half", "--trials", "1", "--no-track")
+    assert result.exit_code == 0, result.output
+    assert "(new)" in result.output
+    first = _study(home, "half").trials[0]
+    assert first.params["head"] == "relu2" and first.params["lr"] == 1e-6  # the seed network
