@@ -107,7 +107,7 @@ def _float_range(path: Path, name: str, table: dict[str, Any], default: FloatRan
     log = bool(table.get("log", default.log))
     if not all(_is_number(v) for v in (low, high)) or not low < high or (log and low <= 0):
         raise ConfigError(
-            f"{path}: [{name}] expected numbers low < high (and low > 0 with log), got {table}"
+            f"--space {path}: [{name}] expected numbers low < high (and low > 0 with log), got {table}"
         )
     return FloatRange(float(low), float(high), log)
 
@@ -119,7 +119,7 @@ def _choices(
     bad = [c for c in chosen if c not in allowed]
     if not chosen or bad:
         raise ConfigError(
-            f"{path}: [{name}] choices {bad or chosen} not allowed; expected some of {list(allowed)}"
+            f"--space {path}: [{name}] choices {bad or chosen} not allowed; expected some of {list(allowed)}"
         )
     return tuple(chosen)
 
@@ -163,9 +163,15 @@ def load_space(path: Path | None, fixed_on_command_line: dict[str, Any]) -> Sear
     if path is None:
         return replace(default, fixed=dict(fixed_on_command_line))
     try:
-        raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"--space {path}: cannot read TOML ({exc})") from exc
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"--space {path}: not a UTF-8 text file (byte {exc.start}); expected a TOML file"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"--space {path}: cannot read ({exc.strerror or exc})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--space {path}: not valid TOML ({exc})") from exc
     unknown = set(raw) - set(SPACE_PARAMS)
     if unknown:
         raise ConfigError(

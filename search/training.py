@@ -5,13 +5,27 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from siamese import Diagnosis, PairData, TrainConfig, diagnose, fit, prepare_data
-from siamese.config import with_overrides
-from siamese.train import Callback, FitResult, load_checkpoint, resolve_device
+import torch
+
+from siamese import Diagnosis, PairData, diagnose, fit, prepare_data
+from siamese.config import TrainConfig, is_device_spec, with_overrides
+from siamese.errors import CheckpointError, ConfigError
+from siamese.scoring import (
+    CheckedCheckpoint,
+    check_payload,
+    is_torch_file,
+    read_payload,
+)
+from siamese.train import Callback, FitResult, resolve_device
 from tracking.base import Tracker
+
+# What a resume may change; every other flag is fixed by the checkpoint.
+RESUME_FLAGS = ("--epochs", "--device")
 
 
 @dataclass(frozen=True)
@@ -36,12 +50,82 @@ def new_run_name() -> str:
     return f"train-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
-def resume_request(path: Path, epochs: int | None, device: str | None) -> TrainRequest:
+def check_device(flag: str, spec: str) -> str:
+    """`spec` if this machine has that device: a missing GPU is bad input here, before any
+    study, run or folder is made (not an error in a worker, a trial or a run)."""
+    if not is_device_spec(spec):
+        raise ConfigError(f"{flag} {spec!r}: expected auto, cpu, cuda or cuda:N")
+    try:
+        resolve_device(spec)
+    except ConfigError as exc:
+        raise ConfigError(f"{flag} {str(exc).removeprefix('--device ')}") from exc
+    return spec
+
+
+def gpu_devices(devices: str) -> tuple[str, ...]:
+    """`--devices 0,1,2,3` -> ("cuda:0", ..., "cuda:3"), every one present on this machine."""
+    indices = [d.strip() for d in devices.split(",") if d.strip()]
+    if not indices or not all(d.isascii() and d.isdigit() for d in indices):
+        raise ConfigError(f"--devices {devices!r}: expected GPU indices such as 0,1,2,3")
+    for index in indices:
+        try:
+            resolve_device(f"cuda:{index}")
+        except ConfigError as exc:
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            raise ConfigError(
+                f"--devices {devices}: there is no GPU {index} here ({count} CUDA device(s)); "
+                "use --jobs N for worker processes on the CPU"
+            ) from exc
+    return tuple(f"cuda:{index}" for index in indices)
+
+
+def resume_request(
+    path: Path, epochs: int | None, device: str | None, fixed_flags: Sequence[str] = ()
+) -> TrainRequest:
     """Continue from a checkpoint: its config (only --epochs and --device may change), its
-    folder, a new run."""
-    saved = TrainConfig.from_dict(load_checkpoint(path)["config"])
-    config = with_overrides(saved, epochs=epochs, device=device)
+    folder, a new run. `fixed_flags` are the other flags the user gave: a resume cannot
+    honour them, so they are refused instead of ignored. The checkpoint is read and checked
+    whole here, before any data is loaded, any run is created or any epoch is trained."""
+    if fixed_flags:
+        raise ConfigError(
+            f"--resume {path}: {', '.join(fixed_flags)} cannot change on a resume (the "
+            f"checkpoint fixes them); only {' and '.join(RESUME_FLAGS)} can"
+        )
+    checked = _resume_point(path)  # weights that do not fit its config fail here
+    config = with_overrides(checked.config, epochs=epochs, device=device)
+    done = _epoch_reached(path, checked.payload)
+    if config.epochs <= done:
+        raise ConfigError(
+            f"--resume {path}: the checkpoint already holds epoch {done} of {config.epochs}; "
+            f"give --epochs above {done} to train on"
+        )
+    check_device("--device", config.device)
     return TrainRequest(config, path.parent, path, new_run_name())
+
+
+def _resume_point(path: Path) -> CheckedCheckpoint:
+    """The checkpoint `fit` will resume from, checked whole. When the file asked for is a
+    damaged torch file, `fit` resumes from a sound best.pt beside it (and says so): that
+    one is checked instead, and the error names the file asked for if it is unsound too."""
+    try:
+        payload = read_payload(path)
+    except CheckpointError as exc:
+        fallback = path.with_name("best.pt")
+        if fallback == path or not fallback.is_file() or not is_torch_file(path):
+            raise
+        try:
+            payload = read_payload(fallback)
+        except CheckpointError:
+            raise exc from None
+        return check_payload(fallback, payload)
+    return check_payload(path, payload)
+
+
+def _epoch_reached(path: Path, payload: dict[str, Any]) -> int:
+    try:
+        return int(payload["epoch"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: its epoch {payload['epoch']!r} is not a number") from exc
 
 
 def run_training(

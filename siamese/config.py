@@ -19,7 +19,12 @@ TASKS = ("same-class", "one-vs-rest")
 INJECTED_BUGS = ("none", "same-image")
 IMAGE_HEIGHT, IMAGE_WIDTH = 40, 50
 
-_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_DEVICE_PATTERN = re.compile(r"(auto|cpu|cuda(:[0-9]+)?)")
+
+
+def is_device_spec(spec: str) -> bool:
+    """auto, cpu, cuda or cuda:N (whether this machine has it is `resolve_device`'s call)."""
+    return bool(_DEVICE_PATTERN.fullmatch(spec))
 
 
 def _expect(ok: bool, name: str, expected: str, got: object) -> None:
@@ -92,7 +97,7 @@ class TrainConfig:
         _expect(0.0 <= self.dropout < 1.0, "--dropout", "a number in [0, 1)", self.dropout)
         _expect(self.margin > 0.0, "--margin", "a positive number", self.margin)
         _expect(
-            bool(_DEVICE_PATTERN.match(self.device)),
+            is_device_spec(self.device),
             "--device",
             "auto, cpu, cuda or cuda:N",
             self.device,

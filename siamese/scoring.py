@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,8 +16,12 @@ from torch import Tensor, nn
 
 from siamese.config import TrainConfig
 from siamese.data import read_image_file
+from siamese.errors import CheckpointError, SiameseInputError
 from siamese.model import SiameseNet, build_model
 from siamese.train.checkpoint import load_checkpoint, load_weights
+
+# What torch.save writes (a zip archive): anything else is not a checkpoint at all.
+ZIP_SIGNATURE = b"PK\x03\x04"
 
 
 class PairScorer(nn.Module):
@@ -28,11 +34,76 @@ class PairScorer(nn.Module):
         return self.net.prob_same(out)
 
 
-def scorer_from_checkpoint(path: Path) -> PairScorer:
-    payload = load_checkpoint(path)
-    net = build_model(TrainConfig.from_dict(payload["config"]))
+@dataclass(frozen=True)
+class CheckedCheckpoint:
+    """A checkpoint read whole: its payload, its config, and the network that config builds
+    with the checkpoint's weights loaded into it."""
+
+    payload: dict[str, Any]
+    config: TrainConfig
+    net: SiameseNet
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+def is_torch_file(path: Path) -> bool:
+    """Whether `path` starts as torch.save's archives do (it may still be damaged)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(ZIP_SIGNATURE)) == ZIP_SIGNATURE
+    except OSError:
+        return False
+
+
+def read_payload(path: Path) -> dict[str, Any]:
+    """`load_checkpoint(path)`, with anything that is not a checkpoint at all (a text file,
+    /etc/passwd) named as such, and any failure of torch's loader as CheckpointError."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(ZIP_SIGNATURE))
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if head != ZIP_SIGNATURE:
+        raise CheckpointError(
+            f"{path}: not a siamese-lab checkpoint (not a file torch.save writes); "
+            "expected the best.pt or last.pt of a train or search run"
+        )
+    try:
+        return load_checkpoint(path)
+    except SiameseInputError:
+        raise
+    except Exception as exc:  # torch's unpickler fails in many ways on a damaged archive
+        raise CheckpointError(
+            f"{path}: corrupt or not a siamese-lab checkpoint ({type(exc).__name__})"
+        ) from exc
+
+
+def read_checkpoint(path: Path) -> CheckedCheckpoint:
+    """A checkpoint checked before it is used (scored or resumed): a siamese-lab file, a
+    valid config, and weights that fit the network that config builds. CheckpointError,
+    naming the file, for anything else."""
+    return check_payload(path, read_payload(path))
+
+
+def check_payload(path: Path, payload: dict[str, Any]) -> CheckedCheckpoint:
+    """A loaded checkpoint's config is valid and its weights fit the network it builds."""
+    try:
+        config = TrainConfig.from_dict(payload["config"])
+    except (SiameseInputError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: its config is not valid ({_one_line(exc)})") from exc
+    if not isinstance(payload["model"], dict):
+        raise CheckpointError(f"{path}: its weights are not a state dict")
+    net = build_model(config)
     load_weights(net, payload["model"], path)
-    return PairScorer(net).eval()
+    return CheckedCheckpoint(payload, config, net)
+
+
+def scorer_from_checkpoint(path: Path) -> PairScorer:
+    return PairScorer(read_checkpoint(path).net).eval()
 
 
 def stack_pairs(pairs: list[tuple[Path, Path]]) -> np.ndarray:

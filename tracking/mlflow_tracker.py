@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from siamese.config import IMAGE_HEIGHT, IMAGE_WIDTH
+from siamese.names import check_name
 from tracking.base import FINISHED, RunView, Tracker
 from tracking.local_artifacts import link_artifact, local_artifact_dir
 from tracking.store import TrackingTarget, TrackingUnavailable, bound_http_retries, store_lock
@@ -45,6 +46,7 @@ def scorer_signature() -> ModelSignature:
 
 class MlflowTracker(Tracker):
     def __init__(self, target: TrackingTarget) -> None:
+        check_name("--experiment", target.experiment)  # before the store is touched
         if target.is_http:
             bound_http_retries()
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

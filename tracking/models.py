@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from siamese.errors import SiameseInputError
 from siamese.scoring import scorer_from_checkpoint
+from tracking.callback import MODEL_URI_TAG
+
+if TYPE_CHECKING:
+    from tracking.mlflow_tracker import MlflowTracker
+
+LOGGED_MODEL_NAME = "model"  # TrackingCallback logs the scorer under this name
 
 
 def load_scorer(model: str) -> nn.Module:
@@ -31,3 +38,20 @@ def load_scorer(model: str) -> nn.Module:
         raise SiameseInputError(f"--model {model}: not a PyTorch model ({type(loaded).__name__})")
     # A torch.export ("pt2") model is already in inference form and refuses .eval().
     return loaded
+
+
+def load_logged_scorer(tracker: MlflowTracker, model: str) -> nn.Module:
+    """A `models:/...` or `runs:/RUN/model` scorer from the tracker's store. The run may be
+    named by any unique prefix of its id; a run that logged no model is named as such
+    before MLflow is asked for its artifacts."""
+    if model.startswith("runs:/"):
+        run_part, _, rest = model.removeprefix("runs:/").partition("/")
+        run_id = tracker.resolve_run_id(run_part)
+        model = f"runs:/{run_id}/{rest}"
+        if rest == LOGGED_MODEL_NAME and MODEL_URI_TAG not in tracker.get_run(run_id).tags:
+            raise SiameseInputError(
+                f"--model {model}: run {run_id} has no logged model (only a converged, "
+                "completed run logs one: train it again, or give its checkpoint .pt)"
+            )
+    with tracker.using_store():
+        return load_scorer(model)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import mlflow
 
 from siamese.errors import SiameseInputError
+from siamese.names import check_name
 from tracking.callback import MODEL_URI_TAG
 from tracking.mlflow_tracker import MlflowTracker
 
@@ -35,12 +36,38 @@ class Promotion:
     message: str
 
 
-def _holder(tracker: MlflowTracker, name: str, alias: str) -> tuple[str, float] | None:
+@dataclass(frozen=True)
+class _Holder:
+    version: str
+    metric: float
+    source_run_id: str | None
+
+
+def _holder(tracker: MlflowTracker, name: str, alias: str) -> _Holder | None:
     try:
         version = tracker.client.get_model_version_by_alias(name, alias)
     except mlflow.exceptions.MlflowException:
         return None  # no such model or alias yet
-    return str(version.version), float(version.tags.get(SELECTION_METRIC, "nan"))
+    tags = version.tags
+    source = tags.get("source_run_id") or version.run_id
+    return _Holder(str(version.version), float(tags.get(SELECTION_METRIC, "nan")), source)
+
+
+def _not_promoted(run_id: str, name: str, alias: str, metric: float, holder: _Holder) -> Promotion:
+    if holder.source_run_id == run_id:
+        message = (
+            f"not promoted: run {run_id} already is {name}@{alias} (version {holder.version}, "
+            f"{SELECTION_METRIC} {metric:.4f}); nothing to do"
+        )
+    else:
+        message = (
+            f"not promoted: {name}@{alias} is version {holder.version} with {SELECTION_METRIC} "
+            f"{holder.metric:.4f}, which this run ({metric:.4f}) does not beat; use --force to "
+            "promote anyway"
+        )
+    return Promotion(
+        name, alias, None, run_id, metric, holder.version, holder.metric, False, message
+    )
 
 
 def _lineage_tags(
@@ -60,6 +87,7 @@ def _lineage_tags(
 def promote(
     tracker: MlflowTracker, run_id: str, name: str, alias: str = "champion", force: bool = False
 ) -> Promotion:
+    check_name("--name", name)
     run = tracker.get_run(run_id)
     verdict = run.tags.get("diagnosis.verdict")
     if verdict != "converged":
@@ -74,19 +102,11 @@ def promote(
         )
     metric = run.metrics[SELECTION_METRIC]
     holder = _holder(tracker, name, alias)
-    if holder is not None and not force and not metric > holder[1]:
-        return Promotion(
-            name,
-            alias,
-            None,
-            run_id,
-            metric,
-            holder[0],
-            holder[1],
-            False,
-            f"not promoted: {name}@{alias} is version {holder[0]} with {SELECTION_METRIC} {holder[1]:.4f}, "
-            f"which this run ({metric:.4f}) does not beat; use --force to promote anyway",
-        )
+    # The holder itself is never registered again, --force or not: it would only add a copy.
+    if holder is not None and (
+        holder.source_run_id == run_id or not (force or metric > holder.metric)
+    ):
+        return _not_promoted(run_id, name, alias, metric, holder)
     lineage = _lineage_tags(run_id, run.params, run.metrics, run.tags)
     # MLflow prints "Successfully registered..." on stderr; the CLI says it in its own words.
     with tracker.using_store(), contextlib.redirect_stderr(io.StringIO()):
@@ -98,8 +118,8 @@ def promote(
         str(version.version),
         run_id,
         metric,
-        holder[0] if holder else None,
-        holder[1] if holder else None,
+        holder.version if holder else None,
+        holder.metric if holder else None,
         True,
         f"promoted: {name} version {version.version} is now @{alias} ({SELECTION_METRIC} {metric:.4f})",
     )

@@ -9,6 +9,7 @@ or Optuna, and each command imports only what it needs. The group resolves the e
 from __future__ import annotations
 
 import difflib
+import errno
 import importlib
 import os
 import sys
@@ -70,9 +71,14 @@ COMMANDS = {
 }
 
 
+# A full disk or quota (siamese.errors.DiskFullError is one of these): exit 1, one line.
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+
 class LabGroup(click.Group):
     """Maps outcomes to DESIGN.md's exit codes: bad input 2 (one line, no traceback),
-    interrupted 130, unexpected errors 1 (with the traceback, which is then useful).
+    interrupted 130, a full disk 1 (one line), unexpected errors 1 (with the traceback,
+    which is then useful).
     Loads a command only when it runs or shows its own help."""
 
     def main(  # type: ignore[override]
@@ -90,6 +96,12 @@ class LabGroup(click.Group):
         except click.ClickException as exc:
             exc.show()
             sys.exit(exc.exit_code)
+        except OSError as exc:
+            if exc.errno not in FULL_DISK:
+                raise
+            # Not bad input (2) but no bug either: one line naming where, no traceback.
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:

@@ -13,6 +13,7 @@ import click
 
 from search.env import LabEnv
 from siamese.config import HEADS, INJECTED_BUGS, OPTIMIZERS, TASKS, DataConfig, TrainConfig
+from siamese.names import check_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 OVERRIDES = "siamese_lab.env_overrides"
@@ -27,9 +28,23 @@ class BadInput(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+def checked_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An option callback: a study, experiment or model name must be safe as a folder name,
+    checked while the command line is parsed, before anything is created."""
+    if value is not None:
+        check_name(_flag(param), value)
+    return value
+
+
+def _flag(param: click.Parameter) -> str:
+    return max(param.opts, key=len) if param.opts else str(param.name)
+
+
 def _remember(field: str) -> Callable[[click.Context, click.Parameter, Any], None]:
-    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
         if value is not None:
+            if field == "experiment":
+                check_name(_flag(param), value)
             ctx.meta.setdefault(OVERRIDES, {})[field] = value
 
     return callback

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from search.cli.common import (
+    checked_name,
     current_env,
     data_options,
     home_option,
@@ -24,12 +25,6 @@ if TYPE_CHECKING:
     from search.study import OpenedStudy, SearchResult
 
 
-def _devices(devices: str | None, jobs: int) -> tuple[str | None, ...]:
-    if devices:
-        return tuple(f"cuda:{d.strip()}" for d in devices.split(",") if d.strip())
-    return (None,) * jobs
-
-
 def _storage_option(help_text: str, required: bool = False) -> Any:
     return click.option("--storage", required=required, help=help_text)
 
@@ -40,6 +35,7 @@ def _storage_option(help_text: str, required: bool = False) -> Any:
     "study_name",
     default="siamese-lab",
     show_default=True,
+    callback=checked_name,
     help="the same name resumes it",
 )
 @click.option(
@@ -103,15 +99,19 @@ def search(
     from search.progress import Progress
     from search.space import base_and_space
     from search.study import SearchRequest, run_search
+    from search.training import check_device, gpu_devices
 
     env = current_env().with_overrides(storage_url=storage)
+    workers: tuple[str | None, ...] = (
+        gpu_devices(devices) if devices is not None else (None,) * jobs
+    )
     base, space = base_and_space(flags, space_file)
-    workers = _devices(devices, jobs)
+    check_device("--device", base.device)  # a missing GPU: before the study and its run
     request = SearchRequest(
         study_name=study_name,
         base=base,
         space=space,
-        storage_url=env.study_storage_url(len(workers)),
+        storage_url=env.study_storage_url(len(workers), study_name),
         home=env.ensure_home(),
         trials=trials,
         sampler=sampler,
@@ -128,17 +128,22 @@ def search(
         request, make_tracker, Progress(console, None), lambda opened: _announce(console, opened)
     )
     if as_json:
-        print_json(
-            {
-                "study": result.study_name,
-                "storage": result.storage_url,
-                "parent_run_id": result.parent_run_id,
-                "report": result.report.to_dict(),
-            }
-        )
+        print_json(_as_dict(result))
         return
     console.print(result.report.markdown(), markup=False, highlight=False)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
     _print_next_steps(console, result, env)
+
+
+def _as_dict(result: SearchResult) -> dict[str, Any]:
+    return {
+        "study": result.study_name,
+        "storage": result.storage_url,
+        "parent_run_id": result.parent_run_id,
+        "report": result.report.to_dict(),
+        "notes": list(result.notes),
+    }
 
 
 def _announce(console: Console, opened: OpenedStudy) -> None:
@@ -148,6 +153,8 @@ def _announce(console: Console, opened: OpenedStudy) -> None:
         f"study {opened.name!r} ({kind}) in {opened.storage_url}: {opened.trials} trial(s), "
         f"sampler {setup.sampler}, pruner {setup.pruner}, {opened.workers} worker(s)"
     )
+    for note in opened.notes:
+        console.print(f"recovered: {note}", highlight=False)
     shared = not opened.storage_url.startswith(("sqlite:", "journal:"))
     if shared and opened.tracking_uri and opened.tracking_uri.startswith("sqlite:"):
         console.print(
@@ -179,7 +186,7 @@ def _print_next_steps(console: Console, result: SearchResult, env: LabEnv) -> No
 
 
 @click.command()
-@click.option("--study", "study_name", required=True)
+@click.option("--study", "study_name", required=True, callback=checked_name)
 @_storage_option("the study's storage URL (postgresql://..., journal:PATH)", required=True)
 @click.option(
     "--trials",
@@ -203,8 +210,11 @@ def worker(
     """Join an existing study from this process (or another machine) and run trials."""
     from rich.console import Console
 
+    from search.training import check_device
     from search.workers import WorkerSpec, join_study
 
+    if device is not None:
+        check_device("--device", device)
     env = current_env()
     spec = WorkerSpec(
         study_name,
@@ -223,7 +233,7 @@ def worker(
 
 
 @click.command()
-@click.option("--study", "study_name", required=True)
+@click.option("--study", "study_name", required=True, callback=checked_name)
 @_storage_option("default: the home folder's study storage")
 @click.option("--json", "as_json", is_flag=True)
 @home_option

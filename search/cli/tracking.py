@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from search.cli.common import current_env, print_json, tracking_options
+from search.cli.common import checked_name, current_env, print_json, tracking_options
 
 if TYPE_CHECKING:
     from search.env import LabEnv
@@ -40,9 +40,17 @@ def diagnose_run(run_id: str, as_json: bool) -> None:
 @click.option(
     "--run", "run_id", help="the run whose model to register (or its first 6+ characters)"
 )
-@click.option("--study", help="register the study's best converged trial instead")
+@click.option(
+    "--study", callback=checked_name, help="register the study's best converged trial instead"
+)
 @click.option("--storage", help="the study's storage (default: the home folder's)")
-@click.option("--name", default="siamese", show_default=True, help="registered model name")
+@click.option(
+    "--name",
+    default="siamese",
+    show_default=True,
+    callback=checked_name,
+    help="registered model name",
+)
 @click.option("--alias", default="champion", show_default=True)
 @click.option(
     "--force", is_flag=True, help="move the alias even if the current holder scores higher"
@@ -63,6 +71,10 @@ def promote(
 
     from tracking.registry import promote as promote_run
 
+    if run_id is not None and study is not None:
+        raise click.UsageError(
+            f"--run {run_id} and --study {study}: give one (a run, or the study's best converged trial)"
+        )
     env = current_env()
     if run_id is not None:
         tracker = env.tracker()
@@ -109,7 +121,7 @@ def predict(
     """Print P(same object) for each image pair: LEFT RIGHT, or --pairs FILE.csv."""
     from search.pairs_csv import PairList, read_pairs_csv
     from siamese.scoring import score, stack_pairs
-    from tracking.models import load_scorer
+    from tracking.models import load_logged_scorer, load_scorer
 
     if pairs_csv is not None:
         listed = read_pairs_csv(pairs_csv)
@@ -119,9 +131,7 @@ def predict(
         raise click.UsageError("give two images LEFT RIGHT, or --pairs FILE.csv")
     images_in = stack_pairs(listed.pairs)  # unreadable images fail before any model is loaded
     if model_uri.startswith(("models:/", "runs:/")):
-        tracker = current_env().tracker()
-        with tracker.using_store():
-            scorer = load_scorer(_full_run_uri(tracker, model_uri))
+        scorer = load_logged_scorer(current_env().tracker(), model_uri)
     else:
         scorer = load_scorer(model_uri)
     rows: list[dict[str, Any]] = [
@@ -134,14 +144,6 @@ def predict(
         print_json({"model": model_uri, "pairs": rows})
         return
     _print_scores(rows, listed.same)
-
-
-def _full_run_uri(tracker: MlflowTracker, model_uri: str) -> str:
-    """runs:/PREFIX/model -> runs:/FULL_ID/model: a run is named by any unique prefix."""
-    if not model_uri.startswith("runs:/"):
-        return model_uri
-    run_part, _, rest = model_uri.removeprefix("runs:/").partition("/")
-    return f"runs:/{tracker.resolve_run_id(run_part)}/{rest}"
 
 
 def _print_scores(rows: list[dict[str, Any]], same: list[int] | None) -> None:

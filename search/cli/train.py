@@ -42,14 +42,22 @@ def train(
 ) -> None:
     """Train one model, diagnose it, and log it all to MLflow."""
     from search.printing import EpochPrinter
-    from search.training import TrainRequest, new_run_name, resume_request, run_training
+    from search.training import (
+        TrainRequest,
+        check_device,
+        new_run_name,
+        resume_request,
+        run_training,
+    )
 
     env = current_env()
     if resume is not None:
-        request = resume_request(resume, flags["epochs"], flags["device"])
+        fixed = _given_flags({"preset": preset, **flags}, exclude=("epochs", "device"))
+        request = resume_request(resume, flags["epochs"], flags["device"], fixed)
     else:
         name = new_run_name()
         config = build_config(preset, flags)
+        check_device("--device", config.device)
         request = TrainRequest(config, env.checkpoint_dir(name), None, name)
     console = Console(stderr=as_json, quiet=as_json, soft_wrap=True)
     tracker = None if no_track else env.tracker()
@@ -58,6 +66,14 @@ def train(
         print_json(_as_dict(outcome))
         return
     _print_outcome(console, outcome, env.home)
+
+
+def _given_flags(values: dict[str, Any], exclude: tuple[str, ...]) -> list[str]:
+    """The flags the user typed (a value other than None), as typed: --data, not source."""
+    params = click.get_current_context().command.params
+    flags = {p.name: max(p.opts, key=len) for p in params if p.opts}
+    given = [k for k, v in values.items() if v is not None and k not in exclude]
+    return [flags.get(k, k) for k in given]
 
 
 def _as_dict(outcome: TrainOutcome) -> dict[str, Any]:

@@ -6,6 +6,8 @@ Loaders only read and convert; whether the data is fit to train on is decided by
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,10 @@ from siamese.data.shapes import load_shapes_set
 from siamese.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# Images are shrunk to 40x50; a bigger file than this is refused before it is decoded (a
+# 20000x20000 PNG of a few KB would take 400 MB of memory to decode).
+MAX_IMAGE_SIDE = 4096
+MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
 
 
 def resize(image: np.ndarray) -> np.ndarray:
@@ -29,11 +35,28 @@ def resize(image: np.ndarray) -> np.ndarray:
     )
 
 
+def _too_large(path: Path, size: str) -> DataError:
+    return DataError(
+        f"{path}: image of {size}; expected at most {MAX_IMAGE_PIXELS:,} pixels "
+        f"({MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}), refused before decoding"
+    )
+
+
 def read_image_file(path: Path) -> np.ndarray:
-    """A PNG/JPEG file as a 40x50 grayscale float image in [0, 1]; DataError names the file."""
+    """A PNG/JPEG file as a 40x50 grayscale float image in [0, 1]; DataError names the file.
+    Its size is read from the header first: an image over MAX_IMAGE_PIXELS is never decoded."""
     try:
-        with Image.open(path) as img:
-            gray = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise _too_large(path, f"{width}x{height} pixels")
+                gray = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow's own limit, hit while it opens the file: its message has the pixel count.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _too_large(path, f"{int(found[1]):,} pixels" if found else "too many pixels") from exc
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(
             f"{path}: cannot read image ({type(exc).__name__}); expected a PNG or JPEG"
