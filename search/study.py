@@ -25,6 +25,7 @@ from search.supervisor import run_local_workers
 from search.workers import WorkerSpec, check_parent_run, run_trials
 from siamese.config import SEED_PRESET, TrainConfig
 from siamese.errors import SiameseInputError
+from siamese.names import check_name
 from tracking.base import Tracker
 
 
@@ -87,6 +88,7 @@ def run_search(
     """Create or resume the study, run `request.trials` more trials, report. A resumed
     study keeps its stored space, base config and MLflow store, and first recovers the
     trials a dead or interrupted process left."""
+    check_name("--study", request.study_name)  # it names a folder under the home
     _check_storage(request)
     session = _open_study(request, make_tracker)
     study, setup, tracker = session.study, session.setup, session.tracker

@@ -20,6 +20,7 @@ from search.setup import StudySetup, make_pruner, make_sampler, read_stored_setu
 from search.storage import StaleTrialHandler, open_storage
 from siamese import prepare_data
 from siamese.errors import SiameseInputError
+from siamese.names import check_name
 from siamese.train import resolve_device
 from tracking.base import Tracker
 
@@ -93,6 +94,7 @@ def join_study(
 ) -> None:
     """A worker that starts from the storage alone: `siamese-lab worker`, or a local child.
     `make_tracker` gets the MLflow URI the study recorded."""
+    check_name("--study", spec.study_name)  # it names a folder under the home
     stale = StaleTrialHandler()
     storage = open_storage(spec.storage_url, stale)
     setup = read_stored_setup(storage, spec.study_name, spec.storage_url)
