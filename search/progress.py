@@ -1,9 +1,12 @@
 """Live progress: a rich status line for the running trial, one line per finished trial.
-Plain lines only when the output is not a terminal (rich decides)."""
+Plain lines only when the output is not a terminal (rich decides). Optuna's own report of
+a failed trial is kept to what it adds: see `FailedTrialLines`."""
 
 from __future__ import annotations
 
 import collections
+import logging
+import re
 from typing import Any
 
 import optuna
@@ -11,15 +14,55 @@ from optuna.trial import TrialState
 from rich.console import Console
 from rich.status import Status
 
+from siamese.errors import DiskFullError, SiameseInputError
 from siamese.train import Callback, EpochRecord, History
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# Where Optuna says "Trial N failed with parameters ... because of the following error".
+OPTUNA_TRIAL_LOGGER = "optuna.study._optimize"
+_TRIAL = re.compile(r"Trial (\d+) failed")
+
+
+class FailedTrialLines(logging.Filter):
+    """Optuna logs a failed trial at WARNING with the whole traceback, then its value.
+
+    - Ctrl-C or SIGTERM is no failure of the trial: both lines go (the command says
+      "interrupted", and the run ends KILLED).
+    - An error that says all in one line (bad input, a full disk): the line stays, the
+      traceback goes.
+    - Anything else is unexpected: the traceback is what helps, it stays."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.silenced: set[str] = set()  # trial numbers whose value line goes too
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        found = _TRIAL.match(record.getMessage())
+        number = found.group(1) if found else ""
+        if isinstance(error, KeyboardInterrupt):
+            self.silenced.add(number)
+            return False
+        if error is None and number in self.silenced:
+            self.silenced.discard(number)
+            return False
+        if isinstance(error, SiameseInputError | DiskFullError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_failed_trials() -> None:
+    """Installs `FailedTrialLines` on Optuna's trial logger, once per process."""
+    logger = logging.getLogger(OPTUNA_TRIAL_LOGGER)
+    if not any(isinstance(f, FailedTrialLines) for f in logger.filters):
+        logger.addFilter(FailedTrialLines())
 
 
 class Progress(Callback):
     def __init__(self, console: Console, total: int | None) -> None:
         self.console, self.total = console, total
         self.status: Status | None = None
+        quiet_failed_trials()  # every process that runs trials shows its progress
 
     def on_epoch_end(self, record: EpochRecord, history: History) -> str | None:
         if self.console.is_terminal:

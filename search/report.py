@@ -238,10 +238,7 @@ def build_report(study: optuna.Study) -> StudyReport:
 
 def save_figures(study: optuna.Study, folder: Path) -> list[Path]:
     """Optuna's own figures (matplotlib backend), each skipped when the study is too small."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from optuna.visualization import matplotlib as optuna_plots
+    optuna_plots = _import_plotting()
 
     figures = {
         "optimization_history.png": optuna_plots.plot_optimization_history,
@@ -261,6 +258,21 @@ def save_figures(study: optuna.Study, folder: Path) -> list[Path]:
     finally:
         optuna.logging.set_verbosity(level)
     return written
+
+
+def _import_plotting() -> Any:
+    """Imported whole or not at all: Ctrl-C in the middle of importing matplotlib leaves it
+    half made (a later import fails with KeyError: 'Collection:kwdoc'), so it waits."""
+    from siamese.train.checkpoint import signals_deferred
+
+    with signals_deferred():
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.backends.backend_agg
+        import matplotlib.pyplot
+        from optuna.visualization import matplotlib as optuna_plots
+    return optuna_plots
 
 
 def _save_figure(plot: Any, study: optuna.Study, path: Path) -> bool:

@@ -1,4 +1,11 @@
-"""Errors that mean "the user gave bad input": the CLI prints them as one line, exit 2."""
+"""Errors the command line prints as one line, without a traceback.
+
+`SiameseInputError` and its subclasses mean "the user gave bad input" (exit 2).
+`DiskFullError` is not bad input: the machine ran out of space (see its docstring)."""
+
+from __future__ import annotations
+
+import errno
 
 
 class SiameseInputError(Exception):
@@ -15,3 +22,23 @@ class ConfigError(SiameseInputError):
 
 class CheckpointError(SiameseInputError):
     """A checkpoint file is missing, corrupt, unsafe or from another program."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint's bytes are damaged: truncated, an unreadable archive, or tensors that
+    do not match the digest stored with them. A resume may fall back on an earlier file."""
+
+
+class DiskFullError(OSError):
+    """No space (or quota) left on the device a file was being written to. The file's
+    previous version is intact: writes go to a temporary file that is then renamed.
+
+    An OSError (errno ENOSPC or EDQUOT), so code that handles OSError still does; the
+    message is one line: "no space left on the device holding FOLDER while writing NAME"."""
+
+    def __init__(self, message: str, code: int = errno.ENOSPC) -> None:
+        super().__init__(message)
+        self.errno = code
+
+    def __reduce__(self) -> tuple[type[DiskFullError], tuple[str, int]]:
+        return (type(self), (str(self), self.errno or errno.ENOSPC))  # whole across processes

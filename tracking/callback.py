@@ -12,6 +12,7 @@ from pathlib import Path
 from siamese.diagnosis import Diagnosis, diagnose, render_text
 from siamese.scoring import scorer_from_checkpoint
 from siamese.train import Callback, EpochRecord, History
+from siamese.train.checkpoint import signals_deferred
 from siamese.train.history import strict_json
 from tracking.base import Tracker
 from tracking.readback import DIAGNOSIS_FILE
@@ -58,6 +59,13 @@ class TrackingCallback(Callback):
         self.checkpoints[kind] = path
 
     def on_fit_end(self, history: History) -> None:
+        """The run's record, written whole: a Ctrl-C or SIGTERM meanwhile is held until it
+        is done and then stops the process. Cut short, it would leave a run without its
+        diagnosis, or a module half imported (matplotlib) for the study's own figures."""
+        with signals_deferred():
+            self._write_record(history)
+
+    def _write_record(self, history: History) -> None:
         verdict = self.verdict = diagnose(history)
         best = history.best
         if best is not None:

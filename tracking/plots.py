@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# A bare Figure draws with the Agg canvas and needs no pyplot, display or figure manager:
-# safe on headless machines and in any thread.
+# A bare Figure on an Agg canvas needs no pyplot, display or figure manager: safe on
+# headless machines and in any thread. Everything drawing needs is imported here, at once,
+# not on first savefig: tracking imports this module with Ctrl-C held (a half-done import
+# of matplotlib breaks every later one).
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator
 
@@ -17,6 +20,7 @@ def plot_curves(history: History, path: Path, title: str) -> Path:
     """Loss, validation AUC/accuracy, update ratio and output spread, one panel each."""
     epochs = [r.epoch for r in history.records]
     fig = Figure(figsize=(10, 7))
+    FigureCanvasAgg(fig)
     axes = fig.subplots(2, 2)
     (loss_ax, metric_ax), (ratio_ax, std_ax) = axes
     loss_ax.plot(epochs, [r.train_loss for r in history.records], "o-", label="train_loss")

@@ -1,7 +1,8 @@
 """A tracked run's lifetime: it always ends FINISHED, FAILED or KILLED, never RUNNING.
 
 SIGTERM (a scheduler, `kill`, a container stop) is turned into an interruption like Ctrl-C,
-so the same code path marks the run KILLED and keeps its last checkpoint.
+so the same code path marks the run KILLED and keeps its last checkpoint. An interruption
+stays one whatever else fails while the process stops: the run still ends KILLED.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 
 import siamese
 from siamese.config import TrainConfig
-from tracking.base import FAILED, FINISHED, KILLED, Tracker
+from siamese.train.checkpoint import signals_deferred
+from tracking.base import ERROR_TAG, FAILED, FINISHED, KILLED, Tracker
 
 
 class Terminated(KeyboardInterrupt):
@@ -74,16 +76,67 @@ def tracked_run(
 
 @contextmanager
 def final_status(tracker: Tracker, run_id: str) -> Iterator[None]:
-    """End `run_id` FINISHED, KILLED (Ctrl-C, SIGTERM) or FAILED (any error, recorded)."""
+    """End `run_id` FINISHED, KILLED (Ctrl-C, SIGTERM) or FAILED (any error, recorded).
+
+    KILLED also when the error was raised while stopping after Ctrl-C (an exception whose
+    context holds the interruption, e.g. a cleanup that broke on a half-done import); the
+    error is recorded and the interruption raised again, so the caller sees Ctrl-C. Ctrl-C
+    while the failure is being recorded, or while the status is written, ends it KILLED."""
+    outcome: BaseException | None = None  # what ends the run (not sys.exc_info(): that
+    # would be the caller's own exception when the run is used inside an except block)
     with sigterm_as_interrupt():
         try:
-            yield
-        except KeyboardInterrupt:
+            try:
+                yield
+            except BaseException as exc:
+                interruption = interruption_of(exc)
+                if interruption is not exc:
+                    _record_error(tracker, run_id, exc, after_interruption=interruption is not None)
+                if interruption is not None and interruption is not exc:
+                    raise type(interruption)(*interruption.args) from exc
+                raise
+        except BaseException as ending:  # the error, or Ctrl-C while it was recorded
+            outcome = ending
+            raise
+        finally:
+            _end(tracker, run_id, _status_for(outcome))
+
+
+def interruption_of(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM `exc` is, or was raised while handling; None if none."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        pending += [current.__cause__, current.__context__]
+    return None
+
+
+def _status_for(exc: BaseException | None) -> str:
+    if exc is None:
+        return FINISHED
+    return KILLED if interruption_of(exc) is not None else FAILED
+
+
+def _record_error(
+    tracker: Tracker, run_id: str, exc: BaseException, after_interruption: bool
+) -> None:
+    line = " ".join(f"{type(exc).__name__}: {exc}".split())
+    if after_interruption:
+        line = f"interrupted; then, while stopping: {line}"
+    tracker.set_tags(run_id, {ERROR_TAG: line[:4000]})
+    tracker.log_text(run_id, traceback.format_exc(), "error.txt")
+
+
+def _end(tracker: Tracker, run_id: str, status: str) -> None:
+    """Writes the status with Ctrl-C held until it is written; one that came meanwhile makes
+    it KILLED (the process stops right after)."""
+    with signals_deferred() as held:
+        tracker.end_run(run_id, status)
+        if held and status != KILLED:
             tracker.end_run(run_id, KILLED)
-            raise
-        except BaseException as exc:
-            tracker.set_tags(run_id, {"siamese_lab.error": f"{type(exc).__name__}: {exc}"[:4000]})
-            tracker.log_text(run_id, traceback.format_exc(), "error.txt")
-            tracker.end_run(run_id, FAILED)
-            raise
-        tracker.end_run(run_id, FINISHED)

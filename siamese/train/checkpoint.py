@@ -1,13 +1,17 @@
 """Checkpoints: written atomically, read with weights_only=True, rejected loudly when corrupt.
 
 A checkpoint holds everything needed to continue bit-for-bit: model, optimizer, the epoch
-reached, RNG states, the config and the history so far. `CheckpointKeeper` decides which a
+reached, RNG states, the config and the history so far, and a sha256 digest of all of it
+(torch checks no checksum when it loads: a flipped bit would load silently). A full disk is
+`DiskFullError`, one line, with the previous file intact. `CheckpointKeeper` decides which a
 run keeps: last.pt after every epoch, and best.pt as a second name (a hard link) for the
 file last.pt was when its epoch was the best; diverged weights never replace a good file.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import math
 import os
 import pickle
@@ -18,32 +22,36 @@ import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from siamese.errors import CheckpointError
+from siamese.errors import CheckpointError, CorruptCheckpointError
 from siamese.train.history import EpochRecord, History
+from siamese.train.integrity import DIGEST_KEY, disk_full_named, payload_digest
 
 FORMAT = "siamese-lab-checkpoint/1"
 REQUIRED_KEYS = ("format", "model", "optimizer", "epoch", "config", "history", "rng")
+_log = logging.getLogger(__name__)
 
 
 @contextmanager
-def signals_deferred() -> Iterator[None]:
+def signals_deferred() -> Iterator[list[int]]:
     """Ctrl-C or SIGTERM during a write is acted on right after it, not in the middle: an
-    exception raised inside torch.save becomes a corrupt-zip RuntimeError. (Masking the
-    signal would not do: it is delivered to whichever thread does not mask it.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    exception raised inside torch.save becomes a corrupt-zip RuntimeError, one raised inside
+    an import leaves the module half made. (Masking the signal would not do: it is delivered
+    to whichever thread does not mask it.) Yields the signals held so far."""
     held: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
     watched = (signal.SIGINT, signal.SIGTERM)
     previous: dict[int, Any] = {s: signal.signal(s, lambda n, _f: held.append(n)) for s in watched}
     try:
-        yield
+        yield held
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -87,18 +95,25 @@ def link_atomically(source: Path, path: Path) -> bool:
 
 
 def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": FORMAT, **payload}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    body = {"format": FORMAT, **payload}
+    body[DIGEST_KEY] = payload_digest(body)
+    # Serialized in memory first: a failed write is then Python's OSError with its errno,
+    # not torch's "enforce fail ... unexpected pos" from inside the zip writer.
+    buffer = io.BytesIO()
+    torch.save(body, buffer)
+    with disk_full_named(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(buffer.getbuffer())
+                handle.flush()
+                os.fsync(handle.fileno())  # NFS and quotas may report ENOSPC only here
+            os.replace(tmp_name, path)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -121,15 +136,47 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             "(unsafe or not a siamese-lab checkpoint)"
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(
+        raise CorruptCheckpointError(
             f"{path}: corrupt or truncated checkpoint ({type(exc).__name__})"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a siamese-lab checkpoint (expected format {FORMAT!r})")
+    if DIGEST_KEY in payload and payload[DIGEST_KEY] != payload_digest(payload):
+        raise CorruptCheckpointError(
+            f"{path}: its tensors do not match their digest: the file is corrupt"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in payload]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {missing}")
     return payload
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """The checkpoint a run resumes from: the one asked for, or an earlier good one."""
+
+    path: Path
+    payload: dict[str, Any]
+    note: str = ""  # why it is not the file asked for
+
+
+def load_for_resume(path: Path, map_location: str | torch.device = "cpu") -> ResumePoint:
+    """`load_checkpoint(path)`; when that file is corrupt, best.pt in the same folder if it
+    is sound (an earlier epoch: the run replays the rest exactly), said in a warning line.
+    Otherwise the error that names `path`."""
+    try:
+        return ResumePoint(path, load_checkpoint(path, map_location))
+    except CorruptCheckpointError as exc:
+        fallback = path.with_name("best.pt")
+        if path.name == fallback.name or not fallback.is_file():
+            raise
+        try:
+            payload = load_checkpoint(fallback, map_location)
+        except CheckpointError:
+            raise exc from None  # a hard link to the same bytes, or damaged too
+        note = f"{exc}; resuming from {fallback} (epoch {payload['epoch']}) instead"
+        _log.warning("warning: %s", note)
+        return ResumePoint(fallback, payload, note)
 
 
 def load_weights(model: nn.Module, state: dict[str, Any], path: Path) -> None:
@@ -188,13 +235,16 @@ class CheckpointKeeper:
             self.best_auc = record.val_auc
         payload = {**payload_fn(), "epoch": record.epoch, "best_val_auc": self.best_auc}
         self.last_path = self.checkpoint_dir / "last.pt"
-        save_checkpoint(self.last_path, payload)
-        self.notify(self.last_path, "last", record.epoch)
-        if improved:
-            self.best_path = self.checkpoint_dir / "best.pt"
-            if not link_atomically(self.last_path, self.best_path):
-                save_checkpoint(self.best_path, payload)
-            self.notify(self.best_path, "best", record.epoch)
+        # A file written is a file reported: Ctrl-C waits for both, or tracking never
+        # learns of the checkpoint it would log.
+        with signals_deferred():
+            save_checkpoint(self.last_path, payload)
+            self.notify(self.last_path, "last", record.epoch)
+            if improved:
+                self.best_path = self.checkpoint_dir / "best.pt"
+                if not link_atomically(self.last_path, self.best_path):
+                    save_checkpoint(self.best_path, payload)
+                self.notify(self.best_path, "best", record.epoch)
 
     def restore_best(self, source: Path, payload: dict[str, Any], history: History) -> None:
         """Takes up the best AUC of the checkpoint `source` a run resumes from (`payload`,
@@ -217,8 +267,9 @@ class CheckpointKeeper:
         if origin is None or record is None:
             self.best_auc = -math.inf  # unknown: the next epoch's checkpoint becomes best.pt
             return
-        if origin != best and not link_atomically(origin, best):
-            save_checkpoint(best, load_checkpoint(origin))
-        self.best_path = best
-        # Reported like a save, so tracking logs it even if no later epoch improves.
-        self.notify(best, "best", record.epoch)
+        with signals_deferred():
+            if origin != best and not link_atomically(origin, best):
+                save_checkpoint(best, load_checkpoint(origin))
+            self.best_path = best
+            # Reported like a save, so tracking logs it even if no later epoch improves.
+            self.notify(best, "best", record.epoch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from siamese.data import PairData, prepare_data
 from siamese.errors import ConfigError
 from siamese.model import SiameseNet, build_model
 from siamese.train.callbacks import Callback
-from siamese.train.checkpoint import CheckpointKeeper, load_checkpoint, load_weights
+from siamese.train.checkpoint import CheckpointKeeper, load_for_resume, load_weights
 from siamese.train.device_data import DeviceData
 from siamese.train.evaluate import EvalResult, evaluate
 from siamese.train.history import EpochRecord, History
@@ -26,6 +27,7 @@ from siamese.train.step import StepRunner, make_optimizer, uses_graph
 # Config fields a resumed run may change: they decide how long and where, not what is learned.
 RESUMABLE_CHANGES = ("epochs", "device")
 INITIAL_EVAL_PAIRS = 256
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,6 +36,8 @@ class FitResult:
     model: SiameseNet
     best_checkpoint: Path | None
     last_checkpoint: Path | None
+    # The checkpoint the run resumed from: best.pt when the one asked for was corrupt.
+    resumed_from: Path | None = None
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -98,9 +102,12 @@ class _Run:
         )
         self.start_epoch = 1
         self.checkpoints = CheckpointKeeper(checkpoint_dir, self._notify_checkpoint)
+        self.resumed_from: Path | None = None
 
-    def resume(self, path: Path) -> None:
-        payload = load_checkpoint(path, map_location=self.device)
+    def resume(self, asked: Path) -> None:
+        point = load_for_resume(asked, map_location=self.device)
+        path, payload = point.path, point.payload
+        self.resumed_from = path
         _check_resumable(self.config, payload["config"], path)
         load_weights(self.model, payload["model"], path)
         self.optimizer.load_state_dict(payload["optimizer"])
@@ -202,11 +209,29 @@ def fit(
         callback.on_fit_start(run.history)
     try:
         run.loop()
-    except KeyboardInterrupt:
-        run.history.stop_reason = "interrupted"
+    except BaseException as exc:
+        # "error" too, not "completed": a crashed run must never log a model.
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        run.history.stop_reason = "interrupted" if interrupted else "error"
+        _end(callbacks, run.history, exc)
         raise
-    finally:
-        for callback in callbacks:
-            callback.on_fit_end(run.history)
+    _end(callbacks, run.history, None)
     kept = run.checkpoints
-    return FitResult(run.history, run.model, kept.best_path, kept.last_path)
+    return FitResult(run.history, run.model, kept.best_path, kept.last_path, run.resumed_from)
+
+
+def _end(callbacks: Sequence[Callback], history: History, error: BaseException | None) -> None:
+    """Every callback's on_fit_end. While `error` ends the run, one that fails too is a
+    warning line: the error that stopped the run is the one the caller must see (a full
+    disk, not the curve that could not be drawn on it). Ctrl-C still goes through."""
+    for callback in callbacks:
+        if error is None:
+            callback.on_fit_end(history)
+            continue
+        try:
+            callback.on_fit_end(history)
+        except Exception as exc:
+            name, text = type(callback).__name__, " ".join(str(exc).split())[:300]
+            _log.warning(
+                "warning: %s could not finish the run: %s: %s", name, type(exc).__name__, text
+            )

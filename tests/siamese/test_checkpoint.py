@@ -253,3 +253,22 @@ def test_resume_does_not_trust_a_best_checkpoint_of_another_run(
     fit(cfg(3), small_data, checkpoint_dir=tmp_path / "a", resume_from=tmp_path / "a" / "last.pt")
     # Nothing holds epoch 1 any more: the resumed run's own next epoch becomes best.pt.
     assert load_checkpoint(tmp_path / "a" / "best.pt")["epoch"] == 3
+
+
+def test_the_digest_covers_every_value_and_is_rewritten_on_each_save(tmp_path: Path) -> None:
+    from siamese.train.integrity import DIGEST_KEY, payload_digest
+
+    payload = {
+        **_payload(),
+        "model": {"w": torch.arange(6.0).reshape(2, 3).t(), "b": torch.tensor(1.5)},
+        "rng": {"torch": torch.ones(3, dtype=torch.bfloat16)},
+        "history": {"records": [{"val_auc": 0.75, "betas": (0.9, 0.999)}]},
+    }
+    save_checkpoint(tmp_path / "last.pt", payload)
+    loaded = load_checkpoint(tmp_path / "last.pt")
+    assert loaded[DIGEST_KEY].startswith("sha256:")
+    assert loaded[DIGEST_KEY] == payload_digest(loaded)  # tuples read back as tuples or lists
+    changed = {**loaded, "history": {"records": [{"val_auc": 0.76, "betas": (0.9, 0.999)}]}}
+    assert payload_digest(changed) != loaded[DIGEST_KEY]  # not only tensors: the history too
+    save_checkpoint(tmp_path / "last.pt", changed)  # carries the old digest: replaced
+    assert load_checkpoint(tmp_path / "last.pt")["history"]["records"][0]["val_auc"] == 0.76

@@ -1,0 +1,105 @@
+"""Ctrl-C at any moment of a search (issue 9 item 7): exit 130, the one line "interrupted"
+(no traceback, Optuna's included), the study's run KILLED and no run left RUNNING.
+
+Real processes, real SIGINT, real timing. The moments are found by watching the trials'
+checkpoint files (each epoch replaces last.pt): during an epoch, just after a trial's last
+epoch is saved (its end: artifacts, curves with matplotlib's first import, diagnosis),
+between trials, and at the end of the study (the report's figures). The exact points are
+hit on purpose, in-process, by tests/faults/test_interrupt_points.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tracking.base import FINISHED, KILLED
+from tracking.mlflow_tracker import MlflowTracker
+from tracking.store import embedded_target
+
+pytestmark = pytest.mark.slow  # one search process per moment, several seconds each
+
+ROOT = Path(__file__).resolve().parents[2]
+EPOCHS = 3
+SEARCH = ["search", "--study", "i", "--trials", "2", "--epochs", str(EPOCHS), "--pruner", "none"]
+SMALL = ["--train-pairs", "128", "--val-pairs", "64", "--device", "cpu"]
+WAIT_S = 180.0
+
+
+@dataclass(frozen=True)
+class Moment:
+    trial: int  # the trial whose last.pt is watched
+    saves: int  # SIGINT once it was saved this many times ...
+    delay_s: float  # ... and this long after
+
+
+# On 2 idle cores a trial's end takes: its record from 0 s after its last save, matplotlib
+# (first trial only) imported from 0.02 s to 0.2 s, the next trial from about 0.8 s.
+MOMENTS = {
+    "during an epoch": Moment(0, 1, 0.05),
+    "as a trial's record starts": Moment(0, EPOCHS, 0.0),
+    "while matplotlib is imported": Moment(0, EPOCHS, 0.07),
+    "late in matplotlib's import": Moment(0, EPOCHS, 0.14),
+    "between trials": Moment(0, EPOCHS, 0.6),
+    "as the study ends": Moment(1, EPOCHS, 0.1),
+}
+
+
+def _start(home: Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SIAMESE_LAB"))}
+    command = [sys.executable, "-m", "search.cli", "--home", str(home), *SEARCH, *SMALL]
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # the signal goes to the search only, as a terminal's would
+    )
+
+
+def _wait_for_saves(process: subprocess.Popen[str], last: Path, saves: int) -> None:
+    """Returns once `last` was replaced `saves` times (each save is a new file)."""
+    seen, previous = 0, None
+    deadline = time.monotonic() + WAIT_S
+    while seen < saves:
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"the search ended or stalled before {last} was saved {saves} times")
+        try:
+            found = last.stat()
+            current: tuple[int, int] | None = (found.st_ino, found.st_mtime_ns)
+        except FileNotFoundError:
+            current = None
+        if current is not None and current != previous:
+            seen, previous = seen + 1, current
+        time.sleep(0.002)
+
+
+@pytest.mark.parametrize("moment", list(MOMENTS.values()), ids=list(MOMENTS))
+def test_ctrl_c_at_any_moment_of_a_search(tmp_path: Path, moment: Moment) -> None:
+    home = tmp_path / "home"
+    process = _start(home)
+    last = home / "checkpoints" / "i" / f"trial-{moment.trial}" / "last.pt"
+    _wait_for_saves(process, last, moment.saves)
+    time.sleep(moment.delay_s)
+    assert process.poll() is None, "the search ended before the signal"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=WAIT_S)
+    assert process.returncode == 130, stderr
+    # click ends the terminal's "^C" line first: an empty line, then the one line.
+    assert stderr.lstrip("\n").splitlines() == ["interrupted"], stderr
+    tracker = MlflowTracker(embedded_target(home))
+    runs = tracker.client.search_runs([tracker.experiment_id])
+    (study,) = [r for r in runs if r.data.tags.get("siamese_lab.kind") == "study"]
+    assert study.info.status == KILLED
+    trials = {r.info.run_name: r.info.status for r in runs if r is not study}
+    assert trials and set(trials.values()) <= {FINISHED, KILLED}, trials
+    if moment.saves < EPOCHS:
+        assert trials[f"trial-{moment.trial}"] == KILLED, trials
