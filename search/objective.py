@@ -18,11 +18,19 @@ from search.recovery import INTERRUPTED_ATTR, OWNER_ATTR, process_token
 from search.space import SearchSpace, suggest_config
 from search.storage import RUN_ID_ATTR
 from siamese import Diagnosis, PairData, TrainConfig, diagnose, fit
+from siamese.errors import DiskFullError
 from siamese.train import Callback, EpochRecord, FitResult, History
 from tracking import TrackingCallback, tracked_run
 from tracking.base import STATE_TAG, Tracker
 
 CHECKPOINT_ATTR = "checkpoint_dir"
+ERROR_ATTR = "error"  # what ended a failed trial, in one line
+VERDICT = "verdict"  # the diagnosis verdict: converged, failed or incomplete
+
+
+def one_line(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}"[:500]
 
 
 class TrialDiverged(RuntimeError):
@@ -77,6 +85,11 @@ class Objective:
             result = self._train(trial, config, callbacks, folder, resume)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a resumed study retries it once
             trial.set_user_attr(INTERRUPTED_ATTR, True)
+            raise
+        except Exception as exc:
+            trial.set_user_attr(ERROR_ATTR, one_line(exc))
+            if isinstance(exc, DiskFullError):
+                trial.study.stop()  # every next trial would fail the same way
             raise
         if result.history.stop_reason == "pruned":
             raise optuna.TrialPruned(f"pruned at epoch {len(result.history.records)}")
@@ -143,7 +156,7 @@ def _record_verdict(trial: optuna.Trial, result: FitResult, verdict: Diagnosis) 
     """The diagnosis goes on the trial (the report and progress read it); a NaN/Inf loss
     then fails the trial."""
     trial.set_user_attr("diagnosis", verdict.label)
-    trial.set_user_attr("verdict", verdict.verdict)
+    trial.set_user_attr(VERDICT, verdict.verdict)
     if result.history.stop_reason == "non_finite":
         raise TrialDiverged(
             f"trial {trial.number}: loss became NaN/Inf (lr={result.history.config['lr']})"

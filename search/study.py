@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 
+from search.objective import ERROR_ATTR, VERDICT
 from search.progress import Progress
 from search.recovery import recover_orphans, recover_process
 from search.report import StudyReport, build_report, save_figures
@@ -22,9 +23,9 @@ from search.setup import StudySetup, make_pruner, make_sampler, stored_setup, wr
 from search.space import SPACE_PARAMS, SearchSpace, contains_original
 from search.storage import StaleTrialHandler, open_storage
 from search.supervisor import run_local_workers
-from search.workers import WorkerSpec, check_parent_run, run_trials
+from search.workers import FINISHED_STATES, WorkerSpec, check_parent_run, run_trials
 from siamese.config import SEED_PRESET, TrainConfig
-from siamese.errors import SiameseInputError
+from siamese.errors import JobFailed, SiameseInputError
 from siamese.names import check_name
 from tracking.base import Tracker
 
@@ -106,6 +107,7 @@ def run_search(
     )
     on_open(opened)
     parent = setup.parent_run_id
+    done_before = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED_STATES)}
     if tracker is None or parent is None:
         notes = _run_workers(request, study, setup, progress, tracker)
         report = build_report(study)
@@ -118,6 +120,7 @@ def run_search(
             finally:
                 report = build_report(study)
                 _finish_parent(tracker, parent, study, report)
+    _fail_if_nothing_worked(study, done_before)
     return SearchResult(
         study.study_name,
         request.storage_url,
@@ -163,6 +166,22 @@ def _open_study(request: SearchRequest, make_tracker: TrackerFactory) -> _Sessio
     setup = replace(setup, parent_run_id=parent, target_trials=target)
     write_setup(study, setup)
     return _Session(study, setup, tracker, stored is not None, notes)
+
+
+def _fail_if_nothing_worked(study: optuna.Study, done_before: set[int]) -> None:
+    """A search whose every trial failed (a full disk, a broken data folder) is no success."""
+    finished = study.get_trials(deepcopy=False, states=FINISHED_STATES)
+    ran = [t for t in finished if t.number not in done_before]
+    crashed = [
+        t for t in ran if t.state == optuna.trial.TrialState.FAIL and VERDICT not in t.user_attrs
+    ]
+    # A diverged trial failed with a diagnosis: that is a result, like any verdict.
+    if ran and len(crashed) == len(ran):
+        first = ran[0]
+        why = first.user_attrs.get(ERROR_ATTR, "see its MLflow run")
+        raise JobFailed(
+            f"all {len(ran)} trial(s) of this search failed; trial {first.number}: {why}"
+        )
 
 
 def _check_storage(request: SearchRequest) -> None:

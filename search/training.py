@@ -14,7 +14,7 @@ import torch
 
 from siamese import Diagnosis, PairData, diagnose, fit, prepare_data
 from siamese.config import TrainConfig, is_device_spec, with_overrides
-from siamese.errors import CheckpointError, ConfigError
+from siamese.errors import CheckpointError, ConfigError, CorruptCheckpointError
 from siamese.scoring import (
     CheckedCheckpoint,
     check_payload,
@@ -109,7 +109,7 @@ def _resume_point(path: Path) -> CheckedCheckpoint:
     one is checked instead, and the error names the file asked for if it is unsound too."""
     try:
         payload = read_payload(path)
-    except CheckpointError as exc:
+    except CorruptCheckpointError as exc:  # as fit's load_for_resume: damaged bytes only
         fallback = path.with_name("best.pt")
         if fallback == path or not fallback.is_file() or not is_torch_file(path):
             raise

@@ -42,3 +42,8 @@ class DiskFullError(OSError):
 
     def __reduce__(self) -> tuple[type[DiskFullError], tuple[str, int]]:
         return (type(self), (str(self), self.errno or errno.ENOSPC))  # whole across processes
+
+
+class JobFailed(Exception):
+    """The job ran but produced nothing usable (every trial of a search failed): exit 1 with
+    one line saying why, not a traceback, and not 0."""

@@ -22,7 +22,7 @@ from click.shell_completion import CompletionItem
 
 from search.cli.common import BadInput
 from search.env import LabEnv
-from siamese.errors import SiameseInputError
+from siamese.errors import JobFailed, SiameseInputError
 
 # name -> (module, attribute, the line `--help` lists; tests/search/test_cli_lazy.py checks
 # that it is the command's own)
@@ -96,6 +96,9 @@ class LabGroup(click.Group):
         except click.ClickException as exc:
             exc.show()
             sys.exit(exc.exit_code)
+        except JobFailed as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
         except OSError as exc:
             if exc.errno not in FULL_DISK:
                 raise

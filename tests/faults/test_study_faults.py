@@ -5,12 +5,14 @@ import socket
 from pathlib import Path
 
 import optuna
+import pytest
 from click.testing import CliRunner, Result
 
 from search.cli import cli
 from search.env import LabEnv
 from search.setup import make_sampler
 from search.storage import open_storage, study_exists
+from siamese.errors import DiskFullError
 
 TINY = ["--epochs", "1", "--train-pairs", "64", "--val-pairs", "32", "--device", "cpu"]
 
@@ -99,3 +101,28 @@ def test_a_study_created_but_never_set_up_starts_as_new_with_its_baseline(
     assert "(new)" in result.output
     first = _study(home, "half").trials[0]
     assert first.params["head"] == "relu2" and first.params["lr"] == 1e-6  # the seed network
+
+
+def test_a_search_whose_every_trial_crashed_is_no_success(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(*_args: object, **_kwargs: object) -> None:
+        raise DiskFullError(f"no space left on the device holding {tmp_path} while writing last.pt")
+
+    monkeypatch.setattr("search.objective.fit", crash)
+    result = _search(tmp_path / "home", "--study", "full", "--trials", "3", "--no-track")
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: all 1 trial(s) of this search failed; trial 0: DiskFullError: no space left on "
+        f"the device holding {tmp_path} while writing last.pt"
+    ]  # the first full disk stopped the study: no second trial tried
+    assert "Traceback" not in result.output
+
+
+def test_a_search_whose_every_trial_diverged_is_a_result(tmp_path: Path) -> None:
+    args = ["--study", "hot", "--trials", "2", "--no-track", "--no-baseline"]
+    hot = ["--lr", "50", "--optimizer", "sgd", "--head", "sq", "--momentum", "0"]
+    result = _search(tmp_path / "home", *args, *hot)
+    assert result.exit_code == 0, result.output
+    assert "diverged" in result.output
