@@ -82,12 +82,12 @@ class Progress(Callback):
             self.status = None
         finished = study.get_trials(deepcopy=False, states=FINISHED)
         states = collections.Counter(t.state.name for t in finished)
-        diagnoses = collections.Counter(str(t.user_attrs.get("diagnosis", "-")) for t in finished)
+        diagnoses = collections.Counter(_diagnosis(t) for t in finished)
         value = f"{trial.value:.4f}" if trial.value is not None else "-"
         params = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
         self.console.print(
             f"trial {trial.number:>3} [{len(finished)}/{self.total or '?'}] {trial.state.name:<8} val_auc {value:<7} "
-            f"{trial.user_attrs.get('diagnosis', '-'):<22} {params}",
+            f"{_diagnosis(trial):<22} {params}",
             highlight=False,
         )
         by_diagnosis = ", ".join(f"{k} {v}" for k, v in diagnoses.most_common())
@@ -107,3 +107,10 @@ def _best(study: optuna.Study) -> str:
 
 def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _diagnosis(trial: optuna.trial.FrozenTrial) -> str:
+    """The trial's diagnosis; a trial that failed before it had one crashed."""
+    if "diagnosis" in trial.user_attrs:
+        return str(trial.user_attrs["diagnosis"])
+    return "crashed" if trial.state == TrialState.FAIL else "-"

@@ -29,3 +29,14 @@ def test_counts_come_from_the_study_not_from_this_process() -> None:
     assert first.startswith("trial   2 [3/4] COMPLETE")
     assert "best 0.9000 (#0)" in second and "complete 2 pruned 1 failed 0" in second
     assert "collapsed 2, converged 1" in second
+
+
+def test_a_trial_that_crashed_before_its_diagnosis_says_crashed() -> None:
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    out = io.StringIO()
+    Progress(Console(file=out, width=200), total=1)(study, study.trials[0])
+    first, second = out.getvalue().splitlines()
+    assert "FAIL" in first and "crashed" in first
+    assert second.endswith("| crashed 1") and "- 1" not in second
