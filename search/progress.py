@@ -27,9 +27,9 @@ class FailedTrialLines(logging.Filter):
     """Optuna logs a failed trial at WARNING with the whole traceback, then its value.
 
     - Ctrl-C or SIGTERM is no failure of the trial: both lines go (the command says
-      "interrupted", and the run ends KILLED).
-    - An error that says all in one line (bad input, a full disk): the line stays, the
-      traceback goes.
+      "interrupted", and the run ends KILLED). A full disk stops the search, which ends
+      with that one line: both go too.
+    - An error that says all in one line (bad input): the line stays, the traceback goes.
     - Anything else is unexpected: the traceback is what helps, it stays."""
 
     def __init__(self) -> None:
@@ -40,13 +40,13 @@ class FailedTrialLines(logging.Filter):
         error = record.exc_info[1] if record.exc_info else None
         found = _TRIAL.match(record.getMessage())
         number = found.group(1) if found else ""
-        if isinstance(error, KeyboardInterrupt):
-            self.silenced.add(number)
+        if isinstance(error, KeyboardInterrupt | DiskFullError):
+            self.silenced.add(number)  # the search ends with its own one line
             return False
         if error is None and number in self.silenced:
             self.silenced.discard(number)
             return False
-        if isinstance(error, SiameseInputError | DiskFullError):
+        if isinstance(error, SiameseInputError):
             record.exc_info, record.exc_text = None, None
         return True
 

@@ -20,7 +20,7 @@ from rich.console import Console
 
 from search.progress import Progress
 from siamese import DataConfig, PairData, TrainConfig, fit
-from siamese.errors import DiskFullError
+from siamese.errors import ConfigError, DiskFullError
 from siamese.train import Callback
 from tracking import FAILED, KILLED, InMemoryTracker, TrackingCallback, tracked_run
 from tracking.base import ERROR_TAG, FINISHED
@@ -173,11 +173,17 @@ def test_optuna_says_nothing_of_a_ctrl_c(caplog: pytest.LogCaptureFixture) -> No
 
 
 def test_optuna_says_a_one_line_error_in_one_line(caplog: pytest.LogCaptureFixture) -> None:
-    line = "no space left on the device holding /x while writing last.pt"
-    _optimize(DiskFullError(line))
+    _optimize(ConfigError("--lr: expected a positive finite number, got -1.0"))
     failed, value = _trial_lines(caplog)
-    assert f"DiskFullError('{line}')" in failed.getMessage() and failed.exc_info is None
+    assert "ConfigError('--lr: expected" in failed.getMessage() and failed.exc_info is None
     assert value.getMessage() == "Trial 0 failed with value None."
+
+
+def test_optuna_says_nothing_of_a_full_disk_the_search_ends_with_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _optimize(DiskFullError("no space left on the device holding /x while writing last.pt"))
+    assert not _trial_lines(caplog)
 
 
 def test_optuna_keeps_the_traceback_of_an_unexpected_error(
