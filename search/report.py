@@ -263,7 +263,7 @@ def save_figures(study: optuna.Study, folder: Path) -> list[Path]:
 def _import_plotting() -> Any:
     """Imported whole or not at all: Ctrl-C in the middle of importing matplotlib leaves it
     half made (a later import fails with KeyError: 'Collection:kwdoc'), so it waits."""
-    from siamese.train.checkpoint import signals_deferred
+    from siamese.files import signals_deferred
 
     with signals_deferred():
         import matplotlib

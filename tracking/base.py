@@ -20,6 +20,8 @@ FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 # Tags every layer reads: a trial's Optuna state and the error that ended a run.
 STATE_TAG = "optuna.state"
 ERROR_TAG = "siamese_lab.error"
+# Where a run's logged model is (only a converged, completed run logs one).
+MODEL_URI_TAG = "siamese_lab.model_uri"
 # The UI shows 8 characters of a run id; 6 is the shortest prefix taken for one.
 MIN_RUN_ID_PREFIX = 6
 FULL_RUN_ID_LENGTH = 32

@@ -10,14 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from siamese.diagnosis import Diagnosis, diagnose, render_text
+from siamese.files import signals_deferred
 from siamese.scoring import scorer_from_checkpoint
 from siamese.train import Callback, EpochRecord, History
-from siamese.train.checkpoint import signals_deferred
 from siamese.train.history import strict_json
-from tracking.base import Tracker
+from tracking.base import MODEL_URI_TAG, Tracker
 from tracking.readback import DIAGNOSIS_FILE
 
-MODEL_URI_TAG = "siamese_lab.model_uri"
 CHECKPOINT_DIR_TAG = "siamese_lab.checkpoint_dir"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-from siamese.train.checkpoint import link_atomically
+from siamese.files import link_atomically
 
 
 def local_artifact_dir(artifact_uri: str) -> Path | None:

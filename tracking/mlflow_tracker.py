@@ -11,16 +11,18 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from siamese.config import IMAGE_HEIGHT, IMAGE_WIDTH
 from siamese.names import check_name
 from tracking.base import FINISHED, RunView, Tracker
 from tracking.local_artifacts import link_artifact, local_artifact_dir
 from tracking.store import TrackingTarget, TrackingUnavailable, bound_http_retries, store_lock
+
+if TYPE_CHECKING:
+    from torch import nn
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -115,6 +117,8 @@ class MlflowTracker(Tracker):
 
     def log_model(self, run_id: str, scorer: nn.Module, name: str = "model") -> str:
         """torch.export ("pt2") format: loading it back unpickles no code."""
+        import torch  # here: commands that only read runs never import torch
+
         example = np.random.default_rng(0).random((2, *PAIR_SHAPE[1:]), dtype=np.float32)
         with self.using_store(), warnings.catch_warnings():
             warnings.simplefilter("ignore")

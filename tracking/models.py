@@ -9,7 +9,7 @@ from torch import nn
 
 from siamese.errors import SiameseInputError
 from siamese.scoring import scorer_from_checkpoint
-from tracking.callback import MODEL_URI_TAG
+from tracking.base import MODEL_URI_TAG
 
 if TYPE_CHECKING:
     from tracking.mlflow_tracker import MlflowTracker

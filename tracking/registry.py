@@ -13,7 +13,7 @@ import mlflow
 
 from siamese.errors import SiameseInputError
 from siamese.names import check_name
-from tracking.callback import MODEL_URI_TAG
+from tracking.base import MODEL_URI_TAG
 from tracking.mlflow_tracker import MlflowTracker
 
 SELECTION_METRIC = "best_val_auc"

@@ -19,7 +19,7 @@ import torch
 
 import siamese
 from siamese.config import TrainConfig
-from siamese.train.checkpoint import signals_deferred
+from siamese.files import signals_deferred
 from tracking.base import ERROR_TAG, FAILED, FINISHED, KILLED, Tracker
 
 

@@ -15,13 +15,9 @@ import logging
 import math
 import os
 import pickle
-import secrets
-import signal
 import tempfile
-import threading
 import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +26,7 @@ import torch
 from torch import nn
 
 from siamese.errors import CheckpointError, CorruptCheckpointError
+from siamese.files import fsync_dir, link_atomically, signals_deferred
 from siamese.train.history import EpochRecord, History
 from siamese.train.integrity import DIGEST_KEY, disk_full_named, payload_digest
 
@@ -38,60 +35,10 @@ REQUIRED_KEYS = ("format", "model", "optimizer", "epoch", "config", "history", "
 _log = logging.getLogger(__name__)
 
 
-@contextmanager
-def signals_deferred() -> Iterator[list[int]]:
-    """Ctrl-C or SIGTERM during a write is acted on right after it, not in the middle: an
-    exception raised inside torch.save becomes a corrupt-zip RuntimeError, one raised inside
-    an import leaves the module half made. (Masking the signal would not do: it is delivered
-    to whichever thread does not mask it.) Yields the signals held so far."""
-    held: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield held
-        return
-    watched = (signal.SIGINT, signal.SIGTERM)
-    previous: dict[int, Any] = {s: signal.signal(s, lambda n, _f: held.append(n)) for s in watched}
-    try:
-        yield held
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if held:
-            _redeliver(held[0], previous[held[0]])
-
-
-def _redeliver(signum: int, handler: Any) -> None:
-    if callable(handler):
-        handler(signum, None)  # e.g. KeyboardInterrupt, or tracking's Terminated
-    elif handler == signal.SIG_DFL:
-        os.kill(os.getpid(), signum)
-
-
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Temp file in the same folder, fsync, os.replace: a crash leaves the old file or the new."""
     with signals_deferred():
         _write_atomically(path, payload)
-
-
-def link_atomically(source: Path, path: Path) -> bool:
-    """Gives a complete file a second name without writing it again: best.pt for the epoch
-    just saved as last.pt, or a checkpoint in a local MLflow artifact store. Atomic like a
-    save: a temporary link renamed into place (a no-op when `path` already is `source`).
-    Safe because no checkpoint is changed in place: the next save of `source` is a new file.
-    False where the file system has no hard links; the caller then writes a copy."""
-    # A random name: another process (a retried trial's zombie, another host over NFS)
-    # may link into the same folder.
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.link")
-    with signals_deferred():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.link(source, tmp)
-            os.replace(tmp, path)
-        except OSError:
-            return False
-        finally:
-            tmp.unlink(missing_ok=True)  # left when path already was this file (a no-op rename)
-        _fsync_dir(path.parent)
-    return True
 
 
 def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
@@ -113,15 +60,7 @@ def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
-        _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+        fsync_dir(path.parent)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -18,7 +18,7 @@ from siamese.model import build_model
 from siamese.scoring import PairScorer
 from tests.faults.expect import bad_input
 from tracking import FINISHED, embedded_target
-from tracking.callback import MODEL_URI_TAG
+from tracking.base import MODEL_URI_TAG
 from tracking.registry import SELECTION_METRIC
 
 if TYPE_CHECKING:

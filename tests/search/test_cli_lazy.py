@@ -76,3 +76,13 @@ def test_completing_a_command_name_imports_nothing_heavy() -> None:
         "assert [item.value for item in items] == ['train'], items"
     )
     assert shown == []
+
+
+def test_reading_runs_and_studies_never_imports_torch() -> None:
+    # diagnose, report and promote read MLflow and Optuna; torch alone costs ~0.7 s.
+    code = (
+        "import search.cli.tracking, search.cli.search, tracking.mlflow_tracker\n"
+        "import tracking.readback, tracking.registry, siamese.diagnosis\n"
+        "import search.report, search.setup, search.storage"
+    )
+    assert "torch" not in _imported_after(code)

@@ -15,8 +15,7 @@ from search.space import FloatRange, SearchSpace
 from siamese import DataConfig, PairData, TrainConfig
 from siamese.train import EpochRecord, History
 from tracking import FAILED, FINISHED, InMemoryTracker
-from tracking.base import ERROR_TAG, STATE_TAG, RunView
-from tracking.callback import MODEL_URI_TAG
+from tracking.base import ERROR_TAG, MODEL_URI_TAG, STATE_TAG, RunView
 
 BASE = TrainConfig(
     epochs=2, batch_size=32, device="cpu", data=DataConfig(train_pairs=384, val_pairs=192)

@@ -9,7 +9,7 @@ import pytest
 
 from siamese.errors import SiameseInputError
 from tracking import FINISHED, InMemoryTracker
-from tracking.callback import MODEL_URI_TAG
+from tracking.base import MODEL_URI_TAG
 from tracking.registry import SELECTION_METRIC, PromotionRefused, promote
 
 if TYPE_CHECKING:
