@@ -20,6 +20,7 @@ from search.storage import RUN_ID_ATTR
 from siamese import Diagnosis, PairData, TrainConfig, diagnose, fit
 from siamese.errors import DiskFullError
 from siamese.train import Callback, EpochRecord, FitResult, History
+from siamese.train.keep import KeepWeightsOnly
 from tracking import TrackingCallback, tracked_run
 from tracking.base import STATE_TAG, Tracker
 
@@ -78,9 +79,9 @@ class Objective:
         trial.set_user_attr(CHECKPOINT_ATTR, str(folder))
         if resume is not None:  # a retry of a trial whose worker died or was interrupted
             trial.set_user_attr("resumed_from", str(resume))
-        callbacks: list[Callback] = [PruningCallback(trial)] + (
-            [self.progress] if self.progress else []
-        )
+        # KeepWeightsOnly comes before tracking, so that what is logged is the small file.
+        progress = [self.progress] if self.progress else []
+        callbacks: list[Callback] = [PruningCallback(trial), *progress, KeepWeightsOnly()]
         try:
             result = self._train(trial, config, callbacks, folder, resume)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a resumed study retries it once

@@ -22,6 +22,7 @@ from siamese.scoring import (
     read_payload,
 )
 from siamese.train import Callback, FitResult, resolve_device
+from siamese.train.checkpoint import check_resumable
 from tracking.base import Tracker
 
 # What a resume may change; every other flag is fixed by the checkpoint.
@@ -117,7 +118,9 @@ def _resume_point(path: Path) -> CheckedCheckpoint:
             payload = read_payload(fallback)
         except CheckpointError:
             raise exc from None
+        check_resumable(fallback, payload)
         return check_payload(fallback, payload)
+    check_resumable(path, payload)
     return check_payload(path, payload)
 
 

@@ -70,7 +70,8 @@ class TrackingCallback(Callback):
         if best is not None:
             self.tracker.log_metrics(self.run_id, {"best_val_auc": best.val_auc}, step=best.epoch)
         for path in sorted(set(self.checkpoints.values())):
-            self.tracker.log_artifact(self.run_id, path, "checkpoints")
+            if path.is_file():  # a finished trial keeps best.pt only (siamese.train.keep)
+                self.tracker.log_artifact(self.run_id, path, "checkpoints")
         # Here, not at the top: `train --no-track` never pays for importing matplotlib.
         from tracking.plots import plot_curves
 

@@ -33,6 +33,8 @@ from siamese.train.integrity import DIGEST_KEY, disk_full_named, payload_digest
 FORMAT = "siamese-lab-checkpoint/1"
 REQUIRED_KEYS = ("format", "model", "optimizer", "epoch", "config", "history", "rng")
 _log = logging.getLogger(__name__)
+# False in a weights-only checkpoint: it scores pairs but cannot resume training.
+RESUMABLE_KEY = "resumable"
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -99,10 +101,25 @@ class ResumePoint:
     note: str = ""  # why it is not the file asked for
 
 
+def check_resumable(path: Path, payload: dict[str, Any]) -> None:
+    """A finished trial's weights-only file (siamese.train.keep) is no point to resume from."""
+    if payload.get(RESUMABLE_KEY, True) is False:
+        raise CheckpointError(
+            f"{path}: holds weights only (a finished trial keeps no optimizer state); it "
+            "scores pairs, but training cannot resume from it"
+        )
+
+
 def load_for_resume(path: Path, map_location: str | torch.device = "cpu") -> ResumePoint:
     """`load_checkpoint(path)`; when that file is corrupt, best.pt in the same folder if it
     is sound (an earlier epoch: the run replays the rest exactly), said in a warning line.
-    Otherwise the error that names `path`."""
+    Otherwise the error that names `path`. A weights-only file is refused."""
+    point = _load_or_fall_back(path, map_location)
+    check_resumable(point.path, point.payload)
+    return point
+
+
+def _load_or_fall_back(path: Path, map_location: str | torch.device) -> ResumePoint:
     try:
         return ResumePoint(path, load_checkpoint(path, map_location))
     except CorruptCheckpointError as exc:
