@@ -75,6 +75,9 @@ class SearchResult:
     notes: tuple[str, ...] = ()  # dead workers and their recovered trials: one line each
 
 
+RUN_NOTE_TAG = "mlflow.note.content"
+RUN_NOTE_LIMIT = 8000  # MLflow's limit for a tag value
+
 # Makes the tracker for a study from the MLflow URI the study recorded (None: the user's or
 # the home folder's store); returns None when the search is not tracked.
 TrackerFactory = Callable[[str | None], Tracker | None]
@@ -281,4 +284,6 @@ def _finish_parent(tracker: Tracker, run_id: str, study: optuna.Study, report: S
         best = {"best_val_auc": float(report.best["value"])}
         tracker.log_metrics(run_id, best, step=report.n_trials)
     counts = ", ".join(f"{k}: {v}" for k, v in report.diagnoses.items())
-    tracker.set_tags(run_id, {"diagnosis.counts": counts[:4000]})
+    # The run's description, which MLflow renders as markdown on the run's overview page.
+    note = report.markdown()[:RUN_NOTE_LIMIT]
+    tracker.set_tags(run_id, {"diagnosis.counts": counts[:4000], RUN_NOTE_TAG: note})

@@ -34,6 +34,10 @@ with warnings.catch_warnings():
 # MLflow logs its schema migrations and requirement guesses at INFO/WARNING on every start.
 logging.getLogger("mlflow").setLevel(logging.ERROR)
 
+# MLflow 3 opens an experiment on its GenAI overview unless this tag says the experiment is
+# model development; then it opens on the runs, which is where trials are.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_DEVELOPMENT = "custom_model_development"
 # A run-id prefix is looked up in this many experiments at most (MLflow pages its answers).
 MAX_EXPERIMENTS = 50_000
 PAIR_SHAPE = (-1, 2, IMAGE_HEIGHT, IMAGE_WIDTH)
@@ -65,11 +69,15 @@ class MlflowTracker(Tracker):
     def _experiment_id(self) -> str:
         try:
             found = self.client.get_experiment_by_name(self.target.experiment)
-            if found is not None:
-                return str(found.experiment_id)
-            return str(
-                self.client.create_experiment(self.target.experiment, self.target.artifact_root)
-            )
+            if found is None:
+                kind = {EXPERIMENT_KIND_TAG: MODEL_DEVELOPMENT}
+                name, root = self.target.experiment, self.target.artifact_root
+                return str(self.client.create_experiment(name, root, tags=kind))
+            if found.tags.get(EXPERIMENT_KIND_TAG) is None:  # made by an older version
+                self.client.set_experiment_tag(
+                    found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT
+                )
+            return str(found.experiment_id)
         except mlflow.exceptions.MlflowException as exc:
             if self.target.is_http:
                 raise TrackingUnavailable(

@@ -118,6 +118,7 @@ def test_parent_run_carries_the_report(
     assert parent.params["space.lr"].startswith("log-uniform [1e-06")
     artifacts = tracker.list_artifacts(parent.run_id)
     assert "report.md" in artifacts and "figures/optimization_history.png" in artifacts
+    assert parent.tags["mlflow.note.content"].startswith("# Study `t`")  # its overview page
     report = summary["report"]
     assert report["states"] == {"COMPLETE": 3, "FAIL": 1, "PRUNED": 1}
     assert report["best"]["number"] in (0, 1, 2)

@@ -35,3 +35,21 @@ def test_processes_starting_at_once_share_one_store(tmp_path: Path) -> None:
     names = sorted(r.info.run_name for r in tracker.client.search_runs([tracker.experiment_id]))
     assert names == ["proc-0", "proc-1", "proc-2"]
     assert len(tracker.client.search_experiments()) == 2  # Default + siamese-lab, created once
+
+
+def test_the_experiment_opens_on_its_runs_in_mlflow_3(tmp_path: Path) -> None:
+    import mlflow
+
+    from tracking.mlflow_tracker import EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT, MlflowTracker
+    from tracking.store import embedded_target
+
+    fresh = MlflowTracker(embedded_target(tmp_path / "a"))
+    experiment = fresh.client.get_experiment(fresh.experiment_id)
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == MODEL_DEVELOPMENT
+    older = embedded_target(tmp_path / "b")  # an experiment made before the tag existed
+    (tmp_path / "b").mkdir()
+    client = mlflow.MlflowClient(older.uri)
+    made = client.create_experiment(older.experiment, older.artifact_root)
+    assert EXPERIMENT_KIND_TAG not in client.get_experiment(made).tags
+    MlflowTracker(older)
+    assert client.get_experiment(made).tags[EXPERIMENT_KIND_TAG] == MODEL_DEVELOPMENT
