@@ -5,7 +5,10 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import subprocess
 import sys
+import time
+import urllib.request
 
 from siamese.errors import SiameseInputError
 from tracking.store import TrackingTarget
@@ -59,3 +62,20 @@ def ui_url(host: str, port: int, experiment_id: str | None = None) -> str:
     # curves and models are in the machine-learning view.
     suffix = f"#/experiments/{experiment_id}?workflowType=machine_learning" if experiment_id else ""
     return f"http://{shown}:{port}/{suffix}"
+
+
+def wait_until_serving(
+    host: str, port: int, process: subprocess.Popen[bytes], timeout_s: float = 180.0
+) -> bool:
+    """Whether the server answers its health check before it exits or `timeout_s` passes:
+    MLflow's server takes tens of seconds to start, and a URL printed before then fails."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://{shown}:{port}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.5)
+    return False

@@ -161,17 +161,17 @@ def _print_scores(rows: list[dict[str, Any]], same: list[int] | None) -> None:
 @tracking_options
 def ui(host: str, port: int) -> None:
     """Start the MLflow UI on the local store (Ctrl-C stops it)."""
-    from tracking.ui import check_can_listen, ui_command, ui_url
+    from tracking.ui import check_can_listen, ui_command, ui_url, wait_until_serving
 
     check_can_listen(host, port)
     tracker = current_env().tracker()
-    click.echo(
-        f"MLflow UI: {ui_url(host, port, tracker.experiment_id)}  (store: {tracker.uri})", err=True
-    )
+    click.echo(f"starting the MLflow UI on the store {tracker.uri} ...", err=True)
     process = subprocess.Popen(ui_command(tracker.target, host, port))
     # SIGTERM to us must stop the server too, or it keeps the port after we are gone.
     signal.signal(signal.SIGTERM, lambda *_: process.terminate())
     try:
+        if wait_until_serving(host, port, process):  # the URL works once it is printed
+            click.echo(f"MLflow UI: {ui_url(host, port, tracker.experiment_id)}", err=True)
         raise SystemExit(process.wait())
     except KeyboardInterrupt:
         process.terminate()
