@@ -127,20 +127,7 @@ def read_setup(study: optuna.Study) -> StudySetup:
     return _parse(study.study_name, study.user_attrs.get(ATTR))
 
 
-def read_stored_setup(storage: BaseStorage, name: str, url: str) -> StudySetup:
-    """The setup straight from the storage, without loading the study twice."""
-    try:
-        study_id = storage.get_study_id_from_name(name)
-    except KeyError:
-        from search.storage import study_names
-
-        raise SiameseInputError(
-            f"--study {name!r}: no such study in {url}; found {study_names(storage) or 'none'}"
-        ) from None
-    return _parse(name, storage.get_study_user_attrs(study_id).get(ATTR))
-
-
-def stored_setup(storage: BaseStorage, name: str, url: str) -> StudySetup | None:
+def stored_setup(storage: BaseStorage, name: str) -> StudySetup | None:
     """The study's setup; None for a study that does not exist yet, or that a search
     created but never finished setting up (no setup and no trial: it starts as new)."""
     try:
@@ -151,6 +138,19 @@ def stored_setup(storage: BaseStorage, name: str, url: str) -> StudySetup | None
     if raw is None and not storage.get_all_trials(study_id, deepcopy=False):
         return None
     return _parse(name, raw)
+
+
+def read_stored_setup(storage: BaseStorage, name: str, url: str) -> StudySetup:
+    """The setup of a study that must exist (a worker joins it), straight from the storage."""
+    setup = stored_setup(storage, name)
+    if setup is None:
+        from search.storage import study_names
+
+        raise SiameseInputError(
+            f"--study {name!r}: no such study set up in {url}; found "
+            f"{study_names(storage) or 'none'}"
+        )
+    return setup
 
 
 def write_setup(study: optuna.Study, setup: StudySetup) -> None:

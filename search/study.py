@@ -150,7 +150,7 @@ def _open_study(request: SearchRequest, make_tracker: TrackerFactory) -> _Sessio
     before anything is created, so a store that fails leaves no half-made study."""
     stale = StaleTrialHandler()
     storage = open_storage(request.storage_url, stale)
-    stored = stored_setup(storage, request.study_name, request.storage_url)
+    stored = stored_setup(storage, request.study_name)
     setup = stored or _new_setup(request)
     tracker = stale.tracker = make_tracker(setup.tracking_uri)
     study = optuna.create_study(

@@ -14,15 +14,10 @@ import torch
 
 from siamese import Diagnosis, PairData, diagnose, fit, prepare_data
 from siamese.config import TrainConfig, is_device_spec, with_overrides
-from siamese.errors import CheckpointError, ConfigError, CorruptCheckpointError
-from siamese.scoring import (
-    CheckedCheckpoint,
-    check_payload,
-    is_torch_file,
-    read_payload,
-)
+from siamese.errors import CheckpointError, ConfigError
+from siamese.scoring import CheckedCheckpoint, check_payload
 from siamese.train import Callback, FitResult, resolve_device
-from siamese.train.checkpoint import check_resumable
+from siamese.train.checkpoint import load_for_resume
 from tracking.base import Tracker
 
 # What a resume may change; every other flag is fixed by the checkpoint.
@@ -92,36 +87,24 @@ def resume_request(
             f"--resume {path}: {', '.join(fixed_flags)} cannot change on a resume (the "
             f"checkpoint fixes them); only {' and '.join(RESUME_FLAGS)} can"
         )
-    checked = _resume_point(path)  # weights that do not fit its config fail here
+    start, checked = _resume_point(path)  # weights that do not fit its config fail here
     config = with_overrides(checked.config, epochs=epochs, device=device)
-    done = _epoch_reached(path, checked.payload)
+    done = _epoch_reached(start, checked.payload)
     if config.epochs <= done:
         raise ConfigError(
             f"--resume {path}: the checkpoint already holds epoch {done} of {config.epochs}; "
             f"give --epochs above {done} to train on"
         )
     check_device("--device", config.device)
-    return TrainRequest(config, path.parent, path, new_run_name())
+    # `start`, not `path`: fit then loads the sound file directly, without a second warning.
+    return TrainRequest(config, path.parent, start, new_run_name())
 
 
-def _resume_point(path: Path) -> CheckedCheckpoint:
-    """The checkpoint `fit` will resume from, checked whole. When the file asked for is a
-    damaged torch file, `fit` resumes from a sound best.pt beside it (and says so): that
-    one is checked instead, and the error names the file asked for if it is unsound too."""
-    try:
-        payload = read_payload(path)
-    except CorruptCheckpointError as exc:  # as fit's load_for_resume: damaged bytes only
-        fallback = path.with_name("best.pt")
-        if fallback == path or not fallback.is_file() or not is_torch_file(path):
-            raise
-        try:
-            payload = read_payload(fallback)
-        except CheckpointError:
-            raise exc from None
-        check_resumable(fallback, payload)
-        return check_payload(fallback, payload)
-    check_resumable(path, payload)
-    return check_payload(path, payload)
+def _resume_point(path: Path) -> tuple[Path, CheckedCheckpoint]:
+    """The checkpoint `fit` will resume from, checked whole: the file asked for, or the
+    sound best.pt beside it when that file's bytes are damaged (said once, here)."""
+    point = load_for_resume(path)
+    return point.path, check_payload(point.path, point.payload)
 
 
 def _epoch_reached(path: Path, payload: dict[str, Any]) -> int:

@@ -78,9 +78,9 @@ def run_trials(
 
 
 def open_for_worker(
-    storage: optuna.storages.BaseStorage, setup: StudySetup, name: str, worker: int
+    storage: optuna.storages.BaseStorage, setup: StudySetup, name: str
 ) -> optuna.Study:
-    """The study with this worker's own sampler and the study's pruner."""
+    """The study with its sampler (seeded per trial) and its pruner."""
     return optuna.load_study(
         study_name=name,
         storage=storage,
@@ -101,8 +101,8 @@ def join_study(
     tracker = stale.tracker = make_tracker(setup.tracking_uri)
     if tracker is not None and setup.parent_run_id is not None:
         check_parent_run(tracker, spec.study_name, setup.parent_run_id)
-    study = open_for_worker(storage, setup, spec.study_name, spec.worker_index)
-    run_trials(study, setup, spec, Progress(console, setup.target_trials), tracker)
+    study = open_for_worker(storage, setup, spec.study_name)
+    run_trials(study, setup, spec, Progress(console, None), tracker)  # it sets the total
 
 
 def check_parent_run(tracker: Tracker, study_name: str, parent: str) -> None:

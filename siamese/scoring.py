@@ -20,9 +20,6 @@ from siamese.errors import CheckpointError, SiameseInputError
 from siamese.model import SiameseNet, build_model
 from siamese.train.checkpoint import load_checkpoint, load_weights
 
-# What torch.save writes (a zip archive): anything else is not a checkpoint at all.
-ZIP_SIGNATURE = b"PK\x03\x04"
-
 
 class PairScorer(nn.Module):
     def __init__(self, net: SiameseNet) -> None:
@@ -48,45 +45,11 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
-def is_torch_file(path: Path) -> bool:
-    """Whether `path` starts as torch.save's archives do (it may still be damaged)."""
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(len(ZIP_SIGNATURE)) == ZIP_SIGNATURE
-    except OSError:
-        return False
-
-
-def read_payload(path: Path) -> dict[str, Any]:
-    """`load_checkpoint(path)`, with anything that is not a checkpoint at all (a text file,
-    /etc/passwd) named as such, and any failure of torch's loader as CheckpointError."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(len(ZIP_SIGNATURE))
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    if head != ZIP_SIGNATURE:
-        raise CheckpointError(
-            f"{path}: not a siamese-lab checkpoint (not a file torch.save writes); "
-            "expected the best.pt or last.pt of a train or search run"
-        )
-    try:
-        return load_checkpoint(path)
-    except SiameseInputError:
-        raise
-    except Exception as exc:  # torch's unpickler fails in many ways on a damaged archive
-        raise CheckpointError(
-            f"{path}: corrupt or not a siamese-lab checkpoint ({type(exc).__name__})"
-        ) from exc
-
-
 def read_checkpoint(path: Path) -> CheckedCheckpoint:
     """A checkpoint checked before it is used (scored or resumed): a siamese-lab file, a
     valid config, and weights that fit the network that config builds. CheckpointError,
     naming the file, for anything else."""
-    return check_payload(path, read_payload(path))
+    return check_payload(path, load_checkpoint(path))
 
 
 def check_payload(path: Path, payload: dict[str, Any]) -> CheckedCheckpoint:

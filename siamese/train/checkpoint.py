@@ -31,6 +31,8 @@ from siamese.train.history import EpochRecord, History
 from siamese.train.integrity import DIGEST_KEY, disk_full_named, payload_digest
 
 FORMAT = "siamese-lab-checkpoint/1"
+# What torch.save writes (a zip archive): anything else is not a checkpoint at all.
+ZIP_SIGNATURE = b"PK\x03\x04"
 REQUIRED_KEYS = ("format", "model", "optimizer", "epoch", "config", "history", "rng")
 _log = logging.getLogger(__name__)
 # False in a weights-only checkpoint: it scores pairs but cannot resume training.
@@ -65,10 +67,26 @@ def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
         fsync_dir(path.parent)
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with weights_only=True: a file carrying pickled code is refused, not executed."""
+def _check_is_torch_file(path: Path) -> None:
+    """A text file or /etc/passwd is named as not a checkpoint at all (torch's own loader
+    fails on it with a bare KeyError), before torch reads it."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(ZIP_SIGNATURE))
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if head != ZIP_SIGNATURE:
+        raise CheckpointError(
+            f"{path}: not a siamese-lab checkpoint (not a file torch.save writes); "
+            "expected the best.pt or last.pt of a train or search run"
+        )
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with weights_only=True: a file carrying pickled code is refused, not executed."""
+    _check_is_torch_file(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -79,6 +97,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CorruptCheckpointError(
             f"{path}: corrupt or truncated checkpoint ({type(exc).__name__})"
+        ) from exc
+    except Exception as exc:  # torch's unpickler fails in many more ways on a foreign zip
+        raise CheckpointError(
+            f"{path}: corrupt or not a siamese-lab checkpoint ({type(exc).__name__})"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a siamese-lab checkpoint (expected format {FORMAT!r})")
