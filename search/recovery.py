@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.storage import RUN_ID_ATTR
-from tracking.base import ERROR_TAG, KILLED, STATE_TAG, Tracker
+from tracking.base import ERROR_TAG, KILLED, RUN_NAME_TAG, STATE_TAG, Tracker
 
 OWNER_ATTR = "owner"
 INTERRUPTED_ATTR = "interrupted"
@@ -85,7 +85,8 @@ def _close_run(tracker: Tracker | None, trial: FrozenTrial, why: str) -> None:
     run_id = trial.user_attrs.get(RUN_ID_ATTR)
     if tracker is None or not run_id:
         return
-    tracker.set_tags(str(run_id), {ERROR_TAG: why, STATE_TAG: "FAIL"})
+    name = f"trial-{trial.number} · FAIL · worker died"
+    tracker.set_tags(str(run_id), {ERROR_TAG: why, STATE_TAG: "FAIL", RUN_NAME_TAG: name})
     tracker.end_run(str(run_id), KILLED)
 
 

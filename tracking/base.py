@@ -22,6 +22,8 @@ STATE_TAG = "optuna.state"
 ERROR_TAG = "siamese_lab.error"
 # Where a run's logged model is (only a converged, completed run logs one).
 MODEL_URI_TAG = "siamese_lab.model_uri"
+# MLflow keeps a run's display name in this tag too; setting it renames the run.
+RUN_NAME_TAG = "mlflow.runName"
 # The UI shows 8 characters of a run id; 6 is the shortest prefix taken for one.
 MIN_RUN_ID_PREFIX = 6
 FULL_RUN_ID_LENGTH = 32
@@ -72,6 +74,10 @@ class Tracker(abc.ABC):
     @abc.abstractmethod
     def log_model(self, run_id: str, scorer: nn.Module, name: str = "model") -> str:
         """Log a pair scorer (input (N, 2, 40, 50) -> P(same)); returns its model URI."""
+
+    def rename_run(self, run_id: str, name: str) -> None:
+        """Change the name the runs table shows (a trial's name ends with its outcome)."""
+        self.set_tags(run_id, {RUN_NAME_TAG: name})
 
     @abc.abstractmethod
     def reopen_run(self, run_id: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from torch import nn
 
-from tracking.base import FINISHED, RunView, Tracker
+from tracking.base import FINISHED, RUN_NAME_TAG, RunView, Tracker
 
 
 class InMemoryTracker(Tracker):
@@ -28,7 +28,7 @@ class InMemoryTracker(Tracker):
         parent_run_id: str | None = None,
     ) -> str:
         run_id = uuid.uuid4().hex
-        all_tags = {"mlflow.runName": name, **tags}
+        all_tags = {RUN_NAME_TAG: name, **tags}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         self.runs[run_id] = RunView(
@@ -45,6 +45,8 @@ class InMemoryTracker(Tracker):
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         self.runs[run_id].tags.update({k: str(v) for k, v in tags.items()})
+        if RUN_NAME_TAG in tags:  # as MLflow does: the tag is the run's name
+            self.runs[run_id].name = str(tags[RUN_NAME_TAG])
 
     def log_artifact(self, run_id: str, local_path: Path, artifact_dir: str | None = None) -> None:
         target = self._artifacts / run_id / (artifact_dir or "")

@@ -192,8 +192,8 @@ def test_search_on_a_really_full_disk_stops_with_one_line(small_disk: Path) -> N
     tracker = MlflowTracker(embedded_target(home))
     runs = tracker.client.search_runs([tracker.experiment_id])
     trials = {r.info.run_name: r for r in runs if r.info.run_name.startswith("trial-")}
-    assert sorted(trials) == ["trial-0"]
-    run = trials["trial-0"]
+    assert sorted(trials) == ["trial-0 · FAIL · error"]
+    run = trials["trial-0 · FAIL · error"]
     assert run.info.status == FAILED and run.data.tags[ERROR_TAG] == f"DiskFullError: {line}"
     assert load_checkpoint(folder / "last.pt")["epoch"] == 1
     _sound_sqlite(home / "mlflow.db")

@@ -79,7 +79,12 @@ def test_every_trial_is_one_nested_run(searched: tuple[Path, dict[str, Any]]) ->
     assert {t.user_attrs["mlflow_run_id"] for t in trials} == set(children)
     for trial in trials:
         run = children[trial.user_attrs["mlflow_run_id"]]
-        assert run.name == f"trial-{trial.number}"
+        # the name ends with the outcome: the runs table tells them apart at a glance
+        assert run.name == (
+            f"trial-{trial.number} · {trial.state.name} · {trial.user_attrs['diagnosis']}"
+            if "diagnosis" in trial.user_attrs
+            else f"trial-{trial.number} · FAIL · error"
+        ), run.name
         assert run.tags["optuna.state"] == trial.state.name
         assert run.tags["optuna.study"] == "t"
         assert run.status != "RUNNING"

@@ -96,6 +96,15 @@ def test_nested_runs(tracker: Tracker) -> None:
     assert {r.run_id for r in tracker.child_runs(parent)} == children
 
 
+def test_a_renamed_run_shows_its_new_name(tracker: Tracker) -> None:
+    run_id = tracker.start_run("trial-3", {}, {"optuna.trial_number": "3"})
+    tracker.rename_run(run_id, "trial-3 · PRUNED · diverged")
+    tracker.end_run(run_id, FINISHED)
+    run = tracker.get_run(run_id)
+    assert run.name == "trial-3 · PRUNED · diverged"
+    assert run.tags["optuna.trial_number"] == "3"
+
+
 def test_log_model_returns_a_uri_and_an_artifact(tracker: Tracker) -> None:
     run_id = tracker.start_run("r", {}, {})
     scorer = PairScorer(SiameseNet("sq", 0.0)).eval()

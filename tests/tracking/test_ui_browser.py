@@ -1,13 +1,16 @@
-"""`siamese-lab ui` in a real browser: a tracked run shows up in the MLflow UI's run list.
+"""`siamese-lab ui` in a real browser: a study shows up in the MLflow UI as users should see it.
 
-Trains one tiny tracked run, starts `siamese-lab ui` on a free port and renders the experiment
-page in headless Chromium. The screenshot is kept at test-artifacts/ui-experiment.png.
+Runs a tiny tracked search, starts `siamese-lab ui` on a free port and renders in headless
+Chromium the page `ui` prints (the experiment's runs, with the study run) and the study run's
+page (its report as the description, its trials named with their outcome). The screenshot
+is kept at test-artifacts/ui-experiment.png.
 Without /usr/bin/chromium the test is skipped locally and fails under CI, which installs it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
 import re
@@ -71,10 +74,13 @@ def _free_port() -> int:
 
 @dataclass(frozen=True)
 class TrackedRun:
+    """The study's parent run, and its trials' run names."""
+
     home: Path
     run_id: str
     run_name: str
     experiment_id: str
+    trial_names: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,7 @@ def tracked_run(tmp_path: Path) -> TrackedRun:
     home = tmp_path / "home"
     small = ["--epochs", "1", "--train-pairs", "64", "--val-pairs", "32", "--device", "cpu"]
     result = subprocess.run(
-        [*_cli(), "train", "--home", str(home), *small, "--json"],
+        [*_cli(), "search", "--home", str(home), "--trials", "2", *small, "--json"],
         cwd=tmp_path,
         env=_env(),
         capture_output=True,
@@ -109,11 +115,14 @@ def tracked_run(tmp_path: Path) -> TrackedRun:
         timeout=180,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    run_id = json.loads(result.stdout)["run_id"]
+    run_id = json.loads(result.stdout)["parent_run_id"]
     client = mlflow.MlflowClient(f"sqlite:///{home.resolve() / 'mlflow.db'}")
     run = client.get_run(run_id)
     assert run.info.run_name, f"run {run_id} has no name"
-    return TrackedRun(home, run_id, run.info.run_name, run.info.experiment_id)
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+    names = tuple(sorted(r.info.run_name for r in children))
+    assert len(names) == 2, names
+    return TrackedRun(home, run_id, run.info.run_name, run.info.experiment_id, names)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -194,34 +203,58 @@ def _chromium(
     )
 
 
-def test_ui_lists_the_tracked_run(
-    chromium: Path, tracked_run: TrackedRun, ui_server: UiServer, tmp_path: Path
-) -> None:
-    expected = f"http://127.0.0.1:{ui_server.port}/#/experiments/{tracked_run.experiment_id}"
-    assert ui_server.printed_url.startswith(expected), ui_server.printed_url
-    # MLflow 3's UI opens a bare experiment URL on its GenAI overview (traces, no runs) in a
-    # fresh browser; workflowType=machine_learning is its "Model training" view, the run list.
-    url = ui_server.printed_url
-    if "workflowType=" not in url:
-        url += ("&" if "?" in url else "?") + "workflowType=machine_learning"
+def _visible_text(dom: str) -> str:
+    """The page's text as a reader sees it: no scripts, styles or tags, single spaces."""
+    text = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)
+    text = html.unescape(re.sub(r"<[^>]+>", " ", text))
+    return " ".join(text.split())
 
-    deadline = time.monotonic() + BROWSER_TOTAL_S
-    dom = ""
-    budget_ms = VIRTUAL_TIME_BUDGETS_MS[0]
+
+def _render_until(
+    browser: Path, tmp_path: Path, url: str, wanted: list[str], deadline: float
+) -> tuple[str, int]:
+    """The page's visible text once every `wanted` text is in it (longer budgets while it
+    is not), and the budget that rendered it."""
+    dom, budget_ms = "", VIRTUAL_TIME_BUDGETS_MS[0]
     for attempt, budget_ms in enumerate(VIRTUAL_TIME_BUDGETS_MS):
         left = deadline - time.monotonic()
         if left <= 5:
             break
-        result = _chromium(
-            chromium, tmp_path / f"profile-dom-{attempt}", url, budget_ms, left, "--dump-dom"
-        )
-        dom = result.stdout
-        if tracked_run.run_name in dom:
+        profile = tmp_path / f"profile-{abs(hash(url))}-{attempt}"
+        dom = _visible_text(_chromium(browser, profile, url, budget_ms, left, "--dump-dom").stdout)
+        if all(text in dom for text in wanted):
             break
-    assert tracked_run.run_name in dom, (
-        f"run name {tracked_run.run_name} not in the rendered page {url}\n"
-        f"DOM tail: {dom[-1500:]}\nserver log:\n{_tail(ui_server.log)}"
-    )
+    return dom, budget_ms
+
+
+def test_ui_shows_the_study_its_report_and_its_trials_outcomes(
+    chromium: Path, tracked_run: TrackedRun, ui_server: UiServer, tmp_path: Path
+) -> None:
+    expected = f"http://127.0.0.1:{ui_server.port}/#/experiments/{tracked_run.experiment_id}"
+    assert ui_server.printed_url.startswith(expected), ui_server.printed_url
+    # MLflow 3.17 opens an experiment on its GenAI overview (traces, no runs) unless the URL
+    # or the browser's remembered sidebar switch says "Model training": ui prints that URL.
+    assert "workflowType=machine_learning" in ui_server.printed_url, ui_server.printed_url
+    deadline = time.monotonic() + BROWSER_TOTAL_S
+
+    # The printed page is the runs table: the study run, its 2 trials nested under it.
+    runs_table = ["Run Name", "3 matching runs"]
+    url = ui_server.printed_url
+    dom, budget_ms = _render_until(chromium, tmp_path, url, runs_table, deadline)
+    for text in runs_table:
+        assert text in dom, (
+            f"{text!r} not in the rendered page {url}\n"
+            f"DOM tail: {dom[-1500:]}\nserver log:\n{_tail(ui_server.log)}"
+        )
+
+    # The study run's page: the report as its description, the trials by outcome name.
+    outcomes = {name.split(" · ")[1] for name in tracked_run.trial_names}
+    assert outcomes <= {"COMPLETE", "PRUNED", "FAIL"}, tracked_run.trial_names
+    run_page = f"{expected}/runs/{tracked_run.run_id}?workflowType=machine_learning"
+    wanted = ["Failure map", "Best trial", *tracked_run.trial_names]
+    run_dom, _ = _render_until(chromium, tmp_path, run_page, wanted, deadline + 60)
+    missing = [text for text in wanted if text not in run_dom]
+    assert not missing, f"{missing} not on the study run's page {run_page}: {run_dom[-1500:]}"
 
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
     ARTIFACT.unlink(missing_ok=True)
