@@ -30,3 +30,8 @@ class EpochPrinter(Callback):
             f"{record.update_ratio:>9.2e} {record.pairs_per_second:>8.0f}"
         )
         return None
+
+    def on_fit_end(self, history: History) -> None:
+        # How the steps ran: a GPU run that fell back to eager steps says so, and why.
+        if history.step_path:
+            self.console.print(f"training steps: {history.step_path}", markup=False)

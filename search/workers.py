@@ -21,7 +21,7 @@ from search.storage import StaleTrialHandler, open_storage
 from siamese import prepare_data
 from siamese.errors import SiameseInputError
 from siamese.names import check_name
-from siamese.train import resolve_device
+from siamese.train import gpu, resolve_device
 from tracking.base import Tracker
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -95,6 +95,9 @@ def join_study(
     """A worker that starts from the storage alone: `siamese-lab worker`, or a local child.
     `make_tracker` gets the MLflow URI the study recorded."""
     check_name("--study", spec.study_name)  # it names a folder under the home
+    # Its GPU (--devices, --device) is the process's current device before anything touches
+    # CUDA: no context on GPU 0 beside it, and every capture on the right device.
+    gpu.make_current(spec.device)
     stale = StaleTrialHandler()
     storage = open_storage(spec.storage_url, stale)
     setup = read_stored_setup(storage, spec.study_name, spec.storage_url)

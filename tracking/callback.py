@@ -18,6 +18,7 @@ from tracking.base import MODEL_URI_TAG, Tracker
 from tracking.readback import DIAGNOSIS_FILE
 
 CHECKPOINT_DIR_TAG = "siamese_lab.checkpoint_dir"
+STEP_PATH_TAG = "siamese_lab.step_path"
 
 
 def diagnosis_tags(history: History, verdict: Diagnosis) -> dict[str, str]:
@@ -27,6 +28,8 @@ def diagnosis_tags(history: History, verdict: Diagnosis) -> dict[str, str]:
         "diagnosis.label": verdict.label,
         "diagnosis.summary": "; ".join(f.summary for f in verdict.findings) or "learned",
         "siamese_lab.stop_reason": history.stop_reason,
+        # "graph" or "eager: <why>": a GPU run that silently trained eagerly is visible here.
+        STEP_PATH_TAG: history.step_path,
         "siamese_lab.best_epoch": str(best.epoch if best else ""),
     }
 

@@ -17,12 +17,13 @@ from siamese.config import TrainConfig
 from siamese.data import PairData, prepare_data
 from siamese.errors import ConfigError
 from siamese.model import SiameseNet, build_model
+from siamese.train import gpu
 from siamese.train.callbacks import Callback
 from siamese.train.checkpoint import CheckpointKeeper, load_for_resume, load_weights
 from siamese.train.device_data import DeviceData
 from siamese.train.evaluate import EvalResult, evaluate
 from siamese.train.history import EpochRecord, History
-from siamese.train.step import StepRunner, make_optimizer, uses_graph
+from siamese.train.step import StepRunner, load_optimizer_state, make_optimizer, uses_graph
 
 # Config fields a resumed run may change: they decide how long and where, not what is learned.
 RESUMABLE_CHANGES = ("epochs", "device")
@@ -110,7 +111,8 @@ class _Run:
         self.resumed_from = path
         _check_resumable(self.config, payload["config"], path)
         load_weights(self.model, payload["model"], path)
-        self.optimizer.load_state_dict(payload["optimizer"])
+        # This device's capturable/fused/foreach, not the saving device's.
+        load_optimizer_state(self.optimizer, payload["optimizer"])
         torch.set_rng_state(payload["rng"]["torch"].cpu())
         if self.device.type == "cuda" and "cuda" in payload["rng"]:
             torch.cuda.set_rng_state(payload["rng"]["cuda"].cpu(), self.device)
@@ -177,6 +179,7 @@ class _Run:
     def loop(self) -> None:
         for epoch in range(self.start_epoch, self.config.epochs + 1):
             record = self.train_epoch(epoch)
+            self.history.step_path = self.runner.path
             self.history.records.append(record)
             self.checkpoints.save(record, self._state)
             if not math.isfinite(record.train_loss) or not math.isfinite(record.val_loss):
@@ -198,6 +201,18 @@ def fit(
 ) -> FitResult:
     """Train one model. A NaN/Inf loss ends the run as a result (stop_reason "non_finite"),
     not an exception; Ctrl-C ends it with stop_reason "interrupted" and re-raises."""
+    # The run's device is current from its first tensor to its last callback (cuda:N).
+    with gpu.device_scope(resolve_device(config.device)):
+        return _fit(config, data, callbacks, checkpoint_dir, resume_from)
+
+
+def _fit(
+    config: TrainConfig,
+    data: PairData | None,
+    callbacks: Sequence[Callback],
+    checkpoint_dir: Path | None,
+    resume_from: Path | None,
+) -> FitResult:
     run = _Run(
         config, data if data is not None else prepare_data(config.data), callbacks, checkpoint_dir
     )

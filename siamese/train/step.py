@@ -3,7 +3,8 @@
 Nothing here calls `.item()`: loss, gradient norms and update ratios are summed into device
 tensors and read once per epoch, so a GPU never waits on the host between steps. On CUDA
 the whole step (gather of the batch, forward, backward, statistics, optimizer) is captured
-in one CUDA graph and replayed: this network is launch-bound at batch 32 (DESIGN.md).
+in one CUDA graph and replayed: this network is launch-bound at batch 32 (DESIGN.md). The
+CUDA calls themselves live in `siamese.train.gpu`, where a CPU test emulates them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -18,6 +20,7 @@ from torch import Tensor
 
 from siamese.config import TrainConfig
 from siamese.model import SiameseNet
+from siamese.train import gpu
 from siamese.train.device_data import DeviceData
 
 # Layer names for the per-layer gradient norms, by parameter-name prefix: the model's own
@@ -30,15 +33,29 @@ LAYER_PREFIXES = (
     ("fc", "tower.fc."),
     ("head", "head."),
 )
-# Eager steps before capture: the optimizer creates its state lazily on the first step(s).
+# Eager steps before capture: the optimizer creates its state lazily on the first step(s),
+# and the step with statistics (step 0) and without (steps 1, 2) each run once before either
+# is recorded.
 GRAPH_WARMUP_STEPS = 3
-# Eager (CPU) steps measure gradient norms and update ratios on every Nth step only.
-CPU_STATS_EVERY = 4
+# Gradient norms and update ratios are measured on every Nth step only, eagerly or in a
+# graph: every step they cost ~5% of a CPU step, and ~25 extra small kernels in a graphed GPU
+# step. 1 measures every step; `bench/gpu_checks.py` prints a graph's pairs/s both ways.
+STATS_EVERY = 4
+# False: CUDA steps run eagerly as well (the benchmark's "fit eager" arm).
+GRAPHS_ENABLED = True
+# Optimizer settings that belong to the device a run is on, not to what it has learned.
+DEVICE_FLAGS = ("capturable", "fused", "foreach")
+# Longest capture error kept in the recorded step path (one line, an MLflow tag).
+PATH_ERROR_CHARS = 300
 
 
 def uses_graph(device: torch.device) -> bool:
     """Whether steps on `device` run as a CUDA graph (the optimizer must then be capturable)."""
-    return device.type == "cuda"
+    return device.type == "cuda" and GRAPHS_ENABLED
+
+
+def _eager_reason(device: torch.device) -> str:
+    return device.type if device.type != "cuda" else "graphs disabled"
 
 
 def layer_names(model: SiameseNet) -> list[str]:
@@ -61,7 +78,10 @@ def _layer_index(model: SiameseNet, device: torch.device) -> Tensor:
 
 
 class StepRunner:
-    """Runs training steps on a device-resident data set and sums their statistics."""
+    """Runs training steps on a device-resident data set and sums their statistics.
+
+    `path` says how the steps ran: "graph", or "eager: <why>" ("cpu", "warm-up" when a run
+    ended before its capture, "capture failed: ...")."""
 
     def __init__(
         self,
@@ -69,25 +89,34 @@ class StepRunner:
         optimizer: torch.optim.Optimizer,
         train_data: DeviceData,
         config: TrainConfig,
+        stats_every: int | None = None,
     ) -> None:
         self.model, self.optimizer, self.data = model, optimizer, train_data
         self.device = train_data.device
         self.params = [p for p in model.parameters()]
         self.layer_index = _layer_index(model, self.device)
         self.layers = layer_names(model)
+        self.stats_every = stats_every or STATS_EVERY
         self.batch_idx = torch.zeros(config.batch_size, dtype=torch.long, device=self.device)
         self.previous = [torch.empty_like(p) for p in self.params]
-        self.reset_sums()
+        self._allocate_sums()
         self.use_graph = uses_graph(self.device)
-        self.graph: torch.cuda.CUDAGraph | None = None
+        self.graphs: dict[bool, gpu.Replayable] = {}  # with statistics or not -> its graph
+        self.path = "eager: warm-up" if self.use_graph else f"eager: {_eager_reason(self.device)}"
         self.eager_steps = 0
 
+    def _allocate_sums(self) -> None:
+        """Once per run: a captured step writes to the very tensors it was recorded with."""
+        zeros = partial(torch.zeros, device=self.device)
+        self.loss_sum, self.grad_sums = zeros(()), zeros(len(self.layers))
+        self.ratio_sum, self.stat_steps = zeros(()), zeros(())
+        self.steps = 0
+
     def reset_sums(self) -> None:
-        zeros = torch.zeros
-        self.loss_sum = zeros((), device=self.device)
-        self.grad_sums = zeros(len(self.layers), device=self.device)
-        self.ratio_sum = zeros((), device=self.device)
-        self.stat_steps = zeros((), device=self.device)
+        """Zeroed in place: new tensors would leave the graph writing into the old, freed ones
+        (read back as zeros from epoch 2 on, and memory later handed to other tensors)."""
+        for total in (self.loss_sum, self.grad_sums, self.ratio_sum, self.stat_steps):
+            total.zero_()
         self.steps = 0
 
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
@@ -130,36 +159,43 @@ class StepRunner:
     def run(self, batch_indices: Tensor) -> None:
         """One step on the pairs at `batch_indices` (a device tensor of batch_size)."""
         self.batch_idx.copy_(batch_indices, non_blocking=True)
-        if self.graph is not None:
-            self.graph.replay()
-        elif self.use_graph and self.eager_steps >= GRAPH_WARMUP_STEPS:
-            self._capture()
-            if self.graph is not None:
-                self.graph.replay()  # capture records but does not run: this runs the step
-            else:
-                self._eager()
+        with_stats = self.steps % self.stats_every == 0
+        graph = self._graph(with_stats)
+        if graph is not None:
+            graph.replay()
         else:
-            self._eager()
+            self._eager(with_stats)
         self.steps += 1
 
-    def _eager(self) -> None:
+    def _graph(self, with_stats: bool) -> gpu.Replayable | None:
+        if self.use_graph and not self.graphs and self.eager_steps >= GRAPH_WARMUP_STEPS:
+            self._capture()
+        return self.graphs.get(with_stats)
+
+    def _eager(self, with_stats: bool) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        # On the CPU the statistics are sampled: every step would cost ~5% of the step time.
-        self._step_body(with_stats=self.steps % CPU_STATS_EVERY == 0)
+        self._step_body(with_stats)
         self.eager_steps += 1
 
     def _capture(self) -> None:
-        torch.cuda.synchronize(self.device)
-        self.optimizer.zero_grad(set_to_none=True)
-        graph = torch.cuda.CUDAGraph()
+        """Record the step with statistics and, when they are sampled, the step without: one
+        graph with a flag inside could not skip the statistics' kernels."""
+        variants = (True, False) if self.stats_every > 1 else (True,)
         try:
-            with torch.cuda.graph(graph):
-                self._step_body()
-        except RuntimeError as exc:  # keep training correct, just slower, and say so once
-            warnings.warn(f"CUDA graph capture failed, training eagerly: {exc}", stacklevel=2)
+            for with_stats in variants:
+                # Each capture allocates the gradients in its own pool; every replay writes
+                # them whole before its optimizer step reads them.
+                self.optimizer.zero_grad(set_to_none=True)
+                step = partial(self._step_body, with_stats)
+                self.graphs[with_stats] = gpu.capture_graph(step, self.device)
+        except Exception as exc:  # keep training correct, just slower, and record why
+            self.graphs.clear()
             self.use_graph = False
+            why = " ".join(f"{type(exc).__name__}: {exc}".split())[:PATH_ERROR_CHARS]
+            self.path = f"eager: capture failed: {why}"
+            warnings.warn(f"CUDA graph capture failed, training eagerly: {why}", stacklevel=2)
             return
-        self.graph = graph
+        self.path = "graph"
 
     def read_sums(self) -> tuple[float, dict[str, float], float]:
         """Mean loss, per-layer gradient norm and update ratio since reset (one host sync)."""
@@ -189,3 +225,15 @@ def make_optimizer(
         return torch.optim.AdamW(params, **common, **fast)
     rmsprop_fast = {"capturable": True} if capturable else {"foreach": True}  # no fused RMSprop
     return torch.optim.RMSprop(params, momentum=momentum, **common, **rmsprop_fast)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """`saved` into `optimizer`, which keeps its own device flags. torch would restore the
+    saved capturable/fused/foreach: a GPU (capturable) state fails its first Adam step on the
+    CPU with an AssertionError, and a CPU (fused) state on a GPU never captures. The flags go
+    in before loading because they also decide where torch puts the step counts."""
+    groups = [
+        {**group, **{k: ours[k] for k in DEVICE_FLAGS if k in ours}}
+        for group, ours in zip(saved["param_groups"], optimizer.param_groups, strict=False)
+    ]
+    optimizer.load_state_dict({**saved, "param_groups": groups})
