@@ -13,6 +13,10 @@ from torch import Tensor, nn
 from siamese.config import IMAGE_HEIGHT, IMAGE_WIDTH, TrainConfig
 
 EMBEDDING_DIM = 100
+# The state-dict key of the decision threshold, and its value before any validation pass
+# (checkpoints written before it existed load with it too).
+THRESHOLD_KEY = "decision_threshold"
+DEFAULT_THRESHOLD = 0.5
 
 
 class Tower(nn.Module):
@@ -108,6 +112,8 @@ class ContrastiveHead(Head):
 
     Same pairs are pulled together, different pairs pushed beyond `margin`; the probability
     is a logistic on the distance, 0.5 at half the margin, so the score reads like the others.
+    The learned distances need not split there: the decision uses the model's threshold,
+    chosen on validation pairs (siamese.train.threshold), not 0.5.
     """
 
     def __init__(self, margin: float) -> None:
@@ -141,6 +147,9 @@ class SiameseNet(nn.Module):
 
     pixel_mean: Tensor
     pixel_std: Tensor
+    # "same" iff P(same) >= this; chosen on validation pairs by each full validation pass. A
+    # buffer, so state dicts, checkpoints and exported (pt2) models carry it.
+    decision_threshold: Tensor
 
     def __init__(self, head: str, dropout: float, margin: float = 1.0) -> None:
         super().__init__()
@@ -148,10 +157,14 @@ class SiameseNet(nn.Module):
         self.head = make_head(head, margin)
         self.register_buffer("pixel_mean", torch.tensor(0.0))
         self.register_buffer("pixel_std", torch.tensor(1.0))
+        self.register_buffer(THRESHOLD_KEY, torch.tensor(DEFAULT_THRESHOLD))
 
     def set_normalization(self, mean: float, std: float) -> None:
         self.pixel_mean.fill_(mean)
         self.pixel_std.fill_(max(std, 1e-6))
+
+    def set_decision_threshold(self, threshold: float) -> None:
+        self.decision_threshold.fill_(threshold)
 
     def embed_pair(self, left: Tensor, right: Tensor) -> tuple[Tensor, Tensor]:
         both = torch.cat([left, right]).unsqueeze(1)

@@ -1,7 +1,9 @@
 """Scoring new pairs: one module from a stack of pairs to P(same), as logged to MLflow.
 
 `PairScorer` takes one tensor (N, 2, 40, 50) instead of two, because a logged model
-(MLflow pyfunc, torch.export) has exactly one input.
+(MLflow pyfunc, torch.export) has exactly one input. It outputs P(same); the decision is
+P(same) >= the threshold the model stores (`decision_threshold`), which an exported model
+keeps as a buffer too.
 """
 
 from __future__ import annotations
@@ -17,8 +19,12 @@ from torch import Tensor, nn
 from siamese.config import TrainConfig
 from siamese.data import read_image_file
 from siamese.errors import CheckpointError, SiameseInputError
-from siamese.model import SiameseNet, build_model
+from siamese.model import THRESHOLD_KEY, SiameseNet, build_model
 from siamese.train.checkpoint import load_checkpoint, load_weights
+
+# Where a scorer keeps its model's threshold: PairScorer's `net`, and a torch.export model
+# (which keeps the buffers of the module it was exported from, used in forward or not).
+SCORER_THRESHOLD = f"net.{THRESHOLD_KEY}"
 
 
 class PairScorer(nn.Module):
@@ -29,6 +35,13 @@ class PairScorer(nn.Module):
     def forward(self, pairs: Tensor) -> Tensor:
         out = self.net(pairs[:, 0], pairs[:, 1])
         return self.net.prob_same(out)
+
+
+def decision_threshold(scorer: nn.Module) -> float | None:
+    """The threshold a scorer's model stores (a PairScorer, or one loaded back from MLflow);
+    None for a model logged before models stored one."""
+    buffer = dict(scorer.named_buffers()).get(SCORER_THRESHOLD)
+    return None if buffer is None else float(buffer)
 
 
 @dataclass(frozen=True)

@@ -118,9 +118,13 @@ def _best_trial_run(env: LabEnv, study: str, storage: str | None) -> tuple[Mlflo
 def predict(
     model_uri: str, images: tuple[Path, ...], pairs_csv: Path | None, as_json: bool
 ) -> None:
-    """Print P(same object) for each image pair: LEFT RIGHT, or --pairs FILE.csv."""
+    """Print P(same object) for each image pair: LEFT RIGHT, or --pairs FILE.csv.
+
+    Each pair is decided same or different at the threshold the model chose on its
+    validation pairs (a model logged before models stored one: 0.5)."""
     from search.pairs_csv import PairList, read_pairs_csv
-    from siamese.scoring import score, stack_pairs
+    from siamese.model import DEFAULT_THRESHOLD
+    from siamese.scoring import decision_threshold, score, stack_pairs
     from tracking.models import load_logged_scorer, load_scorer
 
     if pairs_csv is not None:
@@ -134,25 +138,47 @@ def predict(
         scorer = load_logged_scorer(current_env().tracker(), model_uri)
     else:
         scorer = load_scorer(model_uri)
+    stored = decision_threshold(scorer)
+    if stored is None:
+        click.echo(
+            f"note: {model_uri} stores no decision threshold (logged by an older version): "
+            f"P(same) >= {DEFAULT_THRESHOLD} decides",
+            err=True,
+        )
+    threshold = DEFAULT_THRESHOLD if stored is None else stored
     rows: list[dict[str, Any]] = [
-        {"left": str(a), "right": str(b), "p_same": float(p)}
+        {
+            "left": str(a),
+            "right": str(b),
+            "p_same": float(p),
+            "decision": "same" if p >= threshold else "different",
+        }
         for (a, b), p in zip(listed.pairs, score(scorer, images_in), strict=True)
     ]
     for row, truth in zip(rows, listed.same or [], strict=False):
         row["same"] = truth
     if as_json:
-        print_json({"model": model_uri, "pairs": rows})
+        print_json({"model": model_uri, "threshold": threshold, "pairs": rows})
         return
-    _print_scores(rows, listed.same)
+    at = f"at P(same) >= {threshold:.4f}, the " + (
+        "model's threshold" if stored is not None else "default (the model stores none)"
+    )
+    _print_scores(rows, listed.same, at)
 
 
-def _print_scores(rows: list[dict[str, Any]], same: list[int] | None) -> None:
+def _print_scores(rows: list[dict[str, Any]], same: list[int] | None, at: str) -> None:
     for row in rows:
         truth = f"  same={row['same']}" if "same" in row else ""
-        click.echo(f"{row['p_same']:.4f}  {row['left']}  {row['right']}{truth}")
+        click.echo(
+            f"{row['p_same']:.4f}  {row['decision']:<9}  {row['left']}  {row['right']}{truth}"
+        )
     if same is not None and rows:
-        right = sum((row["p_same"] >= 0.5) == bool(t) for row, t in zip(rows, same, strict=True))
-        click.echo(f"{right} of {len(rows)} pairs right at P(same) >= 0.5")
+        right = sum(
+            (row["decision"] == "same") == bool(t) for row, t in zip(rows, same, strict=True)
+        )
+        click.echo(f"{right} of {len(rows)} pairs right {at}")
+    else:
+        click.echo(f"decided {at}")
 
 
 @click.command()

@@ -27,6 +27,7 @@ from torch import nn
 
 from siamese.errors import CheckpointError, CorruptCheckpointError
 from siamese.files import fsync_dir, link_atomically, signals_deferred
+from siamese.model import DEFAULT_THRESHOLD, THRESHOLD_KEY
 from siamese.train.history import EpochRecord, History
 from siamese.train.integrity import DIGEST_KEY, disk_full_named, payload_digest
 
@@ -159,7 +160,11 @@ def _load_or_fall_back(path: Path, map_location: str | torch.device) -> ResumePo
 
 def load_weights(model: nn.Module, state: dict[str, Any], path: Path) -> None:
     """`model.load_state_dict(state)`, strict; weights saved by another version of the
-    network (renamed or reshaped layers) are bad input that names the file."""
+    network (renamed or reshaped layers) are bad input that names the file. Weights saved
+    before the model stored its decision threshold load with the default, said in a note."""
+    older = THRESHOLD_KEY in model.state_dict() and THRESHOLD_KEY not in state
+    if older:
+        state = {**state, THRESHOLD_KEY: torch.tensor(DEFAULT_THRESHOLD)}
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -167,6 +172,12 @@ def load_weights(model: nn.Module, state: dict[str, Any], path: Path) -> None:
             f"{path}: its weights do not match this version's network "
             f"({_mismatch(set(model.state_dict()), set(state), exc)})"
         ) from exc
+    if older:
+        _log.warning(
+            "note: %s stores no decision threshold (an older checkpoint): P(same) >= %s decides",
+            path,
+            DEFAULT_THRESHOLD,
+        )
 
 
 def _mismatch(expected: set[str], found: set[str], exc: RuntimeError) -> str:

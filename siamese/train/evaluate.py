@@ -1,4 +1,9 @@
-"""Validation pass: metrics plus the output statistics the diagnosis reads."""
+"""Validation pass: metrics plus the output statistics the diagnosis reads.
+
+A pass over every validation pair also chooses the model's decision threshold there
+(siamese.train.threshold) and stores it in the model, so the checkpoint of each epoch
+carries the threshold chosen for its own weights. A pass over a sample leaves it alone.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import torch
 
 from siamese.model import SiameseNet
 from siamese.train.device_data import DeviceData
+from siamese.train.threshold import accuracy_at, choose_threshold, held_out_accuracy
 
 # Small batches are fastest on a CPU (the conv activations stay in cache); a GPU wants big ones.
 CPU_EVAL_BATCH = 64
@@ -19,6 +25,9 @@ CUDA_EVAL_BATCH = 4096
 @dataclass(frozen=True)
 class EvalResult:
     loss: float
+    # Decided at the model's threshold. On a full pass, the threshold chosen on half the
+    # pairs decides the other half and vice versa (held_out_accuracy): the pairs the
+    # accuracy is measured on never chose the threshold that decides them.
     acc: float
     auc: float
     output_std: float
@@ -26,6 +35,7 @@ class EvalResult:
     dead_unit_fraction: float
     head_zero_fraction: float
     probs: np.ndarray
+    threshold: float  # the model's decision threshold after this pass
 
 
 def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -39,7 +49,8 @@ def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float:
 
 @torch.no_grad()
 def evaluate(model: SiameseNet, data: DeviceData, limit: int | None = None) -> EvalResult:
-    """`limit` evaluates the first pairs only (the pairs are shuffled, so it is a fair sample)."""
+    """`limit` evaluates the first pairs only (the pairs are shuffled, so it is a fair sample);
+    without it, the pass chooses and stores the model's decision threshold."""
     data = data.first(limit)
     images, left, right, labels = data.images, data.left, data.right, data.labels
     was_training = model.training
@@ -62,9 +73,13 @@ def evaluate(model: SiameseNet, data: DeviceData, limit: int | None = None) -> E
     truth = labels.cpu().numpy()
     n = max(len(truth), 1)
     finite = bool(np.isfinite(prob).all())  # NaN weights: no unit is "> 0", yet none is dead
+    if limit is None:
+        model.set_decision_threshold(choose_threshold(prob, truth))
+    threshold = float(model.decision_threshold)
+    acc = held_out_accuracy(prob, truth) if limit is None else accuracy_at(prob, truth, threshold)
     return EvalResult(
         loss=float(torch.stack(losses).sum().cpu()) / n,
-        acc=float(((prob > 0.5) == (truth > 0.5)).mean()) if len(truth) else math.nan,
+        acc=acc,
         auc=roc_auc(truth, prob),
         output_std=float(np.std(prob)) if finite else math.nan,
         output_mean=float(np.mean(prob)) if finite else math.nan,
@@ -73,4 +88,5 @@ def evaluate(model: SiameseNet, data: DeviceData, limit: int | None = None) -> E
         else math.nan,
         head_zero_fraction=float(torch.cat(zero_same).float().mean()) if zero_same else math.nan,
         probs=prob,
+        threshold=threshold,
     )

@@ -193,8 +193,13 @@ def test_export_feeds_predict(tmp_path: Path) -> None:
     text = _run("predict", "--model", checkpoint, "--pairs", str(tmp_path / "s" / "pairs.csv"))
     *lines, summary = text.stdout.strip().splitlines()
     assert [line.endswith(f"same={t}") for line, t in zip(lines, truth, strict=True)] == [True] * 5
-    right = sum((r["p_same"] >= 0.5) == bool(t) for r, t in zip(rows, truth, strict=True))
-    assert summary == f"{right} of 5 pairs right at P(same) >= 0.5"
+    # Decided at the threshold the checkpoint stores, chosen on its validation pairs.
+    threshold = json.loads(scored.stdout)["threshold"]
+    right = sum((r["p_same"] >= threshold) == bool(t) for r, t in zip(rows, truth, strict=True))
+    assert [r["decision"] == "same" for r in rows] == [r["p_same"] >= threshold for r in rows]
+    assert (
+        summary == f"{right} of 5 pairs right at P(same) >= {threshold:.4f}, the model's threshold"
+    )
 
     (tmp_path / "s" / "bad.csv").write_text("left,right,same\n1/a.png,1/b.png,yes\n")
     _assert_bad_input(
