@@ -16,7 +16,9 @@ import argparse
 import contextlib
 import importlib.util
 import json
+import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
@@ -139,7 +141,26 @@ def _population_arms(device: str, sizes: Sizes) -> list[tuple[str, Arm]]:
     return [(f"population K={k}", population_arm(config, data, k)) for k in sizes.population]
 
 
-def main() -> None:
+def _print(measured: dict[str, tuple[float, str]], plain: float) -> None:
+    for label, (rate, path) in measured.items():
+        print(f"{label:<40} {rate:>9.0f} pairs/s  {rate / plain:5.2f}x  path: {path}", flush=True)
+
+
+def _populations(device: str, sizes: Sizes, rounds: int) -> dict[str, tuple[float, str]]:
+    """The population lines; a failure there is printed whole and leaves the lines above."""
+    if importlib.util.find_spec("siamese.train.population") is None:
+        print("population: not available (no siamese/train/population.py)")
+        return {}
+    print(f"population: {sizes.population_pairs} pairs x 1 epoch per member", flush=True)
+    try:
+        return run_rounds(_population_arms(device, sizes), rounds)
+    except Exception:
+        print("population: FAILED")
+        traceback.print_exc(file=sys.stdout)
+        return {}
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when present)")
     parser.add_argument("--rounds", type=int, help="rounds per arm (default: 3 on a GPU)")
@@ -153,18 +174,16 @@ def main() -> None:
         f"{sizes.epochs} epoch(s) at batch {sizes.batch_size}, best of {rounds} round(s)",
         flush=True,
     )
-    arms = _arms(device, sizes)
-    if importlib.util.find_spec("siamese.train.population") is not None:
-        arms += _population_arms(device, sizes)
-    measured = run_rounds(arms, rounds)
+    measured = run_rounds(_arms(device, sizes), rounds)
     plain = measured["seed-style loop"][0]
-    for label, (rate, path) in measured.items():
-        print(f"{label:<40} {rate:>9.0f} pairs/s  {rate / plain:5.2f}x  path: {path}")
-    summary = {label: round(rate) for label, (rate, _) in measured.items()}
-    if not any(label.startswith("population") for label in summary):
-        print("population: not available (no siamese/train/population.py)")
+    _print(measured, plain)
+    populations = _populations(device, sizes, rounds)
+    _print(populations, plain)
+    summary = {label: round(rate) for label, (rate, _) in {**measured, **populations}.items()}
     print(json.dumps({"device": name, "torch": torch.__version__, "pairs_per_s": summary}))
+    failed = importlib.util.find_spec("siamese.train.population") is not None and not populations
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
