@@ -111,7 +111,7 @@ def test_a_graphed_run_reports_the_statistics_of_every_epoch(tiny_data: PairData
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(step, "uses_graph", lambda device: False)
         eager = _trained(_config(epochs=2), tiny_data)
-    assert eager.runner.path == "eager: cpu"
+    assert eager.history.step_path == "eager: cpu"
     for ours, reference in zip(graphed.history.records, eager.history.records, strict=True):
         assert ours.train_loss > 0 and ours.update_ratio > 0 and ours.grad_norm["conv1"] > 0
         assert ours.train_loss == pytest.approx(reference.train_loss, rel=1e-4)
@@ -170,10 +170,6 @@ def test_a_failed_capture_is_recorded_and_training_goes_on(tiny_data: PairData) 
     assert path.startswith("eager: capture failed: RuntimeError: emulated"), path
     assert [math.isfinite(r.train_loss) for r in result.history.records] == [True, True]
     assert History.from_dict(result.history.to_dict()).step_path == path
-
-
-def test_a_cpu_run_records_its_eager_path(tiny_data: PairData) -> None:
-    assert fit(_config(epochs=1), tiny_data).history.step_path == "eager: cpu"
 
 
 def test_a_history_without_a_step_path_still_loads() -> None:
