@@ -123,6 +123,7 @@ def run_search(
             finally:
                 report = build_report(study)
                 _finish_parent(tracker, parent, study, report)
+        tracker.flush()  # every deferred record has landed when the search returns
     _fail_if_nothing_worked(study, done_before)
     return SearchResult(
         study.study_name,

@@ -128,6 +128,7 @@ def run_training(
     with tracked_run(tracker, request.run_name, config, device) as run_id:
         tracking = TrackingCallback(tracker, run_id)
         result = _fit(request, data, [*callbacks, tracking])
+    tracker.flush()  # the run's deferred records land before the command returns
     verdict = tracking.verdict or diagnose(result.history)
     url = tracker.run_url(run_id)
     return TrainOutcome(result, verdict, request.checkpoint_dir, run_id, tracking.model_uri, url)

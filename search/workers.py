@@ -68,13 +68,17 @@ def run_trials(
     if setup.target_trials is not None:
         target = optuna.study.MaxTrialsCallback(setup.target_trials, states=FINISHED_STATES)
         callbacks.append(target)
-    study.optimize(
-        objective,
-        n_trials=spec.n_trials,
-        timeout=spec.timeout,
-        callbacks=callbacks,
-        catch=(Exception,),
-    )
+    try:
+        study.optimize(
+            objective,
+            n_trials=spec.n_trials,
+            timeout=spec.timeout,
+            callbacks=callbacks,
+            catch=(Exception,),
+        )
+    finally:
+        if tracker is not None:  # the last trials' deferred records land before we return
+            tracker.flush()
 
 
 def open_for_worker(

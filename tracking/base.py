@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,6 +75,13 @@ class Tracker(abc.ABC):
     @abc.abstractmethod
     def log_model(self, run_id: str, scorer: nn.Module, name: str = "model") -> str:
         """Log a pair scorer (input (N, 2, 40, 50) -> P(same)); returns its model URI."""
+
+    def defer(self, work: Callable[[], None], what: str) -> None:
+        """Runs `work` (a run's end-of-run artifacts) off the caller's path where the
+        tracker can, in order with its other writes; `flush` and every read wait for it,
+        and so does the process's exit. A failure is a warning naming `what`: the run's
+        record (status, tags, checkpoints) never depends on it. Here: at once."""
+        work()
 
     def rename_run(self, run_id: str, name: str) -> None:
         """Change the name the runs table shows (a trial's name ends with its outcome)."""

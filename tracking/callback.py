@@ -68,6 +68,9 @@ class TrackingCallback(Callback):
             self._write_record(history)
 
     def _write_record(self, history: History) -> None:
+        """What the run's outcome depends on is written now: the verdict, tags, checkpoints
+        and the model. The curves and text records are deferred: the tracker draws and
+        writes them while the next trial trains (and before the process exits)."""
         verdict = self.verdict = diagnose(history)
         best = history.best
         if best is not None:
@@ -75,22 +78,6 @@ class TrackingCallback(Callback):
         for path in sorted(set(self.checkpoints.values())):
             if path.is_file():  # a finished trial keeps best.pt only (siamese.train.keep)
                 self.tracker.log_artifact(self.run_id, path, "checkpoints")
-        # Here, not at the top: `train --no-track` never pays for importing matplotlib.
-        from tracking.plots import plot_curves
-
-        with tempfile.TemporaryDirectory() as tmp:
-            if history.records:
-                name = self.tracker.get_run(self.run_id).name
-                self.tracker.log_artifact(
-                    self.run_id, plot_curves(history, Path(tmp) / "curves.png", name)
-                )
-        self.tracker.log_text(
-            self.run_id, json.dumps(strict_json(verdict.to_dict()), indent=2), DIAGNOSIS_FILE
-        )
-        self.tracker.log_text(self.run_id, render_text(verdict) + "\n", "diagnosis.txt")
-        self.tracker.log_text(
-            self.run_id, json.dumps(strict_json(history.to_dict()), indent=2), "history.json"
-        )
         tags = diagnosis_tags(history, verdict)
         if self._model_wanted(verdict.verdict, history):
             self.model_uri = self.tracker.log_model(
@@ -98,6 +85,12 @@ class TrackingCallback(Callback):
             )
             tags[MODEL_URI_TAG] = self.model_uri
         self.tracker.set_tags(self.run_id, tags)
+        # Here, not at the top: `train --no-track` never pays for importing matplotlib (and
+        # not in the writer thread: an import there could be cut in half by Ctrl-C).
+        from tracking.plots import plot_curves
+
+        records = _Records(self.tracker, self.run_id, history, verdict, plot_curves)
+        self.tracker.defer(records.write, f"the curves and records of run {self.run_id}")
 
     def _model_wanted(self, verdict: str, history: History) -> bool:
         """Only a converged, completed run logs a model: the registry never sees a broken one."""
@@ -109,3 +102,32 @@ class TrackingCallback(Callback):
             return False
         wanted = self.should_log_model
         return wanted(history) if callable(wanted) else wanted
+
+
+class _Records:
+    """A finished run's curves and text records, written by the tracker's writer thread.
+    Everything it needs is taken now: the history is a copy, so it cannot change meanwhile."""
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        run_id: str,
+        history: History,
+        verdict: Diagnosis,
+        plot: Callable[[History, Path, str], Path],
+    ) -> None:
+        self.tracker, self.run_id, self.verdict, self.plot = tracker, run_id, verdict, plot
+        self.history = History.from_dict(history.to_dict())
+
+    def write(self) -> None:
+        tracker, run_id, history = self.tracker, self.run_id, self.history
+        with tempfile.TemporaryDirectory() as tmp:
+            if history.records:
+                name = tracker.get_run(run_id).name
+                tracker.log_artifact(run_id, self.plot(history, Path(tmp) / "curves.png", name))
+        diagnosis = json.dumps(strict_json(self.verdict.to_dict()), indent=2)
+        tracker.log_text(run_id, diagnosis, DIAGNOSIS_FILE)
+        tracker.log_text(run_id, render_text(self.verdict) + "\n", "diagnosis.txt")
+        tracker.log_text(
+            run_id, json.dumps(strict_json(history.to_dict()), indent=2), "history.json"
+        )

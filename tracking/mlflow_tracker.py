@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +39,8 @@ logging.getLogger("mlflow").setLevel(logging.ERROR)
 # model development; then it opens on the runs, which is where trials are.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_DEVELOPMENT = "custom_model_development"
+WRITER_THREAD = "mlflow-writer"
+_log = logging.getLogger(__name__)
 # A run-id prefix is looked up in this many experiments at most (MLflow pages its answers).
 MAX_EXPERIMENTS = 50_000
 PAIR_SHAPE = (-1, 2, IMAGE_HEIGHT, IMAGE_WIDTH)
@@ -61,7 +64,9 @@ class MlflowTracker(Tracker):
         with store_lock(target):  # the first contact creates the schema: one process at a time
             self.client = mlflow.MlflowClient(target.uri)
             self.experiment_id = self._experiment_id()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
+        # One writer thread: metrics and deferred end-of-run work land in the order given.
+        # Its queue is drained when the process exits (concurrent.futures joins it).
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=WRITER_THREAD)
         self._pending: list[Future[object]] = []
         # A run's artifact folder never changes: looked up once, not once per artifact.
         self._artifact_dirs: dict[str, Path | None] = {}
@@ -108,6 +113,22 @@ class MlflowTracker(Tracker):
         # Written by one background thread: training never waits on the store, and end_run
         # waits only for what is queued (MLflow's own async mode polls on shutdown, ~0.7 s).
         self._pending.append(self._pool.submit(self.client.log_batch, run_id, batch))
+
+    def defer(self, work: Callable[[], None], what: str) -> None:
+        def warn_on_failure() -> None:
+            try:
+                work()
+            except Exception as exc:
+                text = " ".join(str(exc).split())[:300]
+                _log.warning("warning: could not write %s: %s: %s", what, type(exc).__name__, text)
+
+        self._pending.append(self._pool.submit(warn_on_failure))
+
+    def _settle(self) -> None:
+        """Reads see this tracker's own writes: wait for the queue (not from the writer
+        thread itself, where deferred work reads too and would wait on itself)."""
+        if not threading.current_thread().name.startswith(WRITER_THREAD):
+            self.flush()
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:8000]) for k, v in tags.items()])
@@ -174,10 +195,17 @@ class MlflowTracker(Tracker):
         self.client.update_run(run_id, status="RUNNING")
 
     def end_run(self, run_id: str, status: str = FINISHED) -> None:
+        if status == FINISHED:
+            # After the run's deferred work (one writer, in order), and not waited for: the
+            # next trial starts while the last one's curves are drawn.
+            self._pending.append(self._pool.submit(self.client.set_terminated, run_id, status))
+            return
+        # KILLED or FAILED: the process may be stopping; everything lands before it does.
         self.flush()
         self.client.set_terminated(run_id, status=status)
 
     def get_run(self, run_id: str) -> RunView:
+        self._settle()
         try:
             run = self.client.get_run(run_id)
         except mlflow.exceptions.MlflowException as exc:
@@ -193,9 +221,11 @@ class MlflowTracker(Tracker):
         )
 
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        self._settle()
         return sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
 
     def list_artifacts(self, run_id: str) -> list[str]:
+        self._settle()
         found: list[str] = []
         pending: list[str | None] = [None]
         while pending:
@@ -204,10 +234,12 @@ class MlflowTracker(Tracker):
         return sorted(found)
 
     def download_artifact(self, run_id: str, path: str, dest: Path) -> Path:
+        self._settle()
         dest.mkdir(parents=True, exist_ok=True)
         return Path(self.client.download_artifacts(run_id, path, str(dest)))
 
     def child_runs(self, parent_run_id: str) -> list[RunView]:
+        self._settle()
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",

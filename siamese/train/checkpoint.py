@@ -40,13 +40,25 @@ _log = logging.getLogger(__name__)
 RESUMABLE_KEY = "resumable"
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Temp file in the same folder, fsync, os.replace: a crash leaves the old file or the new."""
+def save_checkpoint(path: Path, payload: dict[str, Any], durable: bool = True) -> None:
+    """Temp file in the same folder, fsync, os.replace: a crash leaves the old file or the new.
+
+    `durable=False` skips the fsyncs: the file then survives the process dying (the page
+    cache has it) but maybe not the machine losing power. For the last.pt a run rewrites
+    every epoch, where a lost file only means resuming from best.pt (`load_for_resume`);
+    `make_durable` makes the one a run ends with durable."""
     with signals_deferred():
-        _write_atomically(path, payload)
+        _write_atomically(path, payload, durable)
 
 
-def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
+def make_durable(path: Path) -> None:
+    """fsync a file written with durable=False, and its folder (the rename)."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+    fsync_dir(path.parent)
+
+
+def _write_atomically(path: Path, payload: dict[str, Any], durable: bool) -> None:
     body = {"format": FORMAT, **payload}
     body[DIGEST_KEY] = payload_digest(body)
     # Serialized in memory first: a failed write is then Python's OSError with its errno,
@@ -60,12 +72,14 @@ def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(buffer.getbuffer())
                 handle.flush()
-                os.fsync(handle.fileno())  # NFS and quotas may report ENOSPC only here
+                if durable:
+                    os.fsync(handle.fileno())  # NFS and quotas may report ENOSPC only here
             os.replace(tmp_name, path)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
-        fsync_dir(path.parent)
+        if durable:
+            fsync_dir(path.parent)
 
 
 def _check_is_torch_file(path: Path) -> None:
@@ -227,13 +241,21 @@ class CheckpointKeeper:
         # A file written is a file reported: Ctrl-C waits for both, or tracking never
         # learns of the checkpoint it would log.
         with signals_deferred():
-            save_checkpoint(self.last_path, payload)
+            # Not fsynced every epoch: the run's end makes what it keeps durable.
+            save_checkpoint(self.last_path, payload, durable=False)
             self.notify(self.last_path, "last", record.epoch)
             if improved:
                 self.best_path = self.checkpoint_dir / "best.pt"
                 if not link_atomically(self.last_path, self.best_path):
                     save_checkpoint(self.best_path, payload)
                 self.notify(self.best_path, "best", record.epoch)
+
+    def settle(self) -> None:
+        """Makes last.pt durable once the run stops: it was written every epoch without an
+        fsync (one per epoch per trial adds up in a search)."""
+        if self.last_path is not None and self.last_path.is_file():
+            with disk_full_named(self.last_path):
+                make_durable(self.last_path)
 
     def restore_best(self, source: Path, payload: dict[str, Any], history: History) -> None:
         """Takes up the best AUC of the checkpoint `source` a run resumes from (`payload`,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -224,10 +225,13 @@ def _fit(
         callback.on_fit_start(run.history)
     try:
         run.loop()
+        run.checkpoints.settle()
     except BaseException as exc:
         # "error" too, not "completed": a crashed run must never log a model.
         interrupted = isinstance(exc, KeyboardInterrupt)
         run.history.stop_reason = "interrupted" if interrupted else "error"
+        with contextlib.suppress(OSError):  # the error that stopped the run is the one to see
+            run.checkpoints.settle()
         _end(callbacks, run.history, exc)
         raise
     _end(callbacks, run.history, None)

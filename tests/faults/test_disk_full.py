@@ -1,8 +1,10 @@
 """A full disk (issue 9 item 6): one line naming the folder and the file, a nonzero exit,
 and everything written before intact (the last good checkpoint, both stores).
 
-The portable tests make fsync report ENOSPC, as NFS and quotas do; the real ones fill a
-30 MB tmpfs (one 23 MB checkpoint fits, a second does not) and need root to mount it."""
+The portable tests make fsync report ENOSPC, as NFS and quotas do, and writes to a file
+opened with os.fdopen (how checkpoints are written; the last.pt of each epoch is not fsynced);
+the real ones fill a 30 MB tmpfs (one 23 MB checkpoint fits, a second does not) and need
+root to mount it."""
 
 from __future__ import annotations
 
@@ -38,21 +40,43 @@ def _payload(epoch: int) -> dict[str, Any]:
 
 
 class FullDisk:
-    """os.fsync of a file answers ENOSPC (or EDQUOT) once `full` is set; folders sync."""
+    """os.fsync of a file answers ENOSPC (or EDQUOT) once `full` is set (folders sync), and
+    so does writing to a file opened with os.fdopen. `after_files` files are written first."""
 
     def __init__(self, code: int = errno.ENOSPC, after_files: int | None = None) -> None:
         self.code, self.after_files, self.files = code, after_files, 0
         self.full = after_files == 0
-        self.real = os.fsync
+        self.real, self.real_fdopen = os.fsync, os.fdopen
 
     def __call__(self, fd: int) -> None:
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            self.files += 1
-            if self.after_files is not None and self.files > self.after_files:
-                self.full = True
-            if self.full:
-                raise OSError(self.code, os.strerror(self.code))
+        if stat.S_ISREG(os.fstat(fd).st_mode) and self.full:
+            raise OSError(self.code, os.strerror(self.code))
         self.real(fd)
+
+    def fdopen(self, fd: int, *args: Any, **kwargs: Any) -> Any:
+        handle = self.real_fdopen(fd, *args, **kwargs)
+        self.files += 1
+        if self.after_files is not None and self.files > self.after_files:
+            self.full = True
+        if not self.full:
+            return handle
+        code = self.code
+
+        class Refusing:  # the file object, except that writing finds the disk full
+            def __enter__(self) -> Refusing:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                handle.close()
+
+            def write(self, data: Any) -> int:
+                raise OSError(code, os.strerror(code))
+
+        return Refusing()
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(os, "fsync", self)
+        monkeypatch.setattr(os, "fdopen", self.fdopen)
 
 
 @pytest.mark.parametrize(
@@ -88,7 +112,7 @@ def test_a_run_that_fills_the_disk_fails_with_that_line_and_keeps_its_last_check
     tmp_path: Path, small_data: PairData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     disk = FullDisk()
-    monkeypatch.setattr(os, "fsync", disk)
+    disk.install(monkeypatch)
     tracker = InMemoryTracker()
     config = TrainConfig(epochs=3, device="cpu", data=DataConfig(train_pairs=384, val_pairs=192))
     folder = tmp_path / "ck"
@@ -120,7 +144,7 @@ def test_train_on_a_full_disk_exits_1_with_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     home = tmp_path / "home"
-    monkeypatch.setattr(os, "fsync", FullDisk(after_files=1))  # epoch 1's file is written
+    FullDisk(after_files=1).install(monkeypatch)  # epoch 1's file is written
     args = ["train", "--home", str(home), "--no-track", "--epochs", "3", *TINY]
     result = CliRunner().invoke(cli, args)
     monkeypatch.undo()

@@ -15,10 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_peer_benchmark_times_both_arms_and_counts_what_each_logged() -> None:
-    tiny = ["--rounds", "1", "--trials", "2", "--epochs", "1"]
+    tiny = ["--rounds", "1", "--trials", "2", "--epochs", "1", "--train-pairs", "64"]
     done = subprocess.run(
-        [sys.executable, "bench/bench_search_peer.py", *tiny, "--train-pairs", "64"]
-        + ["--val-pairs", "32"],
+        [sys.executable, "bench/bench_search_peer.py", *tiny, "--val-pairs", "32"],
         cwd=ROOT,
         capture_output=True,
         text=True,

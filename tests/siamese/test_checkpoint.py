@@ -272,3 +272,38 @@ def test_the_digest_covers_every_value_and_is_rewritten_on_each_save(tmp_path: P
     assert payload_digest(changed) != loaded[DIGEST_KEY]  # not only tensors: the history too
     save_checkpoint(tmp_path / "last.pt", changed)  # carries the old digest: replaced
     assert load_checkpoint(tmp_path / "last.pt")["history"]["records"][0]["val_auc"] == 0.76
+
+
+def test_a_run_fsyncs_its_last_checkpoint_once_at_the_end_not_every_epoch(
+    tmp_path: Path, small_data: PairData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        target = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if not target.is_dir():
+            synced.append(target.name)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    fit(cfg(3), small_data, checkpoint_dir=tmp_path)
+    assert synced == ["last.pt"]  # 3 epochs written, one fsync: when the run stopped
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 3
+
+
+def test_an_explicit_durable_save_fsyncs_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        calls.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    save_checkpoint(tmp_path / "a.pt", _payload(), durable=False)
+    assert calls == []
+    save_checkpoint(tmp_path / "b.pt", _payload())
+    assert len(calls) == 2  # the file, then its folder (the rename)
