@@ -160,10 +160,7 @@ def predict(
     if as_json:
         print_json({"model": model_uri, "threshold": threshold, "pairs": rows})
         return
-    at = f"at P(same) >= {threshold:.4f}, the " + (
-        "model's threshold" if stored is not None else "default (the model stores none)"
-    )
-    _print_scores(rows, listed.same, at)
+    _print_scores(rows, listed.same, f"at the threshold P(same) >= {threshold:.4f}")
 
 
 def _print_scores(rows: list[dict[str, Any]], same: list[int] | None, at: str) -> None:

@@ -197,9 +197,7 @@ def test_export_feeds_predict(tmp_path: Path) -> None:
     threshold = json.loads(scored.stdout)["threshold"]
     right = sum((r["p_same"] >= threshold) == bool(t) for r, t in zip(rows, truth, strict=True))
     assert [r["decision"] == "same" for r in rows] == [r["p_same"] >= threshold for r in rows]
-    assert (
-        summary == f"{right} of 5 pairs right at P(same) >= {threshold:.4f}, the model's threshold"
-    )
+    assert summary == f"{right} of 5 pairs right at the threshold P(same) >= {threshold:.4f}"
 
     (tmp_path / "s" / "bad.csv").write_text("left,right,same\n1/a.png,1/b.png,yes\n")
     _assert_bad_input(

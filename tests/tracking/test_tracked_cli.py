@@ -239,7 +239,7 @@ def test_promote_alias_and_predict_round_trip(
     )
     assert batch.exit_code == 0 and len(batch.output.strip().splitlines()) == 3
     assert batch.output.strip().splitlines()[-1] == (
-        f"decided at P(same) >= {stored:.4f}, the model's threshold"
+        f"decided at the threshold P(same) >= {stored:.4f}"
     )
 
 
@@ -279,7 +279,7 @@ def test_predict_decides_at_the_threshold_the_registry_model_stores(
     assert identical["decision"] == "different" and identical["same"] == 1
     text = invoke("predict", "--home", str(home), *model).output.splitlines()
     assert text[1].startswith("0.9820  different")
-    assert text[-1] == "1 of 2 pairs right at P(same) >= 0.9900, the model's threshold"
+    assert text[-1] == "1 of 2 pairs right at the threshold P(same) >= 0.9900"
 
 
 def test_a_registry_model_without_a_threshold_decides_at_half_and_says_so(
@@ -299,7 +299,7 @@ def test_a_registry_model_without_a_threshold_decides_at_half_and_says_so(
     ]
     assert result.stdout.splitlines() == [
         f"0.9820  same       {left}  {left}",
-        "decided at P(same) >= 0.5000, the default (the model stores none)",
+        "decided at the threshold P(same) >= 0.5000",
     ]
 
 
