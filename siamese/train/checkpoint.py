@@ -233,7 +233,7 @@ class CheckpointKeeper:
         config, history, rng); it is called only when something is written."""
         if self.checkpoint_dir is None or not math.isfinite(record.train_loss):
             return  # never overwrite a good checkpoint with diverged weights
-        improved = math.isfinite(record.val_auc) and record.val_auc > self.best_auc
+        improved = self._improves(record)
         if improved:
             self.best_auc = record.val_auc
         payload = {**payload_fn(), "epoch": record.epoch, "best_val_auc": self.best_auc}
@@ -256,6 +256,25 @@ class CheckpointKeeper:
         if self.last_path is not None and self.last_path.is_file():
             with disk_full_named(self.last_path):
                 make_durable(self.last_path)
+
+    def save_best(self, record: EpochRecord, payload_fn: Callable[[], dict[str, Any]]) -> None:
+        """best.pt alone, for `record`'s epoch if it improved on the best validation AUC. For
+        a run that keeps its best epoch's state in memory and writes files at intervals (a
+        population member), so the best epoch may lie before the last; `save` the last
+        epoch after this (it links best.pt instead when the last epoch is the best)."""
+        if self.checkpoint_dir is None or not math.isfinite(record.train_loss):
+            return
+        if not self._improves(record):
+            return
+        self.best_auc = record.val_auc
+        payload = {**payload_fn(), "epoch": record.epoch, "best_val_auc": self.best_auc}
+        self.best_path = self.checkpoint_dir / "best.pt"
+        with signals_deferred():
+            save_checkpoint(self.best_path, payload)
+            self.notify(self.best_path, "best", record.epoch)
+
+    def _improves(self, record: EpochRecord) -> bool:
+        return math.isfinite(record.val_auc) and record.val_auc > self.best_auc
 
     def restore_best(self, source: Path, payload: dict[str, Any], history: History) -> None:
         """Takes up the best AUC of the checkpoint `source` a run resumes from (`payload`,
