@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from siamese.diagnosis_rules import (
@@ -66,6 +66,37 @@ RULES: tuple[Callable[[History, list[EpochRecord]], Finding | None], ...] = (
 )
 
 
+# A finding that a finding before it explains: its own fix would point away from the cause
+# (identical images give the tower no gradient, so its weights do not move; "raise the
+# learning rate" would be wrong).
+EXPLAINED_BY = {"stalled": ("no_signal", "dead_head"), "collapsed": ("no_signal", "dead_head")}
+
+
+def _is_cause(finding: Finding) -> bool:
+    """A dead head is one; chance-level validation is one only as the identical-images bug
+    (otherwise it is a suspicion, and a relu2 head or a learning rate may be the cause)."""
+    if finding.kind == "no_signal":
+        return float(finding.evidence.get("identical_pair_fraction", 0.0)) >= 0.5
+    return True
+
+
+def _explained(findings: list[Finding]) -> list[Finding]:
+    """Each explained finding keeps what it saw (its summary up to the cause it would name)
+    and its evidence; its fix says which finding explains it."""
+    kept: list[Finding] = []
+    for finding in findings:
+        roots = EXPLAINED_BY.get(finding.kind, ())
+        root = next((r for r in kept if r.kind in roots and _is_cause(r)), None)
+        if root is not None:
+            finding = replace(
+                finding,
+                summary=finding.summary.split(": ")[0],
+                fix=f"none of its own: {root.kind} explains it, fix that first",
+            )
+        kept.append(finding)
+    return kept
+
+
 def _with_blow_up(h: History, records: list[EpochRecord], blow_up: Finding) -> list[Finding]:
     """A blow-up explains what comes after it (dead units, collapse, chance-level validation);
     only a data bug (identical pairs) comes before it, and the relu2 output, which fails at
@@ -87,6 +118,7 @@ def diagnose(history: History) -> Diagnosis:
         findings = _with_blow_up(history, records, blow_up)
     else:
         findings = [f for rule in RULES if (f := rule(history, records))]
+    findings = _explained(findings)
     notes = [f"stopped early: {history.stop_reason}"] if history.stop_reason != "completed" else []
     notes += [f"data warning: {w}" for w in history.data_warnings]
     if not findings:

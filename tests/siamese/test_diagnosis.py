@@ -202,3 +202,37 @@ def test_round_trip_through_dict() -> None:
 
     d = diagnose(history([rec(1, output_std=0.0)]))
     assert Diagnosis.from_dict(d.to_dict()) == d
+
+
+def test_a_finding_another_explains_carries_no_contrary_fix() -> None:
+    # The shape of `--inject-bug same-image` under Adam at 1e-3: |a-b| = 0, so only the
+    # head's bias moves; the weights barely move because there is no gradient, not because
+    # the learning rate is low.
+    records = [
+        rec(e, update_ratio=2.2e-5, val_loss=0.6931, train_loss=0.6931, val_auc=0.5, output_std=0.0)
+        for e in (1, 2)
+    ]
+    d = diagnose(history(records, identical_pair_fraction=1.0))
+    assert d.kinds == ["no_signal", "collapsed", "stalled"]
+    stalled = d.findings[2]
+    assert "learning rate" not in stalled.summary + stalled.fix
+    assert "no_signal explains it" in stalled.fix
+    assert "2.2e-05" in stalled.evidence_text  # what it saw stays
+    collapsed = d.findings[1]
+    assert "raise the learning rate" not in collapsed.fix and "no_signal" in collapsed.fix
+
+
+def test_a_dead_embedding_explains_the_stall_it_causes() -> None:
+    # Dead units want a lower learning rate; the stall they cause must not ask for a higher one.
+    records = [rec(e, dead_unit_fraction=0.99, update_ratio=1e-8, val_loss=0.6931) for e in (1, 2)]
+    d = diagnose(history(records, lr=1e-2))
+    assert d.kinds[0] == "dead_head" and "stalled" in d.kinds
+    assert "lower the learning rate" in d.findings[0].fix
+    assert all("raise" not in f.fix for f in d.findings)
+
+
+def test_an_unexplained_stall_keeps_its_learning_rate_fix() -> None:
+    records = [rec(e, update_ratio=1e-8, val_loss=0.6931, val_auc=0.55) for e in (1, 2)]
+    stalled = diagnose(history(records, lr=1e-6)).findings[-1]
+    assert stalled.summary == "the weights barely move: the learning rate is too low"
+    assert "raise the learning rate toward lr" in stalled.fix

@@ -67,8 +67,10 @@ def test_identical_inputs_are_diagnosed_no_signal() -> None:
 
     data = prepare_data(DataConfig(train_pairs=256, val_pairs=128, inject_bug="same-image"))
     result = fit(cfg(epochs=2), data)
-    kinds = diagnose(result.history).kinds
-    assert kinds[0] == "no_signal" and "collapsed" in kinds
+    verdict = diagnose(result.history)
+    assert verdict.kinds[0] == "no_signal" and "collapsed" in verdict.kinds
+    # The weights do not move for want of a gradient: no finding asks for a higher lr.
+    assert all("raise the learning rate" not in f.fix for f in verdict.findings)
 
 
 class StopAfter(Callback):
