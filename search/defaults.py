@@ -8,6 +8,9 @@ SAMPLERS = ("tpe", "random", "cmaes", "gp")
 PRUNERS = ("median", "hyperband", "none")
 # A search trains many models: smaller than `train`'s defaults, so the bundled digits search
 # finishes in about a minute on two CPU cores.
-SEARCH_BASE = TrainConfig(epochs=3, data=DataConfig(train_pairs=1024, val_pairs=256))
+# Failing trials stop inside their first epoch once their statistics prove it.
+SEARCH_BASE = TrainConfig(
+    epochs=3, early_stop=True, data=DataConfig(train_pairs=1024, val_pairs=256)
+)
 # The TrainConfig fields a search suggests; every other field comes from the base config.
 SPACE_PARAMS = ("lr", "optimizer", "momentum", "head", "dropout")

@@ -1,9 +1,11 @@
 """One Optuna trial = one siamese.fit call, tracked as an MLflow run nested under the study's.
 
 Completed trials return their best val_auc. Pruned trials end their run FINISHED with the
-tag optuna.state=PRUNED; diverged or crashed trials end it FAILED with the error, and the
-study goes on. A trial retried after its worker died resumes from the dead trial's last
-checkpoint (its user attributes, checkpoint folder included, are copied to the retry).
+tag optuna.state=PRUNED: the pruner's, and those stopped inside their first epoch because
+their statistics proved a failure (user attribute `early_stop`: verdict, step, proof).
+Diverged or crashed trials end it FAILED with the error, and the study goes on. A trial
+retried after its worker died resumes from the dead trial's last checkpoint (its user
+attributes, checkpoint folder included, are copied to the retry).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from search.recovery import INTERRUPTED_ATTR, OWNER_ATTR, process_token
 from search.space import SearchSpace, suggest_config
 from search.storage import RUN_ID_ATTR
 from siamese import Diagnosis, PairData, TrainConfig, diagnose, fit
+from siamese.diagnosis import early_stop_text
 from siamese.errors import DiskFullError
 from siamese.train import Callback, EpochRecord, FitResult, History
 from siamese.train.keep import KeepWeightsOnly
@@ -27,6 +30,7 @@ from tracking.base import STATE_TAG, Tracker
 CHECKPOINT_ATTR = "checkpoint_dir"
 ERROR_ATTR = "error"  # what ended a failed trial, in one line
 VERDICT = "verdict"  # the diagnosis verdict: converged, failed or incomplete
+EARLY_STOP_ATTR = "early_stop"  # History.early_stop of a trial stopped inside epoch 1
 
 
 def one_line(exc: BaseException) -> str:
@@ -93,7 +97,13 @@ class Objective:
                 trial.study.stop()  # every next trial would fail the same way
             raise
         if result.history.stop_reason == "pruned":
-            raise optuna.TrialPruned(f"pruned at epoch {len(result.history.records)}")
+            early = result.history.early_stop
+            why = (
+                early_stop_text(early)
+                if early
+                else f"pruned at epoch {len(result.history.records)}"
+            )
+            raise optuna.TrialPruned(why)
         best = result.history.best
         return best.val_auc if best is not None else 0.5
 
@@ -158,7 +168,11 @@ def _record_verdict(trial: optuna.Trial, result: FitResult, verdict: Diagnosis) 
     then fails the trial."""
     trial.set_user_attr("diagnosis", verdict.label)
     trial.set_user_attr(VERDICT, verdict.verdict)
+    early = result.history.early_stop
+    if early:
+        trial.set_user_attr(EARLY_STOP_ATTR, early)
     if result.history.stop_reason == "non_finite":
+        where = f" at step {early['step']} of epoch {early['epoch']}" if early else ""
         raise TrialDiverged(
-            f"trial {trial.number}: loss became NaN/Inf (lr={result.history.config['lr']})"
+            f"trial {trial.number}: loss became NaN/Inf{where} (lr={result.history.config['lr']})"
         )

@@ -85,6 +85,9 @@ class Progress(Callback):
         diagnoses = collections.Counter(_diagnosis(t) for t in finished)
         value = f"{trial.value:.4f}" if trial.value is not None else "-"
         params = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+        early = trial.user_attrs.get("early_stop")
+        if isinstance(early, dict):  # stopped inside epoch 1, its statistics proving a failure
+            params += f"  (stopped at {float(early.get('fraction', 0)):.0%} of epoch {early.get('epoch')})"
         self.console.print(
             f"trial {trial.number:>3} [{len(finished)}/{self.total or '?'}] {trial.state.name:<8} val_auc {value:<7} "
             f"{_diagnosis(trial):<22} {params}",

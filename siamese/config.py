@@ -83,6 +83,9 @@ class TrainConfig:
     dropout: float = 0.0
     margin: float = 1.0
     seed: int = 0
+    # Stop inside epoch 1 when the statistics prove a failure (`siamese.early_stop`): on in a
+    # search, off in `train`, which shows a failing run to its end.
+    early_stop: bool = False
     device: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
 
@@ -96,6 +99,7 @@ class TrainConfig:
         _expect(self.epochs >= 1, "--epochs", "an integer >= 1", self.epochs)
         _expect(0.0 <= self.dropout < 1.0, "--dropout", "a number in [0, 1)", self.dropout)
         _expect(self.margin > 0.0, "--margin", "a positive number", self.margin)
+        _expect(isinstance(self.early_stop, bool), "--early-stop", "true or false", self.early_stop)
         _expect(
             is_device_spec(self.device),
             "--device",

@@ -119,11 +119,24 @@ def diagnose(history: History) -> Diagnosis:
     else:
         findings = [f for rule in RULES if (f := rule(history, records))]
     findings = _explained(findings)
-    notes = [f"stopped early: {history.stop_reason}"] if history.stop_reason != "completed" else []
+    notes = [_stop_note(history)] if history.stop_reason != "completed" else []
     notes += [f"data warning: {w}" for w in history.data_warnings]
     if not findings:
         return Diagnosis("converged", notes=tuple(notes))
     return Diagnosis("failed", tuple(findings), tuple(notes))
+
+
+def early_stop_text(raw: dict[str, Any]) -> str:
+    """`History.early_stop` in one line: what, where, and why the run could not recover."""
+    step, steps = int(raw["step"]), int(raw["epoch_steps"])
+    where = f"step {step} of {steps} in epoch {raw['epoch']} ({step / max(steps, 1):.0%})"
+    return f"stopped early at {where}: {raw['verdict']} - {raw.get('proof', '')}"
+
+
+def _stop_note(history: History) -> str:
+    if history.early_stop:
+        return early_stop_text(history.early_stop)
+    return f"stopped early: {history.stop_reason}"
 
 
 def render_text(diagnosis: Diagnosis) -> str:

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from siamese.diagnosis import Diagnosis, diagnose, render_text
+from siamese.diagnosis import Diagnosis, diagnose, early_stop_text, render_text
 from siamese.files import signals_deferred
 from siamese.scoring import scorer_from_checkpoint
 from siamese.train import Callback, EpochRecord, History
@@ -19,11 +19,12 @@ from tracking.readback import DIAGNOSIS_FILE
 
 CHECKPOINT_DIR_TAG = "siamese_lab.checkpoint_dir"
 STEP_PATH_TAG = "siamese_lab.step_path"
+EARLY_STOP_TAG = "siamese_lab.early_stop"
 
 
 def diagnosis_tags(history: History, verdict: Diagnosis) -> dict[str, str]:
     best = history.best
-    return {
+    tags = {
         "diagnosis.verdict": verdict.verdict,
         "diagnosis.label": verdict.label,
         "diagnosis.summary": "; ".join(f.summary for f in verdict.findings) or "learned",
@@ -32,6 +33,9 @@ def diagnosis_tags(history: History, verdict: Diagnosis) -> dict[str, str]:
         STEP_PATH_TAG: history.step_path,
         "siamese_lab.best_epoch": str(best.epoch if best else ""),
     }
+    if history.early_stop:  # stopped inside epoch 1, its statistics proving a failure
+        tags[EARLY_STOP_TAG] = early_stop_text(history.early_stop)
+    return tags
 
 
 class TrackingCallback(Callback):

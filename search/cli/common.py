@@ -130,6 +130,7 @@ TRAIN_HELP = {
     "margin": "contrastive head margin",
     "seed": "data split, pair order and init",
     "device": "auto, cpu, cuda or cuda:N",
+    "early_stop": "stop in epoch 1 when the statistics prove a failure",
 }
 TRAIN_TYPES: dict[str, Any] = {"head": click.Choice(HEADS), "optimizer": click.Choice(OPTIMIZERS)}
 
@@ -148,6 +149,10 @@ def train_options(defaults: TrainConfig, searched: tuple[str, ...] = ()) -> Call
             )
             text = ", ".join(filter(None, [TRAIN_HELP.get(field.name), default]))
             flag = "--" + field.name.replace("_", "-")
+            if kind is bool:  # --early-stop/--no-early-stop, None when neither is typed
+                flag = f"{flag}/--no-{flag[2:]}"
+                func = click.option(flag, field.name, default=None, help=text)(func)
+                continue
             func = click.option(flag, field.name, type=kind, help=text)(func)
         return func
 

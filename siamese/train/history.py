@@ -50,6 +50,9 @@ class History:
     initial_val_loss: float = math.nan
     initial_output_std: float = math.nan
     data_warnings: list[str] = field(default_factory=list)
+    # A run stopped inside its first epoch: `siamese.early_stop.EarlyStop.to_dict()` (the
+    # verdict, the step, the proof). None otherwise, and in older histories.
+    early_stop: dict[str, Any] | None = None
     # How the training steps ran: "graph" (one CUDA graph per step), or "eager: <why>"
     # ("cpu", "capture failed: ..."). "" before the first epoch, and in older histories.
     step_path: str = ""

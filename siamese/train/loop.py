@@ -21,13 +21,14 @@ from siamese.model import SiameseNet, build_model
 from siamese.train import gpu
 from siamese.train.callbacks import Callback
 from siamese.train.checkpoint import CheckpointKeeper, load_for_resume, load_weights
+from siamese.train.checks import EARLY_STOP_REASON, EpochChecks, epoch_record
 from siamese.train.device_data import DeviceData
 from siamese.train.evaluate import EvalResult, evaluate
 from siamese.train.history import EpochRecord, History
 from siamese.train.step import StepRunner, load_optimizer_state, make_optimizer, uses_graph
 
 # Config fields a resumed run may change: they decide how long and where, not what is learned.
-RESUMABLE_CHANGES = ("epochs", "device")
+RESUMABLE_CHANGES = ("epochs", "device", "early_stop")
 INITIAL_EVAL_PAIRS = 256
 _log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class _Run:
             identical_pair_fraction=data.identical_train_pair_fraction,
             data_warnings=list(data.warnings),
         )
+        self.checks = EpochChecks(config, self.history, self.model, self.runner, self.val)
         self.start_epoch = 1
         self.checkpoints = CheckpointKeeper(checkpoint_dir, self._notify_checkpoint)
         self.resumed_from: Path | None = None
@@ -139,26 +141,15 @@ class _Run:
         n_batches = len(self.data.train_pairs) // batch  # whole batches only: one shape, graphable
         order = epoch_order(self.config, epoch, len(self.data.train_pairs)).to(self.device)
         self.runner.reset_sums()
+        checks = self.checks.steps(n_batches)  # a NaN loss, or a proven failure, ends it there
         for step in range(n_batches):
             self.runner.run(order[step * batch : (step + 1) * batch])
-        train_loss, grad_norm, update_ratio = self.runner.read_sums()
-        result = self.validate()
-        seconds = time.perf_counter() - started
-        return EpochRecord(
-            epoch=epoch,
-            train_loss=train_loss,
-            val_loss=result.loss,
-            val_acc=result.acc,
-            val_auc=result.auc,
-            grad_norm=grad_norm,
-            update_ratio=update_ratio,
-            dead_unit_fraction=result.dead_unit_fraction,
-            head_zero_fraction=result.head_zero_fraction,
-            output_std=result.output_std,
-            output_mean=result.output_mean,
-            seconds=seconds,
-            pairs_per_second=n_batches * batch / max(seconds, 1e-9),
-        )
+            if step + 1 in checks and (cut := self.checks.at(epoch, step + 1, n_batches, started)):
+                return cut
+        sums, result = self.runner.read_sums(), self.validate()
+        record = epoch_record(epoch, sums, result, time.perf_counter() - started, n_batches * batch)
+        self.checks.after_epoch(record, n_batches)
+        return record
 
     def _notify_checkpoint(self, path: Path, kind: str, epoch: int) -> None:
         for callback in self.callbacks:
@@ -187,7 +178,9 @@ class _Run:
                 self.history.stop_reason = "non_finite"
                 return
             reasons = [cb.on_epoch_end(record, self.history) for cb in self.callbacks]
-            stop = next((r for r in reasons if r), None)
+            stop = (
+                EARLY_STOP_REASON if self.history.early_stop else next(filter(None, reasons), None)
+            )
             if stop:
                 self.history.stop_reason = stop
                 return

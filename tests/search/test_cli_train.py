@@ -31,6 +31,22 @@ def test_seed_preset_says_why_in_plain_words(tmp_path: Path) -> None:
     assert "--head sq" in result.output
 
 
+def test_the_seed_preset_runs_to_its_end_unless_early_stop_is_asked(tmp_path: Path) -> None:
+    full = json.loads(_train(tmp_path, "--preset", "seed", "--epochs", "2", "--json").stdout)
+    assert full["config"]["early_stop"] is False and full["history"]["early_stop"] is None
+    assert len(full["history"]["records"]) == 2
+    result = _train(tmp_path, "--preset", "seed", "--epochs", "2", "--early-stop")
+    assert result.exit_code == 0, result.output
+    assert "note: stopped early at step" in result.output and "collapsed+stalled" in result.output
+
+
+def test_search_stops_early_by_default_and_no_early_stop_turns_it_off() -> None:
+    from search.space import base_and_space
+
+    assert base_and_space({}, None)[0].early_stop is True
+    assert base_and_space({"early_stop": False}, None)[0].early_stop is False
+
+
 def test_json_is_one_object_with_history_and_diagnosis(tmp_path: Path) -> None:
     result = _train(
         tmp_path, "--epochs", "2", "--json", "--head", "abs", "--optimizer", "sgd", "--lr", "0.02"

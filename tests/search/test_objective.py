@@ -3,7 +3,7 @@ in-memory tracker. Optuna's trial and the tracker's run must tell the same story
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import optuna
@@ -54,6 +54,7 @@ def run_trial(
     root: Path,
     pruner: optuna.pruners.BasePruner | None = None,
     earlier: tuple[FrozenTrial, ...] = (),
+    base: TrainConfig = BASE,
 ) -> Ran:
     """Run one trial with fixed params, after `earlier` trials added as already done."""
     tracker = InMemoryTracker()
@@ -62,7 +63,7 @@ def run_trial(
     for frozen in earlier:
         study.add_trial(frozen)
     study.enqueue_trial(params)
-    objective = Objective(BASE, SPACE, data, root, "s", tracker, parent, device="cpu")
+    objective = Objective(base, SPACE, data, root, "s", tracker, parent, device="cpu")
     study.optimize(objective, n_trials=1, catch=(TrialDiverged,))
     return Ran(study, tracker, parent)
 
@@ -163,6 +164,24 @@ def test_a_pruned_trial_ends_its_run_finished_and_tagged_pruned(
     assert list(trial.intermediate_values) == [1]
     assert "diagnosis" in trial.user_attrs and "verdict" in trial.user_attrs
     assert MODEL_URI_TAG not in run.tags and ran.tracker.models == {}
+
+
+def test_a_trial_stopped_in_its_first_epoch_is_pruned_with_its_verdict_and_step(
+    small_data: PairData, tmp_path: Path
+) -> None:
+    seed = {"lr": 1e-6, "optimizer": "sgd", "momentum": 0.9, "head": "relu2"}
+    ran = run_trial(seed, small_data, tmp_path, base=replace(BASE, early_stop=True))
+    trial, run = ran.trial, ran.run
+    early = trial.user_attrs["early_stop"]
+    assert trial.state == TrialState.PRUNED and early["epoch"] == 1
+    assert early["verdict"] == trial.user_attrs["diagnosis"] == run.tags["diagnosis.label"]
+    assert "stalled" in early["kinds"] and 0 < early["fraction"] < 1
+    assert run.status == FINISHED and run.tags[STATE_TAG] == "PRUNED"
+    assert run.tags["siamese_lab.stop_reason"] == "pruned"
+    where = f"stopped early at step {early['step']} of {early['epoch_steps']} in epoch 1"
+    assert run.tags["siamese_lab.early_stop"].startswith(where)
+    assert [s for s, _ in ran.tracker.metric_history(run.run_id, "val_auc")] == [1]
+    assert "checkpoints/best.pt" in ran.tracker.list_artifacts(run.run_id)
 
 
 def _record(epoch: int, val_auc: float) -> EpochRecord:

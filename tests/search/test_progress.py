@@ -40,3 +40,15 @@ def test_a_trial_that_crashed_before_its_diagnosis_says_crashed() -> None:
     first, second = out.getvalue().splitlines()
     assert "FAIL" in first and "crashed" in first
     assert second.endswith("| crashed 1") and "- 1" not in second
+
+
+def test_a_trial_stopped_in_its_first_epoch_says_where() -> None:
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    trial.set_user_attr("diagnosis", "collapsed+stalled")
+    trial.set_user_attr("early_stop", {"epoch": 1, "step": 8, "epoch_steps": 32, "fraction": 0.25})
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    out = io.StringIO()
+    Progress(Console(file=out, width=200), total=1)(study, study.trials[0])
+    first = out.getvalue().splitlines()[0]
+    assert "PRUNED" in first and first.endswith("(stopped at 25% of epoch 1)")

@@ -102,6 +102,9 @@ def test_states_and_statuses(searched: tuple[Path, dict[str, Any]]) -> None:
     assert tracker.get_run(diverged.user_attrs["mlflow_run_id"]).status == "FAILED"
     seed_like = by_number[4]
     assert seed_like.state == optuna.trial.TrialState.PRUNED
+    # stopped by the default search's early stop, in its first epoch, as stalled
+    assert seed_like.user_attrs["early_stop"]["epoch"] == 1
+    assert "stalled" in seed_like.user_attrs["early_stop"]["kinds"]
     pruned_run = tracker.get_run(seed_like.user_attrs["mlflow_run_id"])
     assert pruned_run.status == "FINISHED" and pruned_run.tags["optuna.state"] == "PRUNED"
     # the pruned trial's curve stops where it stopped: one MLflow point per reported epoch

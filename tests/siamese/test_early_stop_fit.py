@@ -1,0 +1,81 @@
+"""Early stopping inside `fit`, on short real CPU runs: failing configurations stop inside
+their first epoch with the verdict their diagnosis then gives; healthy ones run to the end.
+(bench/bench_early_stop.py runs the whole set, with and without, side by side.)"""
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from siamese import DataConfig, PairData, TrainConfig, diagnose, fit, prepare_data, render_text
+from siamese.config import SEED_PRESET
+from siamese.train.checks import EARLY_STOP_REASON, check_steps
+
+
+def cfg(**kw: Any) -> TrainConfig:
+    data = DataConfig(train_pairs=384, val_pairs=192)
+    return replace(TrainConfig(epochs=3, device="cpu", early_stop=True, data=data), **kw)
+
+
+STEPS = 384 // 32  # per epoch
+
+FAILING = {
+    "seed preset": SEED_PRESET,
+    "sgd lr 1e-6": {"optimizer": "sgd", "lr": 1e-6, "momentum": 0.9, "head": "sq"},
+    "relu2 dying at adam lr 1e-2": {"optimizer": "adam", "lr": 1e-2, "head": "relu2"},
+}
+HEALTHY = {
+    "adam lr 1e-3": {"optimizer": "adam", "lr": 1e-3, "head": "sq"},
+    "adam lr 1e-2 (a loss spike first)": {"optimizer": "adam", "lr": 1e-2, "head": "sq"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAILING))
+def test_a_failing_run_stops_in_epoch_1_and_its_diagnosis_agrees(
+    name: str, small_data: PairData
+) -> None:
+    history = fit(cfg(**FAILING[name]), small_data).history
+    early = history.early_stop
+    assert history.stop_reason == EARLY_STOP_REASON and early is not None
+    assert early["epoch"] == 1 and early["step"] <= STEPS and early["epoch_steps"] == STEPS
+    assert len(history.records) == 1
+    d = diagnose(history)
+    assert d.failed and d.label == early["verdict"]
+    assert set(early["kinds"]) <= set(d.kinds)
+    text = render_text(d)
+    assert f"stopped early at step {early['step']} of {STEPS} in epoch 1" in text
+    assert early["proof"] in text
+
+
+@pytest.mark.parametrize("name", sorted(HEALTHY))
+def test_a_healthy_run_is_not_stopped(name: str, small_data: PairData) -> None:
+    history = fit(cfg(**HEALTHY[name]), small_data).history
+    assert history.stop_reason == "completed" and history.early_stop is None
+    assert len(history.records) == 3
+    assert max(r.val_auc for r in history.records) > 0.75
+
+
+def test_identical_images_stop_at_the_first_check() -> None:
+    data = prepare_data(DataConfig(train_pairs=384, val_pairs=192, inject_bug="same-image"))
+    history = fit(cfg(), data).history
+    early = history.early_stop
+    assert early is not None and early["verdict"].startswith("no_signal")
+    assert early["step"] == min(check_steps(STEPS))
+    assert "no gradient" in early["proof"]
+    assert all("raise the learning rate" not in f.fix for f in diagnose(history).findings)
+
+
+def test_a_nan_loss_stops_inside_the_epoch_even_without_early_stop(
+    small_data: PairData,
+) -> None:
+    history = fit(cfg(early_stop=False, optimizer="sgd", lr=50.0), small_data).history
+    early = history.early_stop
+    assert history.stop_reason == "non_finite" and early is not None
+    assert early["step"] < STEPS and early["verdict"] == "diverged"
+    assert diagnose(history).kinds == ["diverged"]
+
+
+def test_without_early_stop_a_failing_run_trains_to_its_end(small_data: PairData) -> None:
+    history = fit(cfg(early_stop=False, **SEED_PRESET), small_data).history
+    assert history.stop_reason == "completed" and history.early_stop is None
+    assert len(history.records) == 3
