@@ -25,7 +25,7 @@ from siamese.errors import DiskFullError
 from siamese.train import Callback, EpochRecord, FitResult, History
 from siamese.train.keep import KeepWeightsOnly
 from tracking import TrackingCallback, tracked_run
-from tracking.base import STATE_TAG, Tracker
+from tracking.base import RUN_NAME_TAG, STATE_TAG, Tracker
 
 CHECKPOINT_ATTR = "checkpoint_dir"
 ERROR_ATTR = "error"  # what ended a failed trial, in one line
@@ -141,10 +141,16 @@ class Objective:
                 state = "PRUNED" if result.history.stop_reason == "pruned" else "COMPLETE"
                 if result.history.stop_reason == "non_finite":
                     state = "FAIL"
-                self.tracker.set_tags(run_id, {STATE_TAG: state})
-                _record_verdict(trial, result, tracking.verdict or diagnose(result.history))
-            except BaseException:
-                self.tracker.set_tags(run_id, {STATE_TAG: "FAIL"})
+                verdict = tracking.verdict or diagnose(result.history)
+                name = outcome_name(trial.number, state, verdict.label)
+                self.tracker.set_tags(run_id, {STATE_TAG: state, RUN_NAME_TAG: name})
+                _record_verdict(trial, result, verdict)
+            except TrialDiverged:  # already named, with its diagnosis
+                raise
+            except BaseException as exc:
+                ending = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+                name = outcome_name(trial.number, "FAIL", ending)
+                self.tracker.set_tags(run_id, {STATE_TAG: "FAIL", RUN_NAME_TAG: name})
                 raise
         return result
 
@@ -161,6 +167,12 @@ class Objective:
             if t.user_attrs.get("verdict") == "converged" and t.value is not None
         ]
         return not values or best.val_auc > max(values)
+
+
+def outcome_name(number: int, state: str, label: str) -> str:
+    """A trial's run name once it ends, e.g. `trial-3 · PRUNED · diverged`: the runs table
+    then tells completed, pruned and failed trials (and why) apart at a glance."""
+    return f"trial-{number} · {state} · {label}"
 
 
 def _record_verdict(trial: optuna.Trial, result: FitResult, verdict: Diagnosis) -> None:

@@ -99,7 +99,9 @@ def test_ctrl_c_at_any_moment_of_a_search(tmp_path: Path, moment: Moment) -> Non
     runs = tracker.client.search_runs([tracker.experiment_id])
     (study,) = [r for r in runs if r.data.tags.get("siamese_lab.kind") == "study"]
     assert study.info.status == KILLED
-    trials = {r.info.run_name: r.info.status for r in runs if r is not study}
+    trials = {
+        f"trial-{r.data.tags['optuna.trial_number']}": r.info.status for r in runs if r is not study
+    }
     assert trials and set(trials.values()) <= {FINISHED, KILLED}, trials
     if moment.saves < EPOCHS:
         assert trials[f"trial-{moment.trial}"] == KILLED, trials

@@ -87,7 +87,8 @@ def test_a_trial_is_one_run_nested_under_the_study_run(good: Ran) -> None:
     run = good.run
     assert run.tags["mlflow.parentRunId"] == good.parent_run_id
     assert [r.run_id for r in good.tracker.child_runs(good.parent_run_id)] == [run.run_id]
-    assert run.name == f"trial-{good.trial.number}" and run.status == FINISHED
+    assert run.name == f"trial-{good.trial.number} · COMPLETE · converged"
+    assert run.status == FINISHED
     assert run.tags["optuna.study"] == "s"
     assert run.tags["optuna.trial_number"] == str(good.trial.number)
     assert run.params["lr"] == "0.001" and run.params["head"] == "sq"
