@@ -27,7 +27,9 @@ pytestmark = pytest.mark.slow  # one search process per moment, several seconds 
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 3
+# Every trial trains all its epochs: no pruner, and no early stop of the seed baseline.
 SEARCH = ["search", "--study", "i", "--trials", "2", "--epochs", str(EPOCHS), "--pruner", "none"]
+SEARCH += ["--no-early-stop"]
 SMALL = ["--train-pairs", "128", "--val-pairs", "64", "--device", "cpu"]
 WAIT_S = 180.0
 
