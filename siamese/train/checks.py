@@ -19,6 +19,7 @@ import torch
 from siamese.config import TrainConfig
 from siamese.early_stop import (
     CHECK_FRACTIONS,
+    DEAD_MEASURED_STEPS,
     EARLY_EVAL_PAIRS,
     MIN_CHECK_STEPS,
     CheckPoint,
@@ -125,12 +126,19 @@ class EpochChecks:
     ) -> None:
         self.config, self.history, self.model = config, history, model
         self.runner, self.val = runner, val
-        self.last: Totals | None = None  # at the epoch's previous check point
+        self.earlier: list[Totals] = []  # at the epoch's previous check points
 
     def steps(self, epoch_steps: int) -> frozenset[int]:
         """An epoch begins: after how many of its steps to check."""
-        self.last = None
+        self.earlier = []
         return check_steps(epoch_steps)
+
+    def _window(self, now: Totals) -> Window:
+        """The latest steps with at least DEAD_MEASURED_STEPS measured (else the epoch's)."""
+        enough = (
+            t for t in reversed(self.earlier) if now.measured - t.measured >= DEAD_MEASURED_STEPS
+        )
+        return now.since(next(enough, None))
 
     def _judged(self, epoch: int) -> bool:
         return self.config.early_stop and epoch == 1
@@ -138,7 +146,8 @@ class EpochChecks:
     def at(self, epoch: int, step: int, epoch_steps: int, started: float) -> EpochRecord | None:
         """After `step` steps: the record to end the epoch with, or None to go on."""
         totals = Totals.read(self.runner)
-        window, self.last = totals.since(self.last), totals
+        window = self._window(totals)
+        self.earlier.append(totals)
         sums = totals.means()
         if math.isfinite(sums[0]) and not self._judged(epoch):
             return None
@@ -166,7 +175,7 @@ class EpochChecks:
         """At the end of epoch 1, on its full record (not yet in the history)."""
         if not self._judged(record.epoch) or not math.isfinite(record.train_loss):
             return
-        window = Totals.read(self.runner).since(self.last)
+        window = self._window(Totals.read(self.runner))
         point = CheckPoint(record.epoch, epoch_steps, epoch_steps, self.config.epochs)
         verdict = early_verdict(self.history, record, window, point)
         if verdict is not None:

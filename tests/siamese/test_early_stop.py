@@ -141,6 +141,19 @@ def test_a_tower_that_died_after_its_first_steps_is_seen_in_the_latest_window() 
     assert stop is not None and "dead_head" in stop.kinds
 
 
+def test_a_batch_without_gradient_in_a_network_that_still_answers_is_no_proof() -> None:
+    # Contrastive at Adam lr 1e-2, a quarter into epoch 1: a blown-up loss, 97% of the units
+    # dead, one batch without gradient - yet the outputs spread, and it ends at val_auc 0.84.
+    r = rec(train_loss=425.0, update_ratio=0.21, dead_unit_fraction=0.97, output_std=0.33)
+    r = replace(r, val_auc=0.61)
+    h = replace(history(lr=1e-2), config={**history().config, "head": "contrastive"})
+    assert diagnose(replace(h, records=[r])).label == "diverged"
+    assert verdict(h, r, Window(8, 2, 0.0, 0.2)) is None
+    assert verdict(h, replace(r, output_std=0.0), Window(8, 2, 0.0, 0.2)) is not None
+    # One measured step without gradient proves nothing, whatever the outputs.
+    assert verdict(h, replace(r, output_std=0.0), Window(4, 1, 0.0, 0.2)) is None
+
+
 def test_a_proof_the_diagnosis_does_not_confirm_stops_nothing() -> None:
     # No tower gradient in the window, yet the outputs are spread and ranked: nothing failed.
     assert verdict(history(), rec(), Window(8, 2, 0.0, 1e-3)) is None
