@@ -13,8 +13,10 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
+from torch import Tensor
 
 from siamese.config import TrainConfig
 from siamese.early_stop import (
@@ -32,11 +34,25 @@ from siamese.model import SiameseNet
 from siamese.train.device_data import DeviceData
 from siamese.train.evaluate import EvalResult, evaluate
 from siamese.train.history import EpochRecord, History
-from siamese.train.step import StepRunner
 
 # Why a run stopped early ends it: Optuna and MLflow record it as pruned.
 EARLY_STOP_REASON = "pruned"
 Sums = tuple[float, dict[str, float], float]
+
+
+class RunningSums(Protocol):
+    """What the checks read: a StepRunner's device sums, or one population member's."""
+
+    loss_sum: Tensor
+    grad_sums: Tensor
+    ratio_sum: Tensor
+    stat_steps: Tensor
+
+    @property
+    def layers(self) -> list[str]: ...
+
+    @property
+    def steps(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -50,7 +66,7 @@ class Totals:
     ratio: float
 
     @classmethod
-    def read(cls, runner: StepRunner) -> Totals:
+    def read(cls, runner: RunningSums) -> Totals:
         # The runner's own sums, read without resetting them (`read_sums` gives their means).
         flat = torch.cat(
             [
@@ -121,7 +137,7 @@ class EpochChecks:
         config: TrainConfig,
         history: History,
         model: SiameseNet,
-        runner: StepRunner,
+        runner: RunningSums,
         val: DeviceData,
     ) -> None:
         self.config, self.history, self.model = config, history, model
