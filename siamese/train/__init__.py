@@ -15,6 +15,7 @@ _EXPORTS = {
     "History": "siamese.train.history",
     "FitResult": "siamese.train.loop",
     "fit": "siamese.train.loop",
+    "fit_population": "siamese.train.population",
     "resolve_device": "siamese.train.loop",
     "load_checkpoint": "siamese.train.checkpoint",
     "save_checkpoint": "siamese.train.checkpoint",
@@ -26,6 +27,7 @@ __all__ = [
     "FitResult",
     "History",
     "fit",
+    "fit_population",
     "load_checkpoint",
     "resolve_device",
     "save_checkpoint",
@@ -36,5 +38,6 @@ if TYPE_CHECKING:
     from siamese.train.checkpoint import load_checkpoint, save_checkpoint
     from siamese.train.history import EpochRecord, History
     from siamese.train.loop import FitResult, fit, resolve_device
+    from siamese.train.population import fit_population
 
 __getattr__ = lazy_attributes("siamese.train", _EXPORTS, globals())

@@ -1,0 +1,385 @@
+"""A population of trials trained as one program (issue 10, part 2), held against `fit`.
+
+Each member must end where `fit` with its config and seed ends: the same history (every
+metric and statistic), weights and checkpoint files. On the CPU the members run fit's own
+kernels and dropout masks: SGD and RMSprop end bit for bit where fit ends, Adam and AdamW
+within the last bits of their fused kernels (which grow to ~1e-3 in an epoch-2 gradient norm
+of the AdamW/contrastive case)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from types import MethodType
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+from siamese import DataConfig, PairData, TrainConfig, fit, prepare_data
+from siamese.config import SEED_PRESET
+from siamese.scoring import read_checkpoint, score, scorer_from_checkpoint
+from siamese.train import Callback, EpochRecord, History, gpu, load_checkpoint, population_run
+from siamese.train.population import Population, fit_population, population_groups
+from siamese.train.population_step import PopulationStep
+
+# Two steps an epoch at batch 16: fast, and enough to cover sampled statistics.
+TINY = DataConfig(train_pairs=32, val_pairs=32)
+# Relative tolerance per optimizer, on every metric and on each weight tensor's norm.
+TOLERANCE = {"sgd": 1e-6, "rmsprop": 1e-6, "adam": 2e-3, "adamw": 5e-3}
+# One head per optimizer, and a second member with other hyperparameters and dropout: four
+# runs cover every optimizer, every head and fit's dropout masks.
+CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "sgd": (
+        {"optimizer": "sgd", "head": "relu2", "lr": 0.05, "momentum": 0.9},
+        {"lr": 0.02, "momentum": 0.5, "weight_decay": 1e-3, "dropout": 0.3},
+    ),
+    "adam": (
+        {"optimizer": "adam", "head": "sq"},
+        {"lr": 2e-3, "weight_decay": 1e-3, "dropout": 0.3},
+    ),
+    "adamw": (
+        {"optimizer": "adamw", "head": "contrastive"},
+        {"lr": 2e-3, "weight_decay": 1e-2, "dropout": 0.3},
+    ),
+    "rmsprop": (
+        {"optimizer": "rmsprop", "head": "abs", "lr": 1e-4},
+        {"lr": 3e-4, "momentum": 0.0, "weight_decay": 1e-3, "dropout": 0.3},
+    ),
+}
+# Measured per epoch, not results: they differ between any two runs.
+TIMINGS = ("seconds", "pairs_per_second")
+
+
+@pytest.fixture(scope="module")
+def tiny() -> PairData:
+    return prepare_data(TINY)
+
+
+def data_config(train_pairs: int) -> DataConfig:
+    return replace(TINY, train_pairs=train_pairs)
+
+
+def cfg(**changes: Any) -> TrainConfig:
+    return replace(TrainConfig(epochs=2, batch_size=16, device="cpu", data=TINY), **changes)
+
+
+def members(optimizer: str) -> list[TrainConfig]:
+    common, other = CASES[optimizer]
+    return [cfg(**common, seed=1), cfg(**{**common, **other}, seed=2)]
+
+
+def _close(a: float, b: float, rel: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= rel * max(abs(b), 1e-6)
+
+
+def assert_same_history(mine: History, theirs: History, rel: float) -> None:
+    assert (mine.stop_reason, mine.config, mine.device) == (
+        theirs.stop_reason,
+        theirs.config,
+        theirs.device,
+    )
+    assert mine.step_path == theirs.step_path
+    assert _close(mine.initial_val_loss, theirs.initial_val_loss, rel)
+    assert _close(mine.initial_output_std, theirs.initial_output_std, rel)
+    assert [r.epoch for r in mine.records] == [r.epoch for r in theirs.records]
+    for a, b in zip(mine.records, theirs.records, strict=True):
+        ours, fits = a.metrics(), b.metrics()
+        assert set(ours) == set(fits)
+        wrong = {k: (ours[k], fits[k]) for k in ours if k not in TIMINGS}
+        wrong = {k: pair for k, pair in wrong.items() if not _close(*pair, rel)}
+        assert not wrong, f"epoch {a.epoch}: {wrong}"
+
+
+def assert_same_weights(mine: dict[str, Tensor], theirs: dict[str, Tensor], rel: float) -> None:
+    """Each tensor within `rel` of fit's in norm (Adam moves a weight whose gradient is all
+    rounding noise by a whole step either way: single weights are no measure), NaN where
+    fit's is NaN."""
+    assert list(mine) == list(theirs)
+    for name, tensor in theirs.items():
+        ours, nan = mine[name], tensor.isnan()
+        assert torch.equal(ours.isnan(), nan), name
+        gap = float(torch.where(nan, 0.0, ours - tensor).float().norm())
+        size = float(torch.where(nan, 0.0, tensor).float().norm())
+        assert gap <= rel * max(size, 1e-12), (name, gap)
+
+
+def assert_same_optimizer_state(
+    mine: dict[int, dict[str, Tensor]], theirs: dict[int, dict[str, Tensor]], rel: float
+) -> None:
+    """torch.optim's state, parameter by parameter: the same keys, step counts and buffers."""
+    assert sorted(mine) == sorted(theirs)
+    for index, state in theirs.items():
+        assert sorted(mine[index]) == sorted(state), index
+        if "step" in state:
+            assert float(mine[index]["step"]) == float(state["step"])
+        buffers = {k: v for k, v in state.items() if k != "step"}
+        assert_same_weights({k: mine[index][k] for k in buffers}, buffers, max(rel, 1e-6))
+
+
+@pytest.mark.parametrize("optimizer", list(CASES))
+def test_each_member_ends_where_fit_ends(optimizer: str, tiny: PairData, tmp_path: Path) -> None:
+    configs = members(optimizer)
+    dirs = [tmp_path / f"member-{i}" for i in range(len(configs))]
+    results = fit_population(configs, tiny, checkpoint_dirs=dirs, checkpoint_every_s=None)
+    rel = TOLERANCE[optimizer]
+    for config, mine, folder in zip(configs, results, dirs, strict=True):
+        theirs = fit(config, tiny, checkpoint_dir=folder.with_name(folder.name + "-fit"))
+        assert mine.error is None
+        assert_same_history(mine.history, theirs.history, rel)
+        assert_same_weights(mine.model.state_dict(), theirs.model.state_dict(), rel)
+        # Written only at the member's end, yet the files fit writes epoch by epoch.
+        assert theirs.best_checkpoint is not None and theirs.last_checkpoint is not None
+        for path, fits_path in (
+            (mine.best_checkpoint, theirs.best_checkpoint),
+            (mine.last_checkpoint, theirs.last_checkpoint),
+        ):
+            assert path is not None and path.parent == folder
+            ours, fits = load_checkpoint(path), load_checkpoint(fits_path)
+            assert (ours["epoch"], ours["best_val_auc"]) == pytest.approx(
+                (fits["epoch"], fits["best_val_auc"]), rel=rel
+            )
+            assert_same_weights(ours["model"], fits["model"], rel)
+            assert ours["optimizer"]["param_groups"] == fits["optimizer"]["param_groups"]
+            assert_same_optimizer_state(ours["optimizer"]["state"], fits["optimizer"]["state"], rel)
+            assert_same_history(
+                History.from_dict(ours["history"]), History.from_dict(fits["history"]), rel
+            )
+
+
+def test_check_points_cut_a_members_epoch_where_they_cut_fits(tiny: PairData) -> None:
+    """Eight steps an epoch: fit checks after steps 4 to 7. A NaN loss cuts the epoch there;
+    so does a proven failure in epoch 1 of an early_stop run (the seed network)."""
+    data = prepare_data(data_config(64))
+    base = cfg(optimizer="sgd", head="relu2", batch_size=8, data=data_config(64), epochs=1)
+    configs = [
+        replace(base, lr=1e4, seed=2),
+        replace(base, **{**SEED_PRESET, "batch_size": 8}, early_stop=True, seed=3),
+        replace(base, lr=0.05, early_stop=True, seed=1),
+    ]
+    results = fit_population(configs, data)
+    for config, mine in zip(configs, results, strict=True):
+        theirs = fit(config, data)
+        assert mine.history.early_stop == theirs.history.early_stop
+        assert_same_history(mine.history, theirs.history, rel=1e-6)
+        assert_same_weights(mine.model.state_dict(), theirs.model.state_dict(), rel=1e-6)
+    assert [r.history.stop_reason for r in results] == ["non_finite", "pruned", "completed"]
+    cut_at = [(r.history.early_stop or {}).get("step") for r in results]
+    assert cut_at[0] is not None and cut_at[1] is not None and cut_at[2] is None  # mid-epoch
+
+
+class Recorder(Callback):
+    """Every hook call, in order; stops its run with `stop` after epoch `at`."""
+
+    def __init__(self, stop: str | None = None, at: int = 1, raises: BaseException | None = None):
+        self.stop, self.at, self.raises = stop, at, raises
+        self.calls: list[tuple[Any, ...]] = []
+
+    def on_fit_start(self, history: History) -> None:
+        self.calls.append(("start",))
+
+    def on_epoch_end(self, record: EpochRecord, history: History) -> str | None:
+        self.calls.append(("epoch", record.epoch))
+        if record.epoch == self.at and self.raises is not None:
+            raise self.raises
+        return self.stop if record.epoch >= self.at else None
+
+    def on_checkpoint(self, path: Path, kind: str, epoch: int) -> None:
+        self.calls.append((kind, epoch))
+
+    def on_fit_end(self, history: History) -> None:
+        self.calls.append(("end", history.stop_reason))
+
+
+def test_a_diverging_member_changes_nothing_for_the_others(tiny: PairData) -> None:
+    a, b = cfg(optimizer="sgd", lr=0.05, seed=1, epochs=1), cfg(optimizer="sgd", seed=3, epochs=1)
+    wild = cfg(optimizer="sgd", lr=1e4, seed=2, epochs=1)
+    alone = fit_population([a, b], tiny)
+    together = fit_population([a, wild, b], tiny)
+    for solo, mixed in ((alone[0], together[0]), (alone[1], together[2])):
+        assert_same_history(mixed.history, solo.history, rel=0.0)  # not a bit moved
+        assert_same_weights(mixed.model.state_dict(), solo.model.state_dict(), rel=0.0)
+    diverged, theirs = together[1], fit(wild, tiny)
+    assert diverged.history.stop_reason == "non_finite"
+    assert_same_history(diverged.history, theirs.history, rel=1e-6)
+    assert_same_weights(diverged.model.state_dict(), theirs.model.state_dict(), rel=1e-6)
+
+
+def test_a_pruned_member_stops_and_its_weights_stop_changing(
+    tiny: PairData, tmp_path: Path
+) -> None:
+    pruned, going = cfg(optimizer="sgd", seed=1), cfg(optimizer="sgd", lr=0.02, seed=2)
+    pruner, watcher = Recorder(stop="pruned", at=1), Recorder()
+    results = fit_population(
+        [pruned, going],
+        tiny,
+        [[pruner], [watcher]],
+        [tmp_path / "p", tmp_path / "g"],
+        checkpoint_every_s=None,
+    )
+    first, second = results
+    assert first.history.stop_reason == "pruned" and len(first.history.records) == 1
+    assert pruner.calls == [("start",), ("epoch", 1), ("last", 1), ("best", 1), ("end", "pruned")]
+    # Its weights are its epoch-1 checkpoint's: the second epoch did not move them.
+    assert_same_weights(
+        first.model.state_dict(), load_checkpoint(tmp_path / "p" / "last.pt")["model"], 0.0
+    )
+    theirs = fit(pruned, tiny, callbacks=[Recorder(stop="pruned", at=1)])
+    assert_same_history(first.history, theirs.history, rel=1e-6)
+    assert second.history.stop_reason == "completed" and len(second.history.records) == 2
+    assert watcher.calls[-1] == ("end", "completed")
+
+
+def test_checkpoints_load_score_and_resume_in_fit(tiny: PairData, tmp_path: Path) -> None:
+    config = cfg(optimizer="adam", dropout=0.3, seed=4, epochs=1)
+    (member,) = fit_population([config], tiny, checkpoint_dirs=[tmp_path / "m"])
+    assert member.last_checkpoint is not None and member.best_checkpoint is not None
+    checked = read_checkpoint(member.last_checkpoint)  # config and weights fit the network
+    assert checked.config == config
+    scorer = scorer_from_checkpoint(member.best_checkpoint)
+    pairs = np.stack([np.stack([tiny.val.images[0], tiny.val.images[1]])]).astype(np.float32)
+    assert score(scorer, pairs).shape == (1,)
+    # fit takes up the member's optimizer state and dropout RNG where the member left them.
+    longer = replace(config, epochs=2)
+    resumed = fit(longer, tiny, resume_from=member.last_checkpoint)
+    straight = fit(longer, tiny)
+    assert_same_history(resumed.history, straight.history, rel=TOLERANCE["adam"])
+    assert_same_weights(resumed.model.state_dict(), straight.model.state_dict(), TOLERANCE["adam"])
+
+
+def test_checkpoint_files_are_written_at_the_interval_and_at_the_end(
+    tiny: PairData, tmp_path: Path
+) -> None:
+    config = cfg(optimizer="sgd")
+    every, at_end = Recorder(), Recorder()
+    fit_population([config], tiny, [[every]], [tmp_path / "a"], checkpoint_every_s=0)
+    fit_population([config], tiny, [[at_end]], [tmp_path / "b"], checkpoint_every_s=None)
+    assert [c for c in every.calls if c[0] == "last"] == [("last", 1), ("last", 2)]
+    written = [c for c in at_end.calls if c[0] in ("best", "last")]
+    assert ("last", 2) in written and len(written) == 2  # its best and last, once each
+    assert at_end.calls[-1] == ("end", "completed")
+
+
+def test_members_train_in_compatible_groups(tiny: PairData) -> None:
+    configs = [
+        cfg(optimizer="adam", head="sq"),
+        cfg(optimizer="sgd", head="sq"),
+        cfg(optimizer="adam", head="sq", lr=1e-2, seed=5, dropout=0.2, epochs=1),
+        cfg(optimizer="adam", head="abs"),
+        cfg(optimizer="adam", head="contrastive", margin=2.0),
+        cfg(optimizer="adam", head="contrastive", margin=1.0),
+        cfg(optimizer="adam", head="sq", batch_size=8),
+    ]
+    assert population_groups(configs) == [[0, 2], [1], [3], [4], [5], [6]]
+    assert population_groups([configs[0]] * 5, max_size=2) == [[0, 1], [2, 3], [4]]
+    one_epoch = [replace(c, epochs=1) for c in configs[:2]]  # two populations of one
+    results = fit_population(one_epoch, tiny)
+    for config, result in zip(one_epoch, results, strict=True):
+        assert result.history.config == config.to_dict()
+
+
+def test_a_failing_callback_ends_its_member_alone(tiny: PairData) -> None:
+    broken, fine = Recorder(raises=OSError("tracking server gone")), Recorder()
+    results = fit_population(
+        [cfg(optimizer="sgd", seed=1), cfg(optimizer="sgd", seed=2)], tiny, [[broken], [fine]]
+    )
+    assert results[0].history.stop_reason == "error"
+    assert isinstance(results[0].error, OSError) and broken.calls[-1] == ("end", "error")
+    assert results[1].error is None and results[1].history.stop_reason == "completed"
+    assert fine.calls[-1] == ("end", "completed") and len(results[1].history.records) == 2
+
+
+def test_ctrl_c_ends_every_member_and_is_raised(tiny: PairData) -> None:
+    stopper, other = Recorder(raises=KeyboardInterrupt()), Recorder()
+    with pytest.raises(KeyboardInterrupt):
+        fit_population(
+            [cfg(optimizer="sgd", seed=1), cfg(optimizer="sgd", seed=2)], tiny, [[stopper], [other]]
+        )
+    assert stopper.calls[-1] == ("end", "interrupted") and other.calls[-1] == ("end", "interrupted")
+
+
+def _pointers(step: PopulationStep) -> dict[str, int]:
+    """Where every tensor a captured step reads or writes lives now."""
+    owners: dict[str, object] = {
+        "step": step,
+        "optimizer": step.optimizer,
+        "state": step.optimizer.state,
+        "masks": step.masks,
+        "stack": step.stack,
+        "data": step.data,
+    }
+    found: dict[str, int] = {}
+    for owner_name, owner in owners.items():
+        for name, value in vars(owner).items():
+            values = value.items() if isinstance(value, dict) else [(name, value)]
+            for key, tensor in values:
+                if isinstance(tensor, Tensor):
+                    found[f"{owner_name}.{name}.{key}"] = tensor.data_ptr()
+    return found
+
+
+class FakeGraph:
+    """A CUDA graph's contract on the CPU: capture records without running; a replay runs
+    the recorded step, and the tensors it touches must be those it was recorded with."""
+
+    def __init__(self, step_fn: Callable[[], None], owner: PopulationStep) -> None:
+        self.step_fn, self.owner = step_fn, owner
+        self.recorded = _pointers(owner)
+        self.replays = 0
+
+    def replay(self) -> None:
+        assert _pointers(self.owner) == self.recorded
+        self.step_fn()
+        self.replays += 1
+
+
+def test_a_graphed_step_reuses_the_tensors_it_was_recorded_with(
+    tiny: PairData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configs = [
+        cfg(optimizer="adam", dropout=0.2, seed=1, epochs=3),
+        cfg(optimizer="adam", lr=2e-3, seed=2, epochs=3),
+    ]
+    eager = Population(configs, tiny, [[], []], [None, None], masks="device")
+    torch.manual_seed(0)
+    eager_results = eager.run()
+    graphs: list[FakeGraph] = []
+
+    def capture(step_fn: Callable[[], None], device: torch.device) -> FakeGraph:
+        assert isinstance(step_fn, partial) and isinstance(step_fn.func, MethodType)
+        owner = step_fn.func.__self__  # the population's own step, replayed on its tensors
+        assert isinstance(owner, PopulationStep)
+        graphs.append(FakeGraph(step_fn, owner))
+        return graphs[-1]
+
+    monkeypatch.setattr(population_run, "uses_graph", lambda device: True)
+    monkeypatch.setattr(gpu, "capture_graph", capture)
+    graphed = Population(configs, tiny, [[], []], [None, None], masks="device")
+    torch.manual_seed(0)
+    results = graphed.run()
+    assert graphed.step.path == "graph" and len(graphs) == 2  # with statistics and without
+    assert sum(g.replays for g in graphs) == 3 * 2 - 3  # every step after the warm-up
+    for mine, theirs in zip(results, eager_results, strict=True):
+        assert mine.history.step_path == "graph"
+        assert_same_weights(mine.model.state_dict(), theirs.model.state_dict(), rel=0.0)
+
+
+@pytest.mark.slow
+def test_the_vmapped_program_ends_where_fit_ends(tiny: PairData) -> None:
+    """What runs on a GPU: all members' forward and backward in one vmapped program. Its
+    batched convolutions round differently from fit's, hence the tolerance, and a smooth
+    head: relu2's output ReLU turns a rounding difference into a different gradient."""
+    configs = [
+        cfg(optimizer="sgd", head="sq", lr=0.05, seed=1),
+        cfg(optimizer="sgd", head="sq", lr=0.02, momentum=0.5, weight_decay=1e-3, dropout=0.3),
+    ]
+    population = Population(configs, tiny, [[], []], [None, None], vmapped=True)
+    for config, mine in zip(configs, population.run(), strict=True):
+        theirs = fit(config, tiny)
+        assert_same_history(mine.history, theirs.history, rel=1e-3)
+        assert_same_weights(mine.model.state_dict(), theirs.model.state_dict(), rel=1e-3)
