@@ -102,10 +102,11 @@ class StackedOptimizer:
         self.decay = (1.0 - hyper.lr * hyper.weight_decay).float()
         self.some_without_momentum = bool((hyper.momentum == 0).any())
 
-    def step(self, grad: Tensor, active: Tensor) -> None:
-        """One update from `grad` (K, N) for the members where `active` (K, 1) is True."""
+    def step(self, grad: Tensor, active: Tensor | None) -> None:
+        """One update from `grad` (K, N) for the members where `active` (K, 1) is True;
+        None: every member (the caller knows, and no graph replays this with others)."""
         state = self.state
-        step = torch.where(active, state.step + 1, state.step)
+        step = state.step + 1 if active is None else torch.where(active, state.step + 1, state.step)
         if self.kind == "sgd":
             new = self._sgd(grad)
         elif self.kind == "rmsprop":
@@ -113,9 +114,8 @@ class StackedOptimizer:
         else:
             new = self._adam(grad, step, decoupled=self.kind == "adamw")
         flat, slots = new
-        state.flat.copy_(torch.where(active, flat, state.flat))
-        for name, value in slots.items():
-            state.slots[name].copy_(torch.where(active, value, state.slots[name]))
+        for target, value in ((state.flat, flat), *((state.slots[n], v) for n, v in slots.items())):
+            target.copy_(value if active is None else torch.where(active, value, target))
         state.step.copy_(step)
 
     def _l2(self, grad: Tensor) -> Tensor:

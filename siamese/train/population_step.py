@@ -120,7 +120,9 @@ class PopulationStep:
         if with_stats:
             self._gradient_stats()
             self.previous.copy_(flat)
-        self.optimizer.step(self.grad, self.active)
+        # A graph replays with whichever members are active then: it always selects.
+        everyone = not self.use_graph and all(self.active_list)
+        self.optimizer.step(self.grad, None if everyone else self.active)
         if with_stats:
             self._update_stats(flat)
         self.loss_sum.add_(losses.detach().float())
