@@ -1,11 +1,11 @@
 """Check points inside an epoch: `siamese.early_stop` decides, this reads the device.
 
-At a quarter, a half and three quarters of every epoch the loop reads the running sums (one
-host sync each): a NaN/Inf loss ends the epoch there. In epoch 1 of a run with
+At every eighth of an epoch (`early_stop.CHECK_FRACTIONS`) the loop reads the running sums
+(one host sync each): a NaN/Inf loss ends the epoch there. In epoch 1 of a run with
 `config.early_stop`, when those sums prove a failure (`early_stop.proof`), a validation
 sample and then every validation pair are evaluated; if the diagnosis agrees, the epoch
 ends there and the run stops, its `history.early_stop` saying where and why. A run whose
-sums prove nothing pays the three reads and no evaluation.
+sums prove nothing pays the reads and no evaluation.
 """
 
 from __future__ import annotations
