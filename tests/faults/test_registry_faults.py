@@ -17,9 +17,8 @@ from siamese.config import TrainConfig
 from siamese.model import build_model
 from siamese.scoring import PairScorer
 from tests.faults.expect import bad_input
+from tests.tracking.registered import log_converged_run
 from tracking import FINISHED, embedded_target
-from tracking.base import MODEL_URI_TAG
-from tracking.registry import SELECTION_METRIC
 
 if TYPE_CHECKING:
     from tracking.mlflow_tracker import MlflowTracker
@@ -48,15 +47,7 @@ def bare_run(tracker: MlflowTracker) -> str:
 @pytest.fixture(scope="module")
 def converged_run(tracker: MlflowTracker) -> str:
     """A converged run with its logged model, tagged as TrackingCallback tags one."""
-    run_id = tracker.start_run("converged", {}, {})
-    uri = tracker.log_model(run_id, PairScorer(build_model(TrainConfig())))
-    tracker.set_tags(
-        run_id,
-        {"diagnosis.verdict": "converged", "diagnosis.label": "converged", MODEL_URI_TAG: uri},
-    )
-    tracker.log_metrics(run_id, {SELECTION_METRIC: 0.9}, step=1)
-    tracker.end_run(run_id, FINISHED)
-    return run_id
+    return log_converged_run(tracker, PairScorer(build_model(TrainConfig())))
 
 
 @pytest.fixture(scope="module")

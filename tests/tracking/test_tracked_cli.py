@@ -12,21 +12,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner, Result
-from PIL import Image
 
 from search.cli import cli
-from siamese.config import TrainConfig
 from siamese.model import THRESHOLD_KEY as THRESHOLD
-from siamese.model import build_model
-from siamese.scoring import PairScorer
 from siamese.train import load_checkpoint
-from tracking import FINISHED, embedded_target
-from tracking.base import MODEL_URI_TAG
-from tracking.registry import SELECTION_METRIC
+from tests.tracking.registered import digit_png
+from tracking import embedded_target
 
 if TYPE_CHECKING:
     from tracking.mlflow_tracker import MlflowTracker
@@ -175,15 +168,6 @@ def test_a_run_id_too_short_to_be_a_prefix_is_bad_input(
     assert result.exit_code == 2 and "expected a run id" in result.output
 
 
-def _digit_png(folder: Path, index: int) -> Path:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    path = folder / f"{index}_{digits.target[index]}.png"
-    Image.fromarray((digits.images[index] * 15).astype(np.uint8)).save(path)
-    return path
-
-
 def test_promote_alias_and_predict_round_trip(
     good_run: dict[str, Any], home: Path, tmp_path: Path, tracker: MlflowTracker
 ) -> None:
@@ -199,7 +183,7 @@ def test_promote_alias_and_predict_round_trip(
         and version.tags["diagnosis"] == "converged"
     )
 
-    left, right = _digit_png(tmp_path, 0), _digit_png(tmp_path, 1)
+    left, right = digit_png(tmp_path, 0), digit_png(tmp_path, 1)
     by_alias = invoke(
         "predict",
         "--home",
@@ -243,66 +227,6 @@ def test_promote_alias_and_predict_round_trip(
     )
 
 
-def _log_converged(tracker: MlflowTracker, scorer: PairScorer) -> str:
-    """A converged run with `scorer` logged (pt2), tagged as TrackingCallback tags one."""
-    run_id = tracker.start_run("converged", {}, {})
-    uri = tracker.log_model(run_id, scorer)
-    tracker.set_tags(
-        run_id,
-        {"diagnosis.verdict": "converged", "diagnosis.label": "converged", MODEL_URI_TAG: uri},
-    )
-    tracker.log_metrics(run_id, {SELECTION_METRIC: 0.9}, step=1)
-    tracker.end_run(run_id, FINISHED)
-    return run_id
-
-
-def test_predict_decides_at_the_threshold_the_registry_model_stores(
-    home: Path, tmp_path: Path, tracker: MlflowTracker
-) -> None:
-    left, right = _digit_png(tmp_path, 0), _digit_png(tmp_path, 1)
-    (tmp_path / "pairs.csv").write_text(
-        f"left,right,same\n{left.name},{right.name},0\n{left.name},{left.name},1\n"
-    )
-    torch.manual_seed(0)
-    net = build_model(TrainConfig(head="contrastive"))
-    # Identical images: distance 0, P(same) = sigmoid(4) = 0.982; decided "same" at 0.5,
-    # "different" at the 0.99 this model stores.
-    net.set_decision_threshold(0.99)
-    run_id = _log_converged(tracker, PairScorer(net))
-    promoted = invoke("promote", "--run", run_id, "--name", "strict", "--home", str(home))
-    assert promoted.exit_code == 0, promoted.output
-    model = ["--model", "models:/strict@champion", "--pairs", str(tmp_path / "pairs.csv")]
-    as_json = json.loads(invoke("predict", "--home", str(home), *model, "--json").stdout)
-    assert as_json["threshold"] == pytest.approx(0.99)
-    identical = as_json["pairs"][1]
-    assert identical["p_same"] == pytest.approx(0.982, abs=1e-3)
-    assert identical["decision"] == "different" and identical["same"] == 1
-    text = invoke("predict", "--home", str(home), *model).output.splitlines()
-    assert text[1].startswith("0.9820  different")
-    assert text[-1] == "1 of 2 pairs right at the threshold P(same) >= 0.9900"
-
-
-def test_a_registry_model_without_a_threshold_decides_at_half_and_says_so(
-    home: Path, tmp_path: Path, tracker: MlflowTracker
-) -> None:
-    left = _digit_png(tmp_path, 0)
-    net = build_model(TrainConfig(head="contrastive"))
-    del net._buffers[THRESHOLD]  # as models logged before the threshold existed
-    run_id = _log_converged(tracker, PairScorer(net))
-    result = invoke(
-        "predict", "--home", str(home), "--model", f"runs:/{run_id}/model", str(left), str(left)
-    )
-    assert result.exit_code == 0, result.output
-    assert result.stderr.splitlines() == [
-        f"note: runs:/{run_id}/model stores no decision threshold (logged by an older "
-        "version): P(same) >= 0.5 decides"
-    ]
-    assert result.stdout.splitlines() == [
-        f"0.9820  same       {left}  {left}",
-        "decided at the threshold P(same) >= 0.5000",
-    ]
-
-
 def test_challenger_must_beat_the_champion(good_run: dict[str, Any], home: Path) -> None:
     invoke("promote", "--run", good_run["run_id"], "--name", "gate", "--home", str(home))
     weaker = train_json(home, "--epochs", "1", "--lr", "3e-4")
@@ -334,7 +258,7 @@ def test_challenger_must_beat_the_champion(good_run: dict[str, Any], home: Path)
 
 
 def test_predict_bad_model_is_bad_input(tmp_path: Path) -> None:
-    left = _digit_png(tmp_path, 0)
+    left = digit_png(tmp_path, 0)
     result = invoke("predict", "--model", "nonsense", str(left), str(left))
     assert result.exit_code == 2 and "--model" in result.output
 
