@@ -49,6 +49,7 @@ def test_gpu_check_runs_on_a_cpu_without_optuna_or_mlflow(tmp_path: Path) -> Non
     assert "Traceback" not in output, output
     for arm in ARMS:
         assert "path: eager: cpu" in _line(output, arm) or arm == "seed-style loop"
-    population = _line(output, "population")
-    assert "K=1" in population or "population: not available" in population
+    population = _line(output, "population K=1")
+    assert "path: eager: cpu" in population, population
+    assert "population: FAILED" not in output, output
     assert "tracking overhead: skipped" in output  # mlflow cannot be imported
