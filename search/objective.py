@@ -11,6 +11,8 @@ attributes, checkpoint folder included, are copied to the retry).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +64,51 @@ class PruningCallback(Callback):
 
 
 @dataclass
+class TrialPlan:
+    """What one trial trains: its config, checkpoint folder (a retry resumes from the
+    `last.pt` there) and the callbacks that report to Optuna and keep its weights."""
+
+    trial: optuna.Trial
+    config: TrainConfig
+    folder: Path
+    resume: Path | None
+    callbacks: list[Callback]
+
+
+@dataclass
+class TrialRun:
+    """A trial's MLflow run while it trains: the callbacks that track it, and the result
+    the training hands back before the run is closed."""
+
+    run_id: str | None
+    callbacks: list[Callback]
+    result: FitResult | None = None
+
+    def finished(self) -> FitResult:
+        if self.result is None:
+            raise RuntimeError("the trial's training ended without a result")
+        return self.result
+
+
+@contextmanager
+def recorded_failure(trial: optuna.Trial) -> Iterator[None]:
+    """What ended a trial that did not finish goes on it: Ctrl-C or SIGTERM marks it for a
+    retry when the study is resumed; an error is kept in one line for the report."""
+    try:
+        yield
+    except (KeyboardInterrupt, Exception) as exc:
+        note_failure(trial, exc)
+        raise
+
+
+def note_failure(trial: optuna.Trial, exc: BaseException) -> None:
+    if isinstance(exc, KeyboardInterrupt):
+        trial.set_user_attr(INTERRUPTED_ATTR, True)
+    elif isinstance(exc, Exception):
+        trial.set_user_attr(ERROR_ATTR, one_line(exc))
+
+
+@dataclass
 class Objective:
     base: TrainConfig
     space: SearchSpace
@@ -74,6 +121,14 @@ class Objective:
     progress: Callback | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            return self.run(self.plan(trial))
+        except DiskFullError:
+            trial.study.stop()  # every next trial would fail the same way
+            raise
+
+    def plan(self, trial: optuna.Trial) -> TrialPlan:
+        """The trial's config and folder, recorded on it before anything trains."""
         trial.set_user_attr(OWNER_ATTR, process_token())  # who to ask whether it still runs
         config = suggest_config(trial, self.base, self.space)
         folder = Path(
@@ -86,73 +141,59 @@ class Objective:
         # KeepWeightsOnly comes before tracking, so that what is logged is the small file.
         progress = [self.progress] if self.progress else []
         callbacks: list[Callback] = [PruningCallback(trial), *progress, KeepWeightsOnly()]
-        try:
-            result = self._train(trial, config, callbacks, folder, resume)
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a resumed study retries it once
-            trial.set_user_attr(INTERRUPTED_ATTR, True)
-            raise
-        except Exception as exc:
-            trial.set_user_attr(ERROR_ATTR, one_line(exc))
-            if isinstance(exc, DiskFullError):
-                trial.study.stop()  # every next trial would fail the same way
-            raise
-        if result.history.stop_reason == "pruned":
-            early = result.history.early_stop
-            why = (
-                early_stop_text(early)
-                if early
-                else f"pruned at epoch {len(result.history.records)}"
-            )
-            raise optuna.TrialPruned(why)
-        best = result.history.best
-        return best.val_auc if best is not None else 0.5
+        return TrialPlan(trial, config, folder, resume, callbacks)
 
-    def _train(
-        self,
-        trial: optuna.Trial,
-        config: TrainConfig,
-        callbacks: list[Callback],
-        folder: Path,
-        resume: Path | None,
-    ) -> FitResult:
-        if self.tracker is None:
-            result = fit(
-                config, self.data, callbacks=callbacks, checkpoint_dir=folder, resume_from=resume
+    def run(self, plan: TrialPlan) -> float:
+        """Train one planned trial with `fit`: its value, or TrialPruned / an error."""
+        with recorded_failure(plan.trial), self.tracked(plan) as run:
+            run.result = fit(
+                plan.config,
+                self.data,
+                callbacks=[*plan.callbacks, *run.callbacks],
+                checkpoint_dir=plan.folder,
+                resume_from=plan.resume,
             )
+        return trial_value(run.finished())
+
+    @contextmanager
+    def tracked(self, plan: TrialPlan) -> Iterator[TrialRun]:
+        """Around a trial's training: its MLflow run nested under the study's (when
+        tracked). Once the body has set `result`, the diagnosis goes on the trial and the
+        run is named with its outcome; a NaN/Inf loss then fails both (TrialDiverged)."""
+        trial = plan.trial
+        if self.tracker is None:
+            untracked = TrialRun(None, [])
+            yield untracked
+            result = untracked.finished()
             _record_verdict(trial, result, diagnose(result.history))
-            return result
+            return
         tags = {"optuna.study": self.study_name, "optuna.trial_number": str(trial.number)}
         name = f"trial-{trial.number}"
         with tracked_run(
-            self.tracker, name, config, self.device, tags, self.parent_run_id
+            self.tracker, name, plan.config, self.device, tags, self.parent_run_id
         ) as run_id:
             trial.set_user_attr(RUN_ID_ATTR, run_id)
             tracking = TrackingCallback(
                 self.tracker, run_id, log_model=lambda h: self._is_best_converged(trial, h)
             )
+            run = TrialRun(run_id, [tracking])
             try:
-                result = fit(
-                    config,
-                    self.data,
-                    callbacks=[*callbacks, tracking],
-                    checkpoint_dir=folder,
-                    resume_from=resume,
-                )
-                state = "PRUNED" if result.history.stop_reason == "pruned" else "COMPLETE"
-                if result.history.stop_reason == "non_finite":
-                    state = "FAIL"
+                yield run
+                result = run.finished()
+                state = trial_state(result.history)
                 verdict = tracking.verdict or diagnose(result.history)
-                name = outcome_name(trial.number, state, verdict.label)
-                self.tracker.set_tags(run_id, {STATE_TAG: state, RUN_NAME_TAG: name})
+                self._name(run_id, outcome_name(trial.number, state, verdict.label), state)
                 _record_verdict(trial, result, verdict)
             except TrialDiverged:  # already named, with its diagnosis
                 raise
             except BaseException as exc:
                 ending = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
-                name = outcome_name(trial.number, "FAIL", ending)
-                self.tracker.set_tags(run_id, {STATE_TAG: "FAIL", RUN_NAME_TAG: name})
+                self._name(run_id, outcome_name(trial.number, "FAIL", ending), "FAIL")
                 raise
-        return result
+
+    def _name(self, run_id: str, name: str, state: str) -> None:
+        if self.tracker is not None:
+            self.tracker.set_tags(run_id, {STATE_TAG: state, RUN_NAME_TAG: name})
 
     def _is_best_converged(self, trial: optuna.Trial, history: History) -> bool:
         """Log a model only for a trial that beats every converged trial so far: those are
@@ -167,6 +208,24 @@ class Objective:
             if t.user_attrs.get("verdict") == "converged" and t.value is not None
         ]
         return not values or best.val_auc > max(values)
+
+
+def trial_state(history: History) -> str:
+    """The Optuna state a finished training gives its trial."""
+    if history.stop_reason == "non_finite":
+        return "FAIL"
+    return "PRUNED" if history.stop_reason == "pruned" else "COMPLETE"
+
+
+def trial_value(result: FitResult) -> float:
+    """The trial's value (its best val_auc), or TrialPruned with why it was stopped."""
+    history = result.history
+    if history.stop_reason == "pruned":
+        early = history.early_stop
+        why = early_stop_text(early) if early else f"pruned at epoch {len(history.records)}"
+        raise optuna.TrialPruned(why)
+    best = history.best
+    return best.val_auc if best is not None else 0.5
 
 
 def outcome_name(number: int, state: str, label: str) -> str:

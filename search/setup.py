@@ -57,7 +57,10 @@ def _sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+    # constant_liar: trials still running count as bad results, so trials asked while
+    # others run (a population's members, other workers') spread out instead of repeating
+    # one proposal. With one trial at a time there is none running: it changes nothing.
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, constant_liar=True)
 
 
 class TrialSeededSampler(optuna.samplers.BaseSampler):

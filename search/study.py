@@ -47,6 +47,7 @@ class SearchRequest:
     # The MLflow store the user named (None: the home folder's); recorded in the study.
     tracking_uri: str | None = None
     experiment: str = "siamese-lab"
+    population: int | None = None  # trials trained at once per worker (None: per device)
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,7 @@ def _run_workers(
             timeout=request.timeout,
             tracking_uri=request.tracking_uri,
             track=tracker is not None,
+            population=request.population,
         )
         for index, device in enumerate(request.devices)
     ]

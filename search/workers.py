@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from search.objective import Objective
+from search.population import Budget, run_populations
 from search.progress import Progress
 from search.setup import StudySetup, make_pruner, make_sampler, read_stored_setup
 from search.storage import StaleTrialHandler, open_storage
@@ -25,6 +26,9 @@ from siamese.train import gpu, resolve_device
 from tracking.base import Tracker
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# Members per population on a GPU when --population is not given. Not yet measured on one:
+# `bench/gpu_check.sh` prints pairs/s at K = 1, 8, 32 and 128 to choose it from.
+GPU_POPULATION = 32
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ class WorkerSpec:
     timeout: float | None = None
     tracking_uri: str | None = None
     track: bool = True
+    # Trials trained at once (search --population); None: the device's default.
+    population: int | None = None
 
 
 def run_trials(
@@ -64,21 +70,42 @@ def run_trials(
         device=str(resolve_device(base.device)),
         progress=progress,
     )
+    size = spec.population or default_population(objective.device)
+    try:
+        if size > 1:
+            budget = Budget(setup.target_trials, spec.n_trials, spec.timeout)
+            run_populations(study, objective, size, budget, progress)
+        else:
+            _optimize(study, objective, setup, spec, progress)
+    finally:
+        if tracker is not None:  # the last trials' deferred records land before we return
+            tracker.flush()
+
+
+def default_population(device: str) -> int:
+    """One trial at a time on the CPU, where a population gains nothing (its members run
+    one after another); on a GPU, enough members to fill the chip."""
+    return GPU_POPULATION if device.startswith("cuda") else 1
+
+
+def _optimize(
+    study: optuna.Study,
+    objective: Objective,
+    setup: StudySetup,
+    spec: WorkerSpec,
+    progress: Progress,
+) -> None:
     callbacks: list[Any] = [progress]
     if setup.target_trials is not None:
         target = optuna.study.MaxTrialsCallback(setup.target_trials, states=FINISHED_STATES)
         callbacks.append(target)
-    try:
-        study.optimize(
-            objective,
-            n_trials=spec.n_trials,
-            timeout=spec.timeout,
-            callbacks=callbacks,
-            catch=(Exception,),
-        )
-    finally:
-        if tracker is not None:  # the last trials' deferred records land before we return
-            tracker.flush()
+    study.optimize(
+        objective,
+        n_trials=spec.n_trials,
+        timeout=spec.timeout,
+        callbacks=callbacks,
+        catch=(Exception,),
+    )
 
 
 def open_for_worker(

@@ -29,6 +29,13 @@ def _storage_option(help_text: str, required: bool = False) -> Any:
     return click.option("--storage", required=required, help=help_text)
 
 
+_population_option = click.option(
+    "--population",
+    type=click.IntRange(min=1),
+    help="trials each worker trains at once as one program (default: 1 on the CPU, 32 on a GPU)",
+)
+
+
 @click.command()
 @click.option(
     "--study",
@@ -67,6 +74,7 @@ def _storage_option(help_text: str, required: bool = False) -> Any:
     help="worker processes on this machine",
 )
 @click.option("--devices", help="one worker per GPU, e.g. 0,1,2,3")
+@_population_option
 @click.option(
     "--baseline/--no-baseline",
     default=True,
@@ -88,6 +96,7 @@ def search(
     storage: str | None,
     jobs: int,
     devices: str | None,
+    population: int | None,
     baseline: bool,
     as_json: bool,
     no_track: bool,
@@ -121,6 +130,7 @@ def search(
         baseline=baseline,
         tracking_uri=env.tracking_uri,
         experiment=env.experiment,
+        population=population,
     )
     console = Console(stderr=as_json, quiet=as_json, soft_wrap=True)
     make_tracker = (lambda _uri: None) if no_track else env.tracker
@@ -195,6 +205,7 @@ def _print_next_steps(console: Console, result: SearchResult, env: LabEnv) -> No
 )
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True))
 @click.option("--device", help="auto, cpu, cuda or cuda:N (default: the study's)")
+@_population_option
 @click.option("--worker-index", type=int, default=0, hidden=True)
 @click.option("--no-track", is_flag=True)
 @tracking_options
@@ -204,6 +215,7 @@ def worker(
     trials: int | None,
     timeout: float | None,
     device: str | None,
+    population: int | None,
     worker_index: int,
     no_track: bool,
 ) -> None:
@@ -226,6 +238,7 @@ def worker(
         timeout=timeout,
         tracking_uri=env.tracking_uri,
         track=not no_track,
+        population=population,
     )
     console = Console(soft_wrap=True)
     console.print(f"worker {worker_index} joined study {study_name!r} ({storage})")
