@@ -17,9 +17,10 @@ from siamese.model import SiameseNet
 from siamese.train.device_data import DeviceData
 from siamese.train.threshold import accuracy_at, choose_threshold, held_out_accuracy
 
-# Small batches are fastest on a CPU (the conv activations stay in cache); a GPU wants big ones.
-CPU_EVAL_BATCH = 64
-CUDA_EVAL_BATCH = 4096
+# Images per tower pass. Small batches are fastest on a CPU (the conv activations stay in
+# cache); a GPU wants big ones.
+CPU_EVAL_BATCH = 128
+CUDA_EVAL_BATCH = 8192
 
 
 @dataclass(frozen=True)
@@ -47,46 +48,54 @@ def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(roc_auc_score(labels, probs))
 
 
+def _pair_embeddings(
+    model: SiameseNet, data: DeviceData, batch: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The left and right embeddings of every pair, and which units any shown image uses.
+
+    Each image the pairs show goes through the tower once: validation pairs reuse their
+    images (512 digit pairs show 269 images, not 1024), and in eval mode an image's
+    embedding does not depend on the pair it is in (no dropout, no batch statistics)."""
+    n = data.labels.shape[0]
+    shown, where = torch.unique(torch.cat([data.left, data.right]), return_inverse=True)
+    chunks = []
+    for start in range(0, shown.shape[0], batch):
+        images = data.images[shown[start : start + batch]]
+        chunks.append(model.embed_pair(images, images[:0])[0])  # the model's own normalisation
+    emb = torch.cat(chunks)
+    return emb[where[:n]], emb[where[n:]], (emb > 0).any(dim=0)
+
+
 @torch.no_grad()
 def evaluate(model: SiameseNet, data: DeviceData, limit: int | None = None) -> EvalResult:
     """`limit` evaluates the first pairs only (the pairs are shuffled, so it is a fair sample);
     without it, the pass chooses and stores the model's decision threshold."""
     data = data.first(limit)
-    images, left, right, labels = data.images, data.left, data.right, data.labels
+    labels = data.labels
     was_training = model.training
     model.eval()
-    losses, probs, zero_same, unit_alive = [], [], [], None
     batch = CUDA_EVAL_BATCH if data.device.type == "cuda" else CPU_EVAL_BATCH
-    for start in range(0, labels.shape[0], batch):
-        sl = slice(start, start + batch)
-        emb_a, emb_b = model.embed_pair(images[left[sl]], images[right[sl]])
-        out = model.head(emb_a, emb_b)
-        losses.append(model.loss(out, labels[sl]) * labels[sl].shape[0])
-        probs.append(model.prob_same(out))
-        alive = ((emb_a > 0).any(dim=0)) | ((emb_b > 0).any(dim=0))
-        unit_alive = alive if unit_alive is None else unit_alive | alive
-        zero = model.head.zero_output_mask(out)
-        if zero is not None:
-            zero_same.append(zero)
+    emb_a, emb_b, unit_alive = _pair_embeddings(model, data, batch)
+    out = model.head(emb_a, emb_b)
+    loss = model.loss(out, labels)
+    zero = model.head.zero_output_mask(out)
+    head_zero = float(zero.float().mean()) if zero is not None and zero.numel() else math.nan
     model.train(was_training)
-    prob = torch.cat(probs).float().cpu().numpy()
+    prob = model.prob_same(out).float().cpu().numpy()
     truth = labels.cpu().numpy()
-    n = max(len(truth), 1)
     finite = bool(np.isfinite(prob).all())  # NaN weights: no unit is "> 0", yet none is dead
     if limit is None:
         model.set_decision_threshold(choose_threshold(prob, truth))
     threshold = float(model.decision_threshold)
     acc = held_out_accuracy(prob, truth) if limit is None else accuracy_at(prob, truth, threshold)
     return EvalResult(
-        loss=float(torch.stack(losses).sum().cpu()) / n,
+        loss=float(loss.cpu()),
         acc=acc,
         auc=roc_auc(truth, prob),
         output_std=float(np.std(prob)) if finite else math.nan,
         output_mean=float(np.mean(prob)) if finite else math.nan,
-        dead_unit_fraction=1.0 - float(unit_alive.float().mean())
-        if unit_alive is not None and finite
-        else math.nan,
-        head_zero_fraction=float(torch.cat(zero_same).float().mean()) if zero_same else math.nan,
+        dead_unit_fraction=1.0 - float(unit_alive.float().mean()) if finite else math.nan,
+        head_zero_fraction=head_zero,
         probs=prob,
         threshold=threshold,
     )
