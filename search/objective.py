@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
@@ -119,6 +119,8 @@ class Objective:
     parent_run_id: str | None = None
     device: str = "cpu"
     progress: Callback | None = None
+    # The best val_auc this process logged a model for (see _is_best_converged).
+    _best_logged: float = field(default=-math.inf, init=False, repr=False)
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
@@ -197,7 +199,9 @@ class Objective:
 
     def _is_best_converged(self, trial: optuna.Trial, history: History) -> bool:
         """Log a model only for a trial that beats every converged trial so far: those are
-        the only ones `promote --study` can pick, and exporting a model takes a second."""
+        the only ones `promote --study` can pick, and exporting a model takes a second.
+        "So far" includes the models this process logged for trials not yet told: a
+        population's members end together, and only those that beat the ones before log."""
         best = history.best
         if best is None:
             return False
@@ -207,7 +211,10 @@ class Objective:
             for t in done
             if t.user_attrs.get("verdict") == "converged" and t.value is not None
         ]
-        return not values or best.val_auc > max(values)
+        if best.val_auc <= max([*values, self._best_logged]):
+            return False
+        self._best_logged = best.val_auc
+        return True
 
 
 def trial_state(history: History) -> str:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import optuna
 from optuna.storages import RDBStorage
@@ -110,3 +112,26 @@ def test_heartbeats_keep_every_member_alive_while_it_trains(tmp_path: Path) -> N
     time.sleep(3.5)  # and without them, the same wait makes every one of them stale
     optuna.storages.fail_stale_trials(study)
     assert all(t.state == TrialState.FAIL for t in study.get_trials())
+
+
+def test_members_ending_together_log_a_model_only_when_they_beat_the_ones_before(
+    small_data: PairData, tmp_path: Path
+) -> None:
+    """No trial of the batch is told (COMPLETE) yet when the members end: the models this
+    process logged meanwhile count as the best so far, or every member would export one."""
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.7, user_attrs={"verdict": "converged"}))
+    objective = Objective(BASE, SPACE, small_data, tmp_path, "s")
+    trial = study.ask()
+
+    def wants_model(val_auc: float) -> bool:
+        history = cast(History, SimpleNamespace(best=SimpleNamespace(val_auc=val_auc)))
+        return objective._is_best_converged(trial, history)
+
+    assert [wants_model(auc) for auc in (0.65, 0.8, 0.75, 0.8, 0.9)] == [
+        False,  # below the told trial's 0.7
+        True,
+        False,  # below 0.8, logged by a member that ended before it
+        False,
+        True,
+    ]
