@@ -19,6 +19,7 @@ import numpy as np
 from siamese.config import IMAGE_HEIGHT, IMAGE_WIDTH
 from siamese.names import check_name
 from tracking.base import FINISHED, RunView, Tracker
+from tracking.fresh_store import make_store_at_once
 from tracking.local_artifacts import link_artifact, local_artifact_dir
 from tracking.store import TrackingTarget, TrackingUnavailable, bound_http_retries, store_lock
 
@@ -62,6 +63,7 @@ class MlflowTracker(Tracker):
         self.target = target
         self.uri = target.uri
         with store_lock(target):  # the first contact creates the schema: one process at a time
+            make_store_at_once(target.uri)  # a fresh home's store: seconds, not migrations
             self.client = mlflow.MlflowClient(target.uri)
             self.experiment_id = self._experiment_id()
         # One writer thread: metrics and deferred end-of-run work land in the order given.

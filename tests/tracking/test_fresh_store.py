@@ -1,0 +1,86 @@
+"""A fresh home's MLflow store is made in one go: MLflow's own migrations on a temporary
+file with SQLite's syncing off, then given the store's name; the store it opens is MLflow's."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tracking.fresh_store import make_store_at_once, sqlite_path
+from tracking.store import embedded_target
+
+
+def _schema(path: Path) -> dict[str, list[str]]:
+    """Each table's and index's definition, its lines sorted (MLflow's migrations write a
+    table's constraints in an order that varies from one run to the next)."""
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL").fetchall()
+    return {name: sorted(line.strip(" ,") for line in sql.splitlines()) for name, sql in rows}
+
+
+def _revision(path: Path) -> list[tuple[str]]:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT version_num FROM alembic_version").fetchall()
+
+
+@pytest.fixture
+def migrations(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every run of MLflow's migrations: the file and SQLite's sync setting they ran with."""
+    from mlflow.store.db import utils
+
+    runs: list[dict[str, Any]] = []
+    original = utils._initialize_tables
+
+    def recording(engine: Any) -> None:
+        with engine.connect() as connection:
+            synchronous = connection.exec_driver_sql("PRAGMA synchronous").scalar()
+        runs.append({"file": Path(str(engine.url.database)), "synchronous": synchronous})
+        original(engine)
+
+    monkeypatch.setattr(utils, "_initialize_tables", recording)
+    return runs
+
+
+def test_a_fresh_home_gets_mlflows_schema_made_unsynced_once(
+    tmp_path: Path, migrations: list[dict[str, Any]]
+) -> None:
+    import mlflow
+
+    from tracking.mlflow_tracker import MlflowTracker
+
+    target = embedded_target(tmp_path / "home")
+    store = sqlite_path(target.uri)
+    assert store is not None
+    tracker = MlflowTracker(target)
+    assert len(migrations) == 1, "opening the store made it again"
+    made = migrations[0]
+    assert made["file"].parent == store.parent and made["file"] != store
+    assert made["synchronous"] == 0  # OFF, for the temporary file only
+    assert not made["file"].exists(), "the temporary file is left behind"
+    with sqlite3.connect(store) as db:  # nothing of that setting is stored in the file
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    theirs = tmp_path / "mlflow-made.db"
+    mlflow.MlflowClient(f"sqlite:///{theirs}").search_experiments()
+    assert _schema(store) == _schema(theirs)
+    assert _revision(store) == _revision(theirs)
+    names = {e.name for e in tracker.client.search_experiments()}
+    assert names == {"Default", "siamese-lab"}
+
+
+def test_an_existing_store_is_left_alone(tmp_path: Path) -> None:
+    store = tmp_path / "mlflow.db"
+    store.write_bytes(b"not touched")
+    assert make_store_at_once(f"sqlite:///{store}") is False
+    assert store.read_bytes() == b"not touched"
+    assert list(tmp_path.iterdir()) == [store]
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://127.0.0.1:5000", "sqlite://", "sqlite:///:memory:", "postgresql://x/y"]
+)
+def test_only_a_sqlite_file_is_made(uri: str) -> None:
+    assert sqlite_path(uri) is None
+    assert make_store_at_once(uri) is False
