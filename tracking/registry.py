@@ -1,5 +1,8 @@
 """Promotion to the MLflow model registry: aliases (not the deprecated stages), a gate that
 refuses failed runs, and a challenger rule so a worse model never takes `champion` by accident.
+
+The gate and the rule only read (the run, the alias's holder): from a `SqliteReader` they
+cost no MLflow import; MLflow is imported when a version is registered.
 """
 
 from __future__ import annotations
@@ -8,13 +11,15 @@ import contextlib
 import io
 import json
 from dataclasses import dataclass
-
-import mlflow
+from typing import TYPE_CHECKING, cast
 
 from siamese.errors import SiameseInputError
 from siamese.names import check_name
-from tracking.base import MODEL_URI_TAG
-from tracking.mlflow_tracker import MlflowTracker
+from tracking.base import MODEL_URI_TAG, Tracker
+from tracking.sqlite_reader import SqliteReader
+
+if TYPE_CHECKING:
+    from tracking.mlflow_tracker import MlflowTracker
 
 SELECTION_METRIC = "best_val_auc"
 
@@ -43,14 +48,28 @@ class _Holder:
     source_run_id: str | None
 
 
-def _holder(tracker: MlflowTracker, name: str, alias: str) -> _Holder | None:
-    try:
-        version = tracker.client.get_model_version_by_alias(name, alias)
-    except mlflow.exceptions.MlflowException:
-        return None  # no such model or alias yet
-    tags = version.tags
-    source = tags.get("source_run_id") or version.run_id
-    return _Holder(str(version.version), float(tags.get(SELECTION_METRIC, "nan")), source)
+def _holder(tracker: Tracker, name: str, alias: str) -> _Holder | None:
+    # "latest" is MLflow's reserved alias for the newest version: MLflow's own rule answers.
+    if isinstance(tracker, SqliteReader) and alias.lower() != "latest":
+        found = tracker.version_by_alias(name, alias)
+        if found is None:
+            return None  # no such model or alias yet
+        tags, version, run_id = found.tags, found.version, found.run_id
+    else:
+        import mlflow
+
+        try:
+            held = _writer(tracker).client.get_model_version_by_alias(name, alias)
+        except mlflow.exceptions.MlflowException:
+            return None  # no such model or alias yet
+        tags, version, run_id = held.tags, str(held.version), held.run_id
+    source = tags.get("source_run_id") or run_id
+    return _Holder(version, float(tags.get(SELECTION_METRIC, "nan")), source)
+
+
+def _writer(tracker: Tracker) -> MlflowTracker:
+    """The MLflow tracker that registers: a reader's, or the tracker itself."""
+    return tracker.writer if isinstance(tracker, SqliteReader) else cast("MlflowTracker", tracker)
 
 
 def _not_promoted(run_id: str, name: str, alias: str, metric: float, holder: _Holder) -> Promotion:
@@ -85,8 +104,11 @@ def _lineage_tags(
 
 
 def promote(
-    tracker: MlflowTracker, run_id: str, name: str, alias: str = "champion", force: bool = False
+    tracker: Tracker, run_id: str, name: str, alias: str = "champion", force: bool = False
 ) -> Promotion:
+    """Registers `run_id`'s model as a new version of `name` and points `alias` at it, if
+    the run converged and beats the holder (or `force`). `tracker`: an MlflowTracker, or a
+    SqliteReader of an embedded store (it reads without MLflow, registers through it)."""
     check_name("--name", name)
     run = tracker.get_run(run_id)
     verdict = run.tags.get("diagnosis.verdict")
@@ -108,10 +130,13 @@ def promote(
     ):
         return _not_promoted(run_id, name, alias, metric, holder)
     lineage = _lineage_tags(run_id, run.params, run.metrics, run.tags)
+    import mlflow
+
+    writer = _writer(tracker)
     # MLflow prints "Successfully registered..." on stderr; the CLI says it in its own words.
-    with tracker.using_store(), contextlib.redirect_stderr(io.StringIO()):
+    with writer.using_store(), contextlib.redirect_stderr(io.StringIO()):
         version = mlflow.register_model(model_uri, name, tags=lineage)
-    tracker.client.set_registered_model_alias(name, alias, version.version)
+    writer.client.set_registered_model_alias(name, alias, version.version)
     return Promotion(
         name,
         alias,
