@@ -76,6 +76,17 @@ class Tracker(abc.ABC):
     def log_model(self, run_id: str, scorer: nn.Module, name: str = "model") -> str:
         """Log a pair scorer (input (N, 2, 40, 50) -> P(same)); returns its model URI."""
 
+    def offer_model(self, run_id: str, checkpoint: Path) -> None:
+        """The model of the best run so far (a search's best converged trial), from its
+        `checkpoint`: a later offer may beat it, and only the last one is ever promoted.
+        A tracker where logging a model costs (MlflowTracker: a torch.export, a second or
+        more) keeps the last offer and logs it at `flush`; here it is logged at once. Either
+        way the run gets the model and its MODEL_URI_TAG."""
+        from siamese.scoring import scorer_from_checkpoint  # here: the interface needs no torch
+
+        uri = self.log_model(run_id, scorer_from_checkpoint(checkpoint))
+        self.set_tags(run_id, {MODEL_URI_TAG: uri})
+
     def defer(self, work: Callable[[], None], what: str) -> None:
         """Runs `work` (a run's end-of-run artifacts) off the caller's path where the
         tracker can, in order with its other writes; `flush` and every read wait for it,
@@ -97,7 +108,7 @@ class Tracker(abc.ABC):
 
     @abc.abstractmethod
     def flush(self) -> None:
-        """Wait until every pending write has landed."""
+        """Wait until every pending write has landed (an offered model too)."""
 
     @abc.abstractmethod
     def get_run(self, run_id: str) -> RunView: ...

@@ -39,6 +39,10 @@ def diagnosis_tags(history: History, verdict: Diagnosis) -> dict[str, str]:
 
 
 class TrackingCallback(Callback):
+    """`log_model`: True logs a converged, completed run's model with its record (`train`);
+    a rule (a search's "beats every converged trial so far") offers it to the tracker
+    instead (Tracker.offer_model), which may log only the last offer, at its flush."""
+
     def __init__(
         self, tracker: Tracker, run_id: str, log_model: bool | Callable[[History], bool] = True
     ) -> None:
@@ -73,7 +77,7 @@ class TrackingCallback(Callback):
 
     def _write_record(self, history: History) -> None:
         """What the run's outcome depends on is written now: the verdict, tags, checkpoints
-        and the model. The curves and text records are deferred: the tracker draws and
+        and the model (or its offer). The curves and text records are deferred: the tracker draws and
         writes them while the next trial trains (and before the process exits)."""
         verdict = self.verdict = diagnose(history)
         best = history.best
@@ -84,10 +88,13 @@ class TrackingCallback(Callback):
                 self.tracker.log_artifact(self.run_id, path, "checkpoints")
         tags = diagnosis_tags(history, verdict)
         if self._model_wanted(verdict.verdict, history):
-            self.model_uri = self.tracker.log_model(
-                self.run_id, scorer_from_checkpoint(self.checkpoints["best"])
-            )
-            tags[MODEL_URI_TAG] = self.model_uri
+            if callable(self.should_log_model):  # the best so far: a later run may beat it
+                self.tracker.offer_model(self.run_id, self.checkpoints["best"])
+            else:
+                self.model_uri = self.tracker.log_model(
+                    self.run_id, scorer_from_checkpoint(self.checkpoints["best"])
+                )
+                tags[MODEL_URI_TAG] = self.model_uri
         self.tracker.set_tags(self.run_id, tags)
         # Here, not at the top: `train --no-track` never pays for importing matplotlib (and
         # not in the writer thread: an import there could be cut in half by Ctrl-C).

@@ -72,6 +72,7 @@ class MlflowTracker(Tracker):
         self._pending: list[Future[object]] = []
         # A run's artifact folder never changes: looked up once, not once per artifact.
         self._artifact_dirs: dict[str, Path | None] = {}
+        self._offered: tuple[str, Path] | None = None  # (run id, checkpoint): see offer_model
 
     def _experiment_id(self) -> str:
         try:
@@ -126,11 +127,37 @@ class MlflowTracker(Tracker):
 
         self._pending.append(self._pool.submit(warn_on_failure))
 
+    def offer_model(self, run_id: str, checkpoint: Path) -> None:
+        """Kept, not exported: a search's best converged trial so far is usually beaten
+        by a later one, and exporting each (torch.export, a second or more a model) would
+        cost a trial's end that much. The last offer is exported at `flush` (a search's and
+        a worker's end, Ctrl-C included), in the calling thread, after the queue."""
+        self._offered = (run_id, checkpoint)
+
+    def _log_offered(self) -> None:
+        """The offered model, logged; a failure is a warning naming the run (its trial and
+        checkpoint are recorded already; `promote` then finds no model for it)."""
+        offered, self._offered = self._offered, None
+        if offered is None:
+            return
+        run_id, checkpoint = offered
+        try:
+            super().offer_model(run_id, checkpoint)
+        except Exception as exc:
+            text = " ".join(str(exc).split())[:300]
+            _log.warning(
+                "warning: could not log the model of run %s from %s: %s: %s",
+                run_id,
+                checkpoint,
+                type(exc).__name__,
+                text,
+            )
+
     def _settle(self) -> None:
         """Reads see this tracker's own writes: wait for the queue (not from the writer
         thread itself, where deferred work reads too and would wait on itself)."""
         if not threading.current_thread().name.startswith(WRITER_THREAD):
-            self.flush()
+            self._drain()
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:8000]) for k, v in tags.items()])
@@ -189,6 +216,11 @@ class MlflowTracker(Tracker):
                 os.environ["MLFLOW_EXPERIMENT_ID"] = saved["MLFLOW_EXPERIMENT_ID"]
 
     def flush(self) -> None:
+        self._drain()
+        self._log_offered()
+
+    def _drain(self) -> None:
+        """Waits for the writer thread's queue."""
         pending, self._pending = self._pending, []
         for future in pending:
             future.result()  # re-raises a failed write here, not silently
@@ -202,8 +234,9 @@ class MlflowTracker(Tracker):
             # next trial starts while the last one's curves are drawn.
             self._pending.append(self._pool.submit(self.client.set_terminated, run_id, status))
             return
-        # KILLED or FAILED: the process may be stopping; everything lands before it does.
-        self.flush()
+        # KILLED or FAILED: the process may be stopping; everything queued lands before it
+        # does (an offered model waits for the search's end: flush).
+        self._drain()
         self.client.set_terminated(run_id, status=status)
 
     def get_run(self, run_id: str) -> RunView:
