@@ -24,6 +24,7 @@ from search.storage import RUN_ID_ATTR
 from siamese import Diagnosis, PairData, TrainConfig, diagnose, fit
 from siamese.diagnosis import early_stop_text
 from siamese.errors import DiskFullError
+from siamese.interrupts import InterruptCheck
 from siamese.train import Callback, EpochRecord, FitResult, History
 from siamese.train.keep import KeepWeightsOnly
 from tracking import TrackingCallback, tracked_run
@@ -142,7 +143,12 @@ class Objective:
             trial.set_user_attr("resumed_from", str(resume))
         # KeepWeightsOnly comes before tracking, so that what is logged is the small file.
         progress = [self.progress] if self.progress else []
-        callbacks: list[Callback] = [PruningCallback(trial), *progress, KeepWeightsOnly()]
+        callbacks: list[Callback] = [
+            InterruptCheck(),  # a Ctrl-C dropped in a finalizer stops at the epoch's end
+            PruningCallback(trial),
+            *progress,
+            KeepWeightsOnly(),
+        ]
         return TrialPlan(trial, config, folder, resume, callbacks)
 
     def run(self, plan: TrialPlan) -> float:

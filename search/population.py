@@ -32,6 +32,7 @@ from search.objective import (
 )
 from search.progress import OPTUNA_TRIAL_LOGGER, Progress
 from siamese.errors import DiskFullError
+from siamese.interrupts import raise_if_interrupted
 from siamese.train import Callback
 from siamese.train.population import fit_population
 
@@ -56,6 +57,7 @@ def run_populations(
     """Batches of at most `size` trials until the budget is spent or the disk is full."""
     started, asked = time.monotonic(), 0
     while budget.timeout is None or time.monotonic() - started < budget.timeout:
+        raise_if_interrupted()  # a Ctrl-C dropped in a finalizer stops before the next batch
         fail_stale_trials(study)
         room = _room(study, budget, size, asked)
         if room <= 0:

@@ -15,6 +15,7 @@ import torch
 from siamese import Diagnosis, PairData, diagnose, fit, prepare_data
 from siamese.config import TrainConfig, is_device_spec, with_overrides
 from siamese.errors import CheckpointError, ConfigError
+from siamese.interrupts import InterruptCheck, interrupts_remembered
 from siamese.scoring import CheckedCheckpoint, check_payload
 from siamese.train import Callback, FitResult, resolve_device
 from siamese.train.checkpoint import load_for_resume
@@ -120,6 +121,19 @@ def run_training(
     config = request.config
     data = prepare_data(config.data)  # every pre-flight check, before any training
     device = str(resolve_device(config.device))
+    callbacks = [InterruptCheck(), *callbacks]  # a Ctrl-C dropped in a finalizer still stops
+    with interrupts_remembered():
+        return _run(request, data, device, tracker, callbacks)
+
+
+def _run(
+    request: TrainRequest,
+    data: PairData,
+    device: str,
+    tracker: Tracker | None,
+    callbacks: list[Callback],
+) -> TrainOutcome:
+    config = request.config
     if tracker is None:
         result = _fit(request, data, callbacks)
         return TrainOutcome(result, diagnose(result.history), request.checkpoint_dir)

@@ -21,6 +21,7 @@ from search.setup import StudySetup, make_pruner, make_sampler, read_stored_setu
 from search.storage import StaleTrialHandler, open_storage
 from siamese import prepare_data
 from siamese.errors import SiameseInputError
+from siamese.interrupts import interrupts_remembered, raise_if_interrupted
 from siamese.names import check_name
 from siamese.train import gpu, resolve_device
 from tracking.base import Tracker
@@ -72,11 +73,12 @@ def run_trials(
     )
     size = spec.population or default_population(objective.device)
     try:
-        if size > 1:
-            budget = Budget(setup.target_trials, spec.n_trials, spec.timeout)
-            run_populations(study, objective, size, budget, progress)
-        else:
-            _optimize(study, objective, setup, spec, progress)
+        with interrupts_remembered():
+            if size > 1:
+                budget = Budget(setup.target_trials, spec.n_trials, spec.timeout)
+                run_populations(study, objective, size, budget, progress)
+            else:
+                _optimize(study, objective, setup, spec, progress)
     finally:
         if tracker is not None:  # the last trials' deferred records land before we return
             tracker.flush()
@@ -95,7 +97,8 @@ def _optimize(
     spec: WorkerSpec,
     progress: Progress,
 ) -> None:
-    callbacks: list[Any] = [progress]
+    # A Ctrl-C that landed in a finalizer and was dropped stops the search after the trial.
+    callbacks: list[Any] = [progress, lambda _study, _trial: raise_if_interrupted()]
     if setup.target_trials is not None:
         target = optuna.study.MaxTrialsCallback(setup.target_trials, states=FINISHED_STATES)
         callbacks.append(target)

@@ -28,6 +28,7 @@ def log_converged_run(tracker: MlflowTracker, scorer: PairScorer) -> str:
     )
     tracker.log_metrics(run_id, {SELECTION_METRIC: 0.9}, step=1)
     tracker.end_run(run_id, FINISHED)
+    tracker.flush()  # metrics and the end go through a writer thread; other readers follow
     return run_id
 
 

@@ -1,0 +1,56 @@
+"""Ctrl-C that is never lost.
+
+Python raises KeyboardInterrupt in whatever the main thread runs when SIGINT lands. When
+that is a weakref callback or a `__del__` (the garbage collector runs them anywhere), the
+exception is printed as "Exception ignored" and dropped: a search then went on to its end
+and exited 0 (seen in CI). Inside `interrupts_remembered`, the handler also remembers the
+signal, and `raise_if_interrupted` - called at safe points: each epoch's end, each trial's
+end - raises it again when it was dropped. A Ctrl-C always stops a search or a training.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from siamese.train.callbacks import Callback
+from siamese.train.history import EpochRecord, History
+
+_received: list[int] = []  # SIGINTs the handler saw while installed
+
+
+def _remember_and_raise(signum: int, frame: FrameType | None) -> None:
+    _received.append(signum)
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def interrupts_remembered() -> Iterator[None]:
+    """Installs the remembering SIGINT handler (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _received.clear()
+    previous = signal.signal(signal.SIGINT, _remember_and_raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _received.clear()
+
+
+def raise_if_interrupted() -> None:
+    """KeyboardInterrupt again if a Ctrl-C came and was dropped on the way."""
+    if _received:
+        raise KeyboardInterrupt
+
+
+class InterruptCheck(Callback):
+    """Stops a training at the end of an epoch when a Ctrl-C during it was dropped."""
+
+    def on_epoch_end(self, record: EpochRecord, history: History) -> str | None:
+        raise_if_interrupted()
+        return None

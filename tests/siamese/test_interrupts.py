@@ -1,0 +1,54 @@
+"""A Ctrl-C that lands in a finalizer is dropped by Python ("Exception ignored"); inside
+`interrupts_remembered` it is raised again at the next safe point."""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+
+import pytest
+
+from siamese import DataConfig, TrainConfig, fit, prepare_data
+from siamese.interrupts import InterruptCheck, interrupts_remembered, raise_if_interrupted
+
+
+class SignalledWhileCollected:
+    """Its finalizer is where SIGINT lands: Python drops the KeyboardInterrupt raised there."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # the handler runs before kill returns
+
+
+def _drop_a_ctrl_c() -> None:
+    holder = SignalledWhileCollected()
+    del holder
+    gc.collect()
+
+
+# Python reports the dropped exception through sys.unraisablehook, which pytest turns into
+# this warning: the drop the module is about.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+def test_a_ctrl_c_dropped_in_a_finalizer_is_raised_at_the_next_safe_point() -> None:
+    with interrupts_remembered():
+        _drop_a_ctrl_c()
+        dropped = True  # reached: the KeyboardInterrupt raised in the finalizer went nowhere
+        with pytest.raises(KeyboardInterrupt):
+            raise_if_interrupted()
+    assert dropped
+    raise_if_interrupted()  # outside, and after: forgotten
+
+
+def test_a_training_stops_at_the_end_of_the_epoch_it_was_dropped_in() -> None:
+    config = TrainConfig(epochs=3, data=DataConfig(train_pairs=64, val_pairs=64), device="cpu")
+
+    class DropAtEpochOne(InterruptCheck):
+        def on_epoch_end(self, record, history):  # type: ignore[no-untyped-def]
+            if record.epoch == 1:
+                _drop_a_ctrl_c()
+            return super().on_epoch_end(record, history)
+
+    with interrupts_remembered(), pytest.raises(KeyboardInterrupt):
+        fit(config, prepare_data(config.data), callbacks=[DropAtEpochOne()])
