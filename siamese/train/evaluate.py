@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from siamese.model import SiameseNet
 from siamese.train.device_data import DeviceData
@@ -48,9 +49,43 @@ def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(roc_auc_score(labels, probs))
 
 
+class TowerMemo:
+    """The embeddings one tower gave some images, kept for a later pass with an equal tower
+    on equal images. Every run of a search starts from the same tower: its weights come
+    from the seed, drawn before the head's, so whatever the head, the initial pass of each
+    run after the first needs the head alone. Equal means equal, element by element: the
+    tower's weights, the model's normalisation and the images."""
+
+    def __init__(self) -> None:
+        self._entry: tuple[list[Tensor], Tensor] | None = None  # (key, embeddings), one
+
+    @staticmethod
+    def _key(model: SiameseNet, images: Tensor) -> list[Tensor]:
+        return [images, model.pixel_mean, model.pixel_std, *model.tower.state_dict().values()]
+
+    def get(self, model: SiameseNet, images: Tensor) -> Tensor | None:
+        entry = self._entry
+        if entry is None:
+            return None
+        kept, embeddings = entry
+        key = self._key(model, images)
+        same = len(key) == len(kept) and all(
+            a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
+            for a, b in zip(key, kept, strict=False)
+        )
+        return embeddings if same else None
+
+    def put(self, model: SiameseNet, images: Tensor, embeddings: Tensor) -> None:
+        self._entry = ([t.detach().clone() for t in self._key(model, images)], embeddings)
+
+
+# The initial pass of each run (siamese.train.loop): the runs of a process share it.
+INITIAL_TOWER = TowerMemo()
+
+
 def _pair_embeddings(
-    model: SiameseNet, data: DeviceData, batch: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    model: SiameseNet, data: DeviceData, batch: int, memo: TowerMemo | None
+) -> tuple[Tensor, Tensor, Tensor]:
     """The left and right embeddings of every pair, and which units any shown image uses.
 
     Each image the pairs show goes through the tower once: validation pairs reuse their
@@ -58,24 +93,32 @@ def _pair_embeddings(
     embedding does not depend on the pair it is in (no dropout, no batch statistics)."""
     n = data.labels.shape[0]
     shown, where = torch.unique(torch.cat([data.left, data.right]), return_inverse=True)
-    chunks = []
-    for start in range(0, shown.shape[0], batch):
-        images = data.images[shown[start : start + batch]]
-        chunks.append(model.embed_pair(images, images[:0])[0])  # the model's own normalisation
-    emb = torch.cat(chunks)
+    images = data.images[shown]
+    emb = memo.get(model, images) if memo is not None else None
+    if emb is None:
+        chunks = [
+            model.embed_pair(part, part[:0])[0]  # the model's own normalisation
+            for part in images.split(batch)
+        ]
+        emb = torch.cat(chunks)
+        if memo is not None:
+            memo.put(model, images, emb)
     return emb[where[:n]], emb[where[n:]], (emb > 0).any(dim=0)
 
 
 @torch.no_grad()
-def evaluate(model: SiameseNet, data: DeviceData, limit: int | None = None) -> EvalResult:
+def evaluate(
+    model: SiameseNet, data: DeviceData, limit: int | None = None, memo: TowerMemo | None = None
+) -> EvalResult:
     """`limit` evaluates the first pairs only (the pairs are shuffled, so it is a fair sample);
-    without it, the pass chooses and stores the model's decision threshold."""
+    without it, the pass chooses and stores the model's decision threshold. `memo` reuses
+    the embeddings of an equal tower on equal images (and keeps these for the next pass)."""
     data = data.first(limit)
     labels = data.labels
     was_training = model.training
     model.eval()
     batch = CUDA_EVAL_BATCH if data.device.type == "cuda" else CPU_EVAL_BATCH
-    emb_a, emb_b, unit_alive = _pair_embeddings(model, data, batch)
+    emb_a, emb_b, unit_alive = _pair_embeddings(model, data, batch, memo)
     out = model.head(emb_a, emb_b)
     loss = model.loss(out, labels)
     zero = model.head.zero_output_mask(out)

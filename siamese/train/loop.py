@@ -23,7 +23,7 @@ from siamese.train.callbacks import Callback
 from siamese.train.checkpoint import CheckpointKeeper, load_for_resume, load_weights
 from siamese.train.checks import EARLY_STOP_REASON, EpochChecks, epoch_record
 from siamese.train.device_data import DeviceData
-from siamese.train.evaluate import EvalResult, evaluate
+from siamese.train.evaluate import INITIAL_TOWER, EvalResult, evaluate
 from siamese.train.history import EpochRecord, History
 from siamese.train.step import StepRunner, load_optimizer_state, make_optimizer, uses_graph
 
@@ -127,8 +127,10 @@ class _Run:
         self.checkpoints.restore_best(path, payload, self.history)
 
     def measure_initial(self) -> None:
-        # A sample is enough for the "before training" baseline the diagnosis compares with.
-        initial = evaluate(self.model, self.val, limit=INITIAL_EVAL_PAIRS)
+        # A sample is enough for the "before training" baseline the diagnosis compares with
+        # (a loss that explodes or does not move). The runs of a search share the initial
+        # tower: from the second on, this pass runs the head alone (evaluate.TowerMemo).
+        initial = evaluate(self.model, self.val, limit=INITIAL_EVAL_PAIRS, memo=INITIAL_TOWER)
         self.history.initial_val_loss = initial.loss
         self.history.initial_output_std = initial.output_std
 

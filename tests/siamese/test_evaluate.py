@@ -1,18 +1,22 @@
 """The validation pass: each image its pairs show goes through the tower once, and the
-results are those of scoring every pair on its own."""
+results are those of scoring every pair on its own; the initial pass of a search's runs
+after the first reuses the first run's tower."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from siamese import DataConfig, PairData, fit
 from siamese.config import TrainConfig
 from siamese.model import SiameseNet, build_model
 from siamese.train.device_data import DeviceData
-from siamese.train.evaluate import evaluate
+from siamese.train.evaluate import INITIAL_TOWER, TowerMemo, evaluate
+from siamese.train.loop import INITIAL_EVAL_PAIRS
 
 
 def _data(n_images: int = 7, n_pairs: int = 40) -> DeviceData:
@@ -69,3 +73,69 @@ def test_the_results_are_those_of_scoring_each_pair_on_its_own(head: str) -> Non
         assert math.isnan(result.head_zero_fraction)
     else:
         assert result.head_zero_fraction == pytest.approx(float(zero.float().mean()))
+
+
+def _initial(head: str, seed: int = 0) -> SiameseNet:
+    torch.manual_seed(seed)
+    model = build_model(TrainConfig(head=head, device="cpu"))
+    model.set_normalization(0.3, 0.2)
+    return model
+
+
+def test_a_memo_serves_an_equal_tower_whatever_the_head() -> None:
+    data, memo = _data(), TowerMemo()
+    first = _initial("sq")
+    evaluate(first, data, limit=9, memo=memo)
+    for head in ("sq", "contrastive", "relu2"):
+        model = _initial(head)  # the seed draws the tower's weights before the head's
+        seen = _tower_inputs(model)
+        served = evaluate(model, data, limit=9, memo=memo)
+        assert seen == [], f"{head}: the tower ran again"
+        fresh = evaluate(_initial(head), data, limit=9)
+        np.testing.assert_array_equal(served.probs, fresh.probs)
+        assert (served.loss, served.dead_unit_fraction) == (fresh.loss, fresh.dead_unit_fraction)
+
+
+@pytest.mark.parametrize("change", ["weights", "normalisation", "images", "seed"])
+def test_a_memo_serves_nothing_but_an_equal_tower_on_equal_images(change: str) -> None:
+    data, memo = _data(), TowerMemo()
+    evaluate(_initial("sq"), data, limit=9, memo=memo)
+    model = _initial("sq", seed=1 if change == "seed" else 0)
+    if change == "weights":
+        with torch.no_grad():
+            model.tower.conv3.weight.view(-1)[0] += 1e-6
+    if change == "normalisation":
+        model.set_normalization(0.3, 0.25)
+    if change == "images":
+        data.images[data.left[0]] += 0.01
+    seen = _tower_inputs(model)
+    evaluate(model, data, limit=9, memo=memo)
+    assert sum(seen) == _shown(data.first(9))
+
+
+def test_the_runs_of_a_search_measure_their_start_with_the_first_runs_tower(
+    small_data: PairData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served: list[bool] = []
+    get = INITIAL_TOWER.get
+
+    def recording(model: SiameseNet, images: torch.Tensor) -> torch.Tensor | None:
+        found = get(model, images)
+        served.append(found is not None)
+        return found
+
+    monkeypatch.setattr(INITIAL_TOWER, "get", recording)
+    small = DataConfig(train_pairs=384, val_pairs=192)  # small_data's
+    base = TrainConfig(epochs=1, device="cpu", early_stop=False, data=small)
+    results = [
+        fit(replace(base, head=head, dropout=dropout), small_data)
+        for head, dropout in (("sq", 0.0), ("contrastive", 0.3), ("sq", 0.0))
+    ]
+    assert served[1:] == [True, True]
+    model = _initial("contrastive")
+    pixels = torch.as_tensor(small_data.train.images)
+    model.set_normalization(float(pixels.mean()), float(pixels.std()))  # as fit sets it
+    val = DeviceData.put(small_data.val, small_data.val_pairs, torch.device("cpu"))
+    fresh = evaluate(model, val, limit=INITIAL_EVAL_PAIRS)
+    assert results[1].history.initial_val_loss == fresh.loss
+    assert results[1].history.initial_output_std == fresh.output_std
