@@ -53,3 +53,4 @@ def test_gpu_check_runs_on_a_cpu_without_optuna_or_mlflow(tmp_path: Path) -> Non
     assert "path: eager: cpu" in population, population
     assert "population: FAILED" not in output, output
     assert "tracking overhead: skipped" in output  # mlflow cannot be imported
+    assert "population search: skipped" in output  # nor optuna (and there is no CUDA)
