@@ -105,17 +105,25 @@ class MlflowTracker(Tracker):
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        run_id = str(run.info.run_id)
+        self._artifact_dirs[run_id] = local_artifact_dir(run.info.artifact_uri)
         # One batch, not a call per param. MLflow caps a value at 6000 characters.
         batch = [Param(k, "None" if v is None else str(v)[:6000]) for k, v in params.items()]
-        self.client.log_batch(run.info.run_id, params=batch)
-        return str(run.info.run_id)
+        self._write(self.client.log_batch, run_id, params=batch)
+        return run_id
+
+    def _write(self, call: Callable[..., object], *args: object, **kwargs: object) -> None:
+        """A write for the writer thread, in order with the others: the caller (a trial
+        about to train, or that just did) never waits on the store, a synced SQLite commit
+        each (tens of ms) or a server. Reads, flush and a FAILED/KILLED end wait for it."""
+        self._pending.append(self._pool.submit(call, *args, **kwargs))
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         stamp = int(1000 * time.time())
         batch = [Metric(k, float(v), stamp, step) for k, v in metrics.items()]
         # Written by one background thread: training never waits on the store, and end_run
         # waits only for what is queued (MLflow's own async mode polls on shutdown, ~0.7 s).
-        self._pending.append(self._pool.submit(self.client.log_batch, run_id, batch))
+        self._write(self.client.log_batch, run_id, batch)
 
     def defer(self, work: Callable[[], None], what: str) -> None:
         def warn_on_failure() -> None:
@@ -125,7 +133,7 @@ class MlflowTracker(Tracker):
                 text = " ".join(str(exc).split())[:300]
                 _log.warning("warning: could not write %s: %s: %s", what, type(exc).__name__, text)
 
-        self._pending.append(self._pool.submit(warn_on_failure))
+        self._write(warn_on_failure)
 
     def offer_model(self, run_id: str, checkpoint: Path) -> None:
         """Kept, not exported: a search's best converged trial so far is usually beaten
@@ -160,7 +168,8 @@ class MlflowTracker(Tracker):
             self._drain()
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:8000]) for k, v in tags.items()])
+        batch = [RunTag(k, str(v)[:8000]) for k, v in tags.items()]  # the values of now
+        self._write(self.client.log_batch, run_id, tags=batch)
 
     def log_artifact(self, run_id: str, local_path: Path, artifact_dir: str | None = None) -> None:
         if run_id not in self._artifact_dirs:
@@ -220,10 +229,15 @@ class MlflowTracker(Tracker):
         self._log_offered()
 
     def _drain(self) -> None:
-        """Waits for the writer thread's queue."""
+        """Waits for the writer thread's queue. Cut short (a failed write, Ctrl-C), the
+        writes not waited for stay queued: the next drain waits for them."""
         pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()  # re-raises a failed write here, not silently
+        for done, future in enumerate(pending, start=1):
+            try:
+                future.result()  # re-raises a failed write here, not silently
+            except BaseException:
+                self._pending[:0] = pending[done:]
+                raise
 
     def reopen_run(self, run_id: str) -> None:
         self.client.update_run(run_id, status="RUNNING")
@@ -232,7 +246,7 @@ class MlflowTracker(Tracker):
         if status == FINISHED:
             # After the run's deferred work (one writer, in order), and not waited for: the
             # next trial starts while the last one's curves are drawn.
-            self._pending.append(self._pool.submit(self.client.set_terminated, run_id, status))
+            self._write(self.client.set_terminated, run_id, status)
             return
         # KILLED or FAILED: the process may be stopping; everything queued lands before it
         # does (an offered model waits for the search's end: flush).
