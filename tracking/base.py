@@ -76,11 +76,12 @@ class Tracker(abc.ABC):
     def log_model(self, run_id: str, scorer: nn.Module, name: str = "model") -> str:
         """Log a pair scorer (input (N, 2, 40, 50) -> P(same)); returns its model URI."""
 
-    def offer_model(self, run_id: str, checkpoint: Path) -> None:
-        """The model of the best run so far (a search's best converged trial), from its
-        `checkpoint`: a later offer may beat it, and only the last one is ever promoted.
-        A tracker where logging a model costs (MlflowTracker: a torch.export, a second or
-        more) keeps the last offer and logs it at `flush`; here it is logged at once. Either
+    def offer_model(self, run_id: str, checkpoint: Path, value: float) -> None:
+        """The model of a run that may be the best (a search's trial that beat every
+        converged one so far), from its `checkpoint`, `value` its selection metric: an offer
+        of a higher value may follow, and only the best is ever promoted. A tracker where
+        logging a model costs (MlflowTracker: a torch.export, a second or more) keeps the
+        offer of the highest value and logs it at `flush`; here it is logged at once. Either
         way the run gets the model and its MODEL_URI_TAG."""
         from siamese.scoring import scorer_from_checkpoint  # here: the interface needs no torch
 

@@ -87,9 +87,9 @@ class TrackingCallback(Callback):
             if path.is_file():  # a finished trial keeps best.pt only (siamese.train.keep)
                 self.tracker.log_artifact(self.run_id, path, "checkpoints")
         tags = diagnosis_tags(history, verdict)
-        if self._model_wanted(verdict.verdict, history):
+        if self._model_wanted(verdict.verdict, history) and best is not None:
             if callable(self.should_log_model):  # the best so far: a later run may beat it
-                self.tracker.offer_model(self.run_id, self.checkpoints["best"])
+                self.tracker.offer_model(self.run_id, self.checkpoints["best"], best.val_auc)
             else:
                 self.model_uri = self.tracker.log_model(
                     self.run_id, scorer_from_checkpoint(self.checkpoints["best"])

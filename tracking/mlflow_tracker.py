@@ -72,7 +72,8 @@ class MlflowTracker(Tracker):
         self._pending: list[Future[object]] = []
         # A run's artifact folder never changes: looked up once, not once per artifact.
         self._artifact_dirs: dict[str, Path | None] = {}
-        self._offered: tuple[str, Path] | None = None  # (run id, checkpoint): see offer_model
+        # (value, run id, checkpoint) of the best offer: see offer_model
+        self._offered: tuple[float, str, Path] | None = None
 
     def _experiment_id(self) -> str:
         try:
@@ -135,12 +136,15 @@ class MlflowTracker(Tracker):
 
         self._write(warn_on_failure)
 
-    def offer_model(self, run_id: str, checkpoint: Path) -> None:
+    def offer_model(self, run_id: str, checkpoint: Path, value: float) -> None:
         """Kept, not exported: a search's best converged trial so far is usually beaten
         by a later one, and exporting each (torch.export, a second or more a model) would
-        cost a trial's end that much. The last offer is exported at `flush` (a search's and
-        a worker's end, Ctrl-C included), in the calling thread, after the queue."""
-        self._offered = (run_id, checkpoint)
+        cost a trial's end that much. The best offer (the first of equals, as a search's
+        rule keeps it; the members of a population end together and each may offer) is
+        exported at `flush` (a search's and a worker's end, Ctrl-C included), in the calling
+        thread, after the queue."""
+        if self._offered is None or value > self._offered[0]:
+            self._offered = (value, run_id, checkpoint)
 
     def _log_offered(self) -> None:
         """The offered model, logged; a failure is a warning naming the run (its trial and
@@ -148,9 +152,9 @@ class MlflowTracker(Tracker):
         offered, self._offered = self._offered, None
         if offered is None:
             return
-        run_id, checkpoint = offered
+        value, run_id, checkpoint = offered
         try:
-            super().offer_model(run_id, checkpoint)
+            super().offer_model(run_id, checkpoint, value)
         except Exception as exc:
             text = " ".join(str(exc).split())[:300]
             _log.warning(

@@ -57,7 +57,7 @@ def test_an_offered_model_is_logged_when_the_tracker_flushes_at_the_latest(
 ) -> None:
     tracker = InMemoryTracker() if kind == "memory" else _mlflow(tmp_path)
     run_id = tracker.start_run("trial-1", {}, {})
-    tracker.offer_model(run_id, _checkpoint(tmp_path))
+    tracker.offer_model(run_id, _checkpoint(tmp_path), 0.9)
     tracker.end_run(run_id, FINISHED)
     tracker.flush()
     assert tracker.get_run(run_id).tags[MODEL_URI_TAG]
@@ -70,10 +70,10 @@ def test_mlflow_exports_the_last_offer_only_and_only_when_it_flushes(
     exports = Exports(tracker, monkeypatch)
     checkpoint = _checkpoint(tmp_path)
     first, second, failed = (tracker.start_run(f"trial-{i}", {}, {}) for i in range(3))
-    tracker.offer_model(first, checkpoint)
+    tracker.offer_model(first, checkpoint, 0.8)
     tracker.end_run(first, FINISHED)
     tracker.get_run(first)  # a read waits for the queue, not for an export
-    tracker.offer_model(second, checkpoint)  # a later trial beat the first
+    tracker.offer_model(second, checkpoint, 0.85)  # a later trial beat the first
     tracker.end_run(second, FINISHED)
     tracker.end_run(failed, "FAILED")  # lands at once, still without an export
     assert exports.runs == []
@@ -85,12 +85,26 @@ def test_mlflow_exports_the_last_offer_only_and_only_when_it_flushes(
     assert exports.runs == [second], "an offer is exported once"
 
 
+def test_of_offers_made_together_the_best_is_exported_the_first_of_equals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A population's members end together, and each may beat the trials done before."""
+    tracker = _mlflow(tmp_path)
+    exports = Exports(tracker, monkeypatch)
+    checkpoint = _checkpoint(tmp_path)
+    members = [tracker.start_run(f"trial-{i}", {}, {}) for i in range(4)]
+    for run_id, value in zip(members, (0.8, 0.93, 0.9, 0.93), strict=True):
+        tracker.offer_model(run_id, checkpoint, value)
+    tracker.flush()
+    assert exports.runs == [members[1]]
+
+
 def test_an_offer_that_cannot_be_exported_is_a_warning_naming_the_run(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     tracker = _mlflow(tmp_path)
     run_id = tracker.start_run("trial-1", {}, {})
-    tracker.offer_model(run_id, tmp_path / "gone" / "best.pt")
+    tracker.offer_model(run_id, tmp_path / "gone" / "best.pt", 0.9)
     with caplog.at_level(logging.WARNING):
         tracker.flush()
     assert run_id in caplog.text and "could not log the model" in caplog.text
@@ -112,9 +126,9 @@ class Recording(InMemoryTracker):
         self.offers: list[str] = []
         self.logged: list[str] = []
 
-    def offer_model(self, run_id: str, checkpoint: Path) -> None:
+    def offer_model(self, run_id: str, checkpoint: Path, value: float) -> None:
         self.offers.append(run_id)
-        super().offer_model(run_id, checkpoint)
+        super().offer_model(run_id, checkpoint, value)
 
     def log_model(self, run_id: str, scorer: torch.nn.Module, name: str = "model") -> str:
         self.logged.append(run_id)
