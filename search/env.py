@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from search import gc_policy
 from tracking.store import DEFAULT_EXPERIMENT, TrackingTarget, resolve_target
 
 if TYPE_CHECKING:
@@ -53,10 +54,13 @@ class LabEnv:
         return resolve_target(self.home, self.tracking_uri or recorded_uri, self.experiment)
 
     def tracker(self, recorded_uri: str | None = None) -> MlflowTracker:
-        from tracking.mlflow_tracker import MlflowTracker  # here: importing MLflow takes a second
+        # MLflow and its store are loaded here, not at import: a second or two, and about a
+        # million objects the collector would walk again and again meanwhile.
+        with gc_policy.loading():
+            from tracking.mlflow_tracker import MlflowTracker
 
-        self.ensure_home()
-        return MlflowTracker(self.tracking_target(recorded_uri))
+            self.ensure_home()
+            return MlflowTracker(self.tracking_target(recorded_uri))
 
     def checkpoint_dir(self, *parts: str) -> Path:
         return self.home.joinpath("checkpoints", *parts)

@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 from rich.status import Status
 
+from search import gc_policy
 from siamese.errors import DiskFullError, SiameseInputError
 from siamese.train import Callback, EpochRecord, History
 
@@ -76,10 +77,13 @@ class Progress(Callback):
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Optuna's trial-end callback. Counts are the whole study's, not this process's:
-        with several workers, or a resumed study, they then match the study-wide total."""
+        with several workers, or a resumed study, they then match the study-wide total.
+        After this process's first trial, everything trials need is loaded: frozen, the
+        collector never walks it again (search.gc_policy)."""
         if self.status is not None:
             self.status.stop()
             self.status = None
+        gc_policy.freeze_once(gc_policy.AFTER_FIRST_TRIAL)
         finished = study.get_trials(deepcopy=False, states=FINISHED)
         states = collections.Counter(t.state.name for t in finished)
         diagnoses = collections.Counter(_diagnosis(t) for t in finished)
