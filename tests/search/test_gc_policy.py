@@ -18,23 +18,29 @@ from search.progress import Progress
 
 @pytest.fixture
 def fresh_policy(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The policy as in a new process, its freezes recorded instead of made (this test
-    process keeps collecting as before)."""
+    """The policy as in a new process, its collections and freezes recorded instead of made
+    (this test process keeps collecting as before)."""
     monkeypatch.setattr(gc_policy, "_done", set())
-    frozen: list[str] = []
-    monkeypatch.setattr(gc, "freeze", lambda: frozen.append("freeze"))
-    yield frozen
+    calls: list[str] = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+
+    def collect(*_: int) -> int:
+        calls.append("collect")
+        return 0
+
+    monkeypatch.setattr(gc, "collect", collect)
+    yield calls
     assert gc.isenabled()
 
 
-def test_loading_collects_nothing_inside_and_freezes_the_first_time_only(
+def test_loading_collects_nothing_and_freezes_the_first_time_only(
     fresh_policy: list[str],
 ) -> None:
     for _ in range(2):
         with gc_policy.loading():
             assert not gc.isenabled()
         assert gc.isenabled()
-    assert fresh_policy == ["freeze"]
+    assert fresh_policy == ["freeze"]  # no collection: the load leaves next to no garbage
 
 
 def test_loading_leaves_the_collector_as_it_found_it_after_an_error_too(
@@ -55,8 +61,8 @@ def test_loading_leaves_the_collector_as_it_found_it_after_an_error_too(
 def test_each_freeze_happens_once_per_process(fresh_policy: list[str]) -> None:
     assert gc_policy.freeze_once(gc_policy.AFTER_FIRST_TRIAL) is True
     assert gc_policy.freeze_once(gc_policy.AFTER_FIRST_TRIAL) is False
-    assert gc_policy.freeze_once(gc_policy.AFTER_LOAD) is True
-    assert fresh_policy == ["freeze", "freeze"]
+    assert gc_policy.freeze_once(gc_policy.AFTER_LOAD, collect=False) is True
+    assert fresh_policy == ["collect", "freeze", "freeze"]
 
 
 def test_the_tracker_loads_with_the_collector_paused_then_freezes(
@@ -81,6 +87,6 @@ def test_the_first_trials_end_freezes_what_trials_loaded(fresh_policy: list[str]
     study.enqueue_trial({"x": 2.0})
     progress = Progress(Console(quiet=True), 2)
     study.optimize(lambda t: t.suggest_float("x", 0, 3), n_trials=1, callbacks=[progress])
-    assert fresh_policy == ["freeze"]
+    assert fresh_policy == ["collect", "freeze"]
     study.optimize(lambda t: t.suggest_float("x", 0, 3), n_trials=1, callbacks=[progress])
-    assert fresh_policy == ["freeze"]
+    assert fresh_policy == ["collect", "freeze"]
