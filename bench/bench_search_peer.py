@@ -6,7 +6,7 @@ seed baseline as trial 0, early stopping, curves, checkpoints, diagnosis, parent
 pairs (written once to an .npz the peer reads), same trial count, epochs and pairs; each
 arm is a fresh process with fresh stores, timed from start to exit; the arms alternate
 over the rounds so a noisy neighbour hurts both alike. Prints each round, the ratio of the
-median wall times (and of CPU times, which a busy machine disturbs less), the best
+median wall times (and of CPU times: user and system seconds of each process), the best
 validation AUC each found and what each logged; for ours also when its first trial started
 after launch and what share of its trials' time went outside training (a trial's Optuna
 start to end, less its epochs' time: training steps, the checks inside an epoch and the
