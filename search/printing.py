@@ -34,4 +34,5 @@ class EpochPrinter(Callback):
     def on_fit_end(self, history: History) -> None:
         # How the steps ran: a GPU run that fell back to eager steps says so, and why.
         if history.step_path:
-            self.console.print(f"training steps: {history.step_path}", markup=False)
+            precision = f" ({history.precision})" if history.precision else ""
+            self.console.print(f"training steps: {history.step_path}{precision}", markup=False)

@@ -17,6 +17,8 @@ HEADS = ("relu2", "abs", "sq", "contrastive")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 TASKS = ("same-class", "one-vs-rest")
 INJECTED_BUGS = ("none", "same-image")
+# auto: bf16 autocast where the chip computes bf16 natively, else float32 (siamese.train.precision)
+PRECISIONS = ("auto", "fp32", "bf16")
 IMAGE_HEIGHT, IMAGE_WIDTH = 40, 50
 
 _DEVICE_PATTERN = re.compile(r"(auto|cpu|cuda(:[0-9]+)?)")
@@ -87,6 +89,7 @@ class TrainConfig:
     # search, off in `train`, which shows a failing run to its end.
     early_stop: bool = False
     device: str = "auto"
+    precision: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self) -> None:
@@ -106,6 +109,7 @@ class TrainConfig:
             "auto, cpu, cuda or cuda:N",
             self.device,
         )
+        _expect(self.precision in PRECISIONS, "--precision", "/".join(PRECISIONS), self.precision)
         _expect(
             self.data.train_pairs >= self.batch_size,
             "--train-pairs",

@@ -19,6 +19,7 @@ from tracking.readback import DIAGNOSIS_FILE
 
 CHECKPOINT_DIR_TAG = "siamese_lab.checkpoint_dir"
 STEP_PATH_TAG = "siamese_lab.step_path"
+PRECISION_TAG = "siamese_lab.precision"
 EARLY_STOP_TAG = "siamese_lab.early_stop"
 
 
@@ -31,6 +32,8 @@ def diagnosis_tags(history: History, verdict: Diagnosis) -> dict[str, str]:
         "siamese_lab.stop_reason": history.stop_reason,
         # "graph" or "eager: <why>": a GPU run that silently trained eagerly is visible here.
         STEP_PATH_TAG: history.step_path,
+        # The config says "auto"; this says what auto chose on this machine: bf16 or fp32.
+        PRECISION_TAG: history.precision,
         "siamese_lab.best_epoch": str(best.epoch if best else ""),
     }
     if history.early_stop:  # stopped inside epoch 1, its statistics proving a failure

@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from search.env import LabEnv
-from siamese.config import HEADS, INJECTED_BUGS, OPTIMIZERS, TASKS, DataConfig, TrainConfig
+from siamese.config import (
+    HEADS,
+    INJECTED_BUGS,
+    OPTIMIZERS,
+    PRECISIONS,
+    TASKS,
+    DataConfig,
+    TrainConfig,
+)
 from siamese.names import check_name
 
 if TYPE_CHECKING:
@@ -151,8 +159,13 @@ TRAIN_HELP = {
     "seed": "data split, pair order and init",
     "device": "auto, cpu, cuda or cuda:N",
     "early_stop": "stop in epoch 1 when the statistics prove a failure",
+    "precision": "auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
 }
-TRAIN_TYPES: dict[str, Any] = {"head": click.Choice(HEADS), "optimizer": click.Choice(OPTIMIZERS)}
+TRAIN_TYPES: dict[str, Any] = {
+    "head": click.Choice(HEADS),
+    "optimizer": click.Choice(OPTIMIZERS),
+    "precision": click.Choice(PRECISIONS),
+}
 
 
 def train_options(defaults: TrainConfig, searched: tuple[str, ...] = ()) -> Callable[[F], F]:

@@ -56,6 +56,9 @@ class History:
     # How the training steps ran: "graph" (one CUDA graph per step), or "eager: <why>"
     # ("cpu", "capture failed: ..."). "" before the first epoch, and in older histories.
     step_path: str = ""
+    # The steps' number format, `siamese.train.precision`: "bf16" (autocast) or "fp32".
+    # "" before the first epoch, and in older histories.
+    precision: str = ""
 
     @property
     def best(self) -> EpochRecord | None:

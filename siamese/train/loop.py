@@ -28,7 +28,7 @@ from siamese.train.history import EpochRecord, History
 from siamese.train.step import StepRunner, load_optimizer_state, make_optimizer, uses_graph
 
 # Config fields a resumed run may change: they decide how long and where, not what is learned.
-RESUMABLE_CHANGES = ("epochs", "device", "early_stop")
+RESUMABLE_CHANGES = ("epochs", "device", "precision", "early_stop")
 INITIAL_EVAL_PAIRS = 256
 _log = logging.getLogger(__name__)
 
@@ -174,6 +174,7 @@ class _Run:
         for epoch in range(self.start_epoch, self.config.epochs + 1):
             record = self.train_epoch(epoch)
             self.history.step_path = self.runner.path
+            self.history.precision = self.runner.precision
             self.history.records.append(record)
             self.checkpoints.save(record, self._state)
             if not math.isfinite(record.train_loss) or not math.isfinite(record.val_loss):

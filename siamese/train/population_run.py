@@ -40,6 +40,7 @@ from siamese.train.population_state import (
     torch_optimizer_state,
 )
 from siamese.train.population_step import PopulationStep
+from siamese.train.precision import resolve_precision
 from siamese.train.step import uses_graph
 
 # A member's files are written when it ends and, while it runs, every this many seconds (at
@@ -50,10 +51,11 @@ DEFAULT_CHECKPOINT_EVERY_S = 300.0
 def population_key(config: TrainConfig) -> tuple[object, ...]:
     """What the members of one population share: the network and its loss (the head, and
     the contrastive margin, a constant inside the loss), the optimizer's update rule, the
-    batch shape, the device and the data. Seed, lr, momentum, weight decay, dropout and
+    batch shape, the device and its precision, and the data. Seed, lr, momentum, weight decay, dropout and
     epochs are each member's own."""
     margin = config.margin if config.head == "contrastive" else None
-    return (config.head, margin, config.optimizer, config.batch_size, config.device, config.data)
+    device = (config.device, config.precision)
+    return (config.head, margin, config.optimizer, config.batch_size, *device, config.data)
 
 
 class Population:
@@ -120,6 +122,7 @@ class Population:
             chosen,
             use_graph=uses_graph(device),
             vmapped=vmapped,
+            precision=resolve_precision(first.precision, device),
         )
 
     def _history(self, config: TrainConfig) -> History:
@@ -176,6 +179,7 @@ class Population:
         for k in running:
             member = self.members[k]
             member.history.step_path = self.step.path
+            member.history.precision = self.step.precision
             rng, buffers = self.step.masks.rng_state(k), self.stack.member_buffers(k)
             improved[k] = member.add_epoch(records[k], rng, buffers)
         if any(improved):  # the best epoch's weights and optimizer state, kept on the device

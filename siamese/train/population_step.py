@@ -15,7 +15,6 @@ later fails loudly here instead of silently drawing numbers that match no single
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Sequence
 from functools import partial
@@ -31,14 +30,8 @@ from siamese.train.device_data import DeviceData
 from siamese.train.population_masks import MASK_KEY, Masks
 from siamese.train.population_optim import StackedOptimizer
 from siamese.train.population_state import Stack
+from siamese.train.precision import autocast
 from siamese.train.step import GRAPH_WARMUP_STEPS, PATH_ERROR_CHARS
-
-
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager[object]:
-    """As `StepRunner`: bf16 on CUDA, no weight cache (not valid across graph replays)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
-    return contextlib.nullcontext()
 
 
 class PopulationStep:
@@ -57,9 +50,10 @@ class PopulationStep:
         use_graph: bool,
         stats_every: int | None = None,
         vmapped: bool | None = None,
+        precision: str = "fp32",
     ) -> None:
         self.template, self.stack, self.optimizer, self.data = template, stack, optimizer, data
-        self.masks, self.device = masks, data.device
+        self.masks, self.device, self.precision = masks, data.device, precision
         k, flat = stack.size, optimizer.state.flat
         self.vmapped_grads = vmap(grad_and_value(self._member_loss), randomness="error")
         self.vmapped = vmapped if vmapped is not None else self.device.type != "cpu"
@@ -98,7 +92,7 @@ class PopulationStep:
         same: Tensor,
         mask: Tensor,
     ) -> Tensor:
-        with _autocast(self.device):
+        with autocast(self.precision, self.device):
             out = functional_call(
                 self.template, {**params, **buffers, MASK_KEY: mask}, (left, right)
             )

@@ -9,7 +9,6 @@ CUDA calls themselves live in `siamese.train.gpu`, where a CPU test emulates the
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Sequence
 from functools import partial
@@ -22,6 +21,7 @@ from siamese.config import TrainConfig
 from siamese.model import SiameseNet
 from siamese.train import gpu
 from siamese.train.device_data import DeviceData
+from siamese.train.precision import autocast, resolve_precision
 
 # Layer names for the per-layer gradient norms, by parameter-name prefix: the model's own
 # attribute names, so a reordered or inserted layer cannot shift a statistic to another one.
@@ -93,6 +93,7 @@ class StepRunner:
     ) -> None:
         self.model, self.optimizer, self.data = model, optimizer, train_data
         self.device = train_data.device
+        self.precision = resolve_precision(config.precision, self.device)
         self.params = [p for p in model.parameters()]
         self.layer_index = _layer_index(model, self.device)
         self.layers = layer_names(model)
@@ -119,19 +120,13 @@ class StepRunner:
             total.zero_()
         self.steps = 0
 
-    def _autocast(self) -> contextlib.AbstractContextManager[object]:
-        if self.device.type == "cuda":
-            # cache_enabled=False: autocast's weight cache is not valid across graph replays.
-            return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
-        return contextlib.nullcontext()
-
     def _step_body(self, with_stats: bool = True) -> None:
         """The step, written once for eager use and for graph capture (no host syncs)."""
         idx, data = self.batch_idx, self.data
         left = data.images.index_select(0, data.left.index_select(0, idx))
         right = data.images.index_select(0, data.right.index_select(0, idx))
         same = data.labels.index_select(0, idx)
-        with self._autocast():
+        with autocast(self.precision, self.device):
             out = self.model(left, right)
         loss = self.model.loss(out, same)
         loss.backward()

@@ -64,7 +64,10 @@ def data_config(train_pairs: int) -> DataConfig:
 
 
 def cfg(**changes: Any) -> TrainConfig:
-    return replace(TrainConfig(epochs=2, batch_size=16, device="cpu", data=TINY), **changes)
+    # float32: bf16 autocast (the default where the CPU has it) rounds the member's and
+    # fit's differently ordered kernels apart; test_a_bf16_member_ends_near_fit covers it.
+    base = TrainConfig(epochs=2, batch_size=16, device="cpu", precision="fp32", data=TINY)
+    return replace(base, **changes)
 
 
 def members(optimizer: str) -> list[TrainConfig]:
@@ -148,6 +151,21 @@ def test_each_member_ends_where_fit_ends(optimizer: str, tiny: PairData, tmp_pat
             assert_same_history(
                 History.from_dict(ours["history"]), History.from_dict(fits["history"]), rel
             )
+
+
+def test_a_bf16_member_trains_in_bf16_and_ends_near_fit(tiny: PairData) -> None:
+    """Under bf16 autocast the population computes in bf16 as fit does: near fit's results
+    (both round differently ordered kernels), and far from the same run in float32."""
+    config = cfg(optimizer="sgd", head="sq", lr=0.05, momentum=0.9, precision="bf16", seed=1)
+    (mine,) = fit_population([config], tiny, checkpoint_every_s=None)
+    theirs = fit(config, tiny)
+    in_fp32 = fit(replace(config, precision="fp32"), tiny)
+    assert mine.error is None
+    assert mine.history.precision == theirs.history.precision == "bf16"
+    assert in_fp32.history.precision == "fp32"
+    assert_same_history(mine.history, theirs.history, 2e-2)
+    ours, fp32 = mine.history.records[-1], in_fp32.history.records[-1]
+    assert ours.train_loss != fp32.train_loss
 
 
 def test_check_points_cut_a_members_epoch_where_they_cut_fits(tiny: PairData) -> None:
