@@ -2,11 +2,14 @@
 
 The plain loop is the original's style: a CPU Dataset/DataLoader of pairs, `.to(device)` per
 batch, `loss.item()` every step, one validation pass per epoch. Ours is `siamese.fit` (data
-resident on the device, statistics kept on the device, CUDA graph on a GPU). Both train the
+resident on the device, statistics kept on the device, CUDA graph on a GPU, and with
+`--precision auto`, its default, bf16 autocast where the chip computes bf16 natively; the
+plain loop stays float32: `--precision fp32` compares like with like). Both train the
 same network on the same pairs; the arms alternate over several rounds and the best round of
 each is compared, so a noisy neighbour hurts both alike. Prints pairs/s and the ratio.
 
     python bench/bench_train.py                       # CPU
+    python bench/bench_train.py --precision fp32      # both arms in float32
     python bench/bench_train.py --device cuda --pairs 16384
 """
 
@@ -20,7 +23,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from siamese import DataConfig, PairData, TrainConfig, fit, prepare_data
+from siamese.config import PRECISIONS
 from siamese.model import SiameseNet
+from siamese.train.precision import resolve_precision
 
 
 class PairDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
@@ -83,6 +88,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="auto", help="fit's; the plain loop's is fp32"
+    )
     args = parser.parse_args()
     data_config = DataConfig(task="same-class", train_pairs=args.pairs, val_pairs=512)
     config = TrainConfig(
@@ -91,6 +99,7 @@ def main() -> None:
         epochs=args.epochs,
         batch_size=args.batch_size,
         device=args.device,
+        precision=args.precision,
         data=data_config,
     )
     data = prepare_data(data_config)
@@ -110,6 +119,7 @@ def main() -> None:
         "plain_pairs_per_s": round(trained / min(plain)),
         "ours_pairs_per_s": round(trained / min(mine)),
         "ratio_ours_over_plain": round(min(plain) / min(mine), 3),
+        "ours_precision": resolve_precision(args.precision, device),
         "torch": torch.__version__,
     }
     print(json.dumps(result))
