@@ -10,18 +10,23 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from siamese.errors import SiameseInputError
 from siamese.names import check_name
-from tracking.base import MODEL_URI_TAG, Tracker
+from tracking.base import MODEL_URI_TAG, RunView, Tracker
 from tracking.sqlite_reader import SqliteReader
 
 if TYPE_CHECKING:
     from tracking.mlflow_tracker import MlflowTracker
 
 SELECTION_METRIC = "best_val_auc"
+STOP_REASON_TAG = "siamese_lab.stop_reason"
+BEST_CHECKPOINT = "checkpoints/best.pt"
+NO_MODEL = "no logged model; it was trained with tracking off or did not complete"
 
 
 class PromotionRefused(SiameseInputError):
@@ -65,6 +70,25 @@ def _holder(tracker: Tracker, name: str, alias: str) -> _Holder | None:
         tags, version, run_id = held.tags, str(held.version), held.run_id
     source = tags.get("source_run_id") or run_id
     return _Holder(version, float(tags.get(SELECTION_METRIC, "nan")), source)
+
+
+def _model_from_checkpoint(tracker: Tracker, run_id: str, run: RunView) -> str:
+    """The model of a converged, completed run that has none logged, exported now from the
+    best.pt the run keeps. A search exports its best trial's model when it ends: killed
+    before that (kill -9, a lost machine), its best trial has the checkpoint but no model."""
+    if run.tags.get(STOP_REASON_TAG) != "completed" or BEST_CHECKPOINT not in (
+        tracker.list_artifacts(run_id)
+    ):
+        raise PromotionRefused(f"run {run_id}: {NO_MODEL}")
+    from siamese.scoring import scorer_from_checkpoint
+
+    writer = _writer(tracker)
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = tracker.download_artifact(run_id, BEST_CHECKPOINT, Path(tmp))
+        uri = writer.log_model(run_id, scorer_from_checkpoint(checkpoint))
+    writer.set_tags(run_id, {MODEL_URI_TAG: uri})
+    writer.flush()
+    return uri
 
 
 def _writer(tracker: Tracker) -> MlflowTracker:
@@ -117,11 +141,9 @@ def promote(
         raise PromotionRefused(
             f"run {run_id}: diagnosis is {label!r}; only a converged run can be promoted"
         )
-    model_uri = run.tags.get(MODEL_URI_TAG)
-    if not model_uri or SELECTION_METRIC not in run.metrics:
-        raise PromotionRefused(
-            f"run {run_id}: no logged model; it was trained with tracking off or did not complete"
-        )
+    if SELECTION_METRIC not in run.metrics:
+        raise PromotionRefused(f"run {run_id}: {NO_MODEL}")
+    model_uri = run.tags.get(MODEL_URI_TAG) or _model_from_checkpoint(tracker, run_id, run)
     metric = run.metrics[SELECTION_METRIC]
     holder = _holder(tracker, name, alias)
     # The holder itself is never registered again, --force or not: it would only add a copy.
