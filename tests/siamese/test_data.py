@@ -1,10 +1,11 @@
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from siamese import DataConfig, DataError, prepare_data
-from siamese.data import load_source
+from siamese.data import load_source, sources
 from siamese.data.pairs import split_by_image
 
 
@@ -65,6 +66,26 @@ def test_digits_are_40x50_in_unit_range() -> None:
     data = load_source("digits")
     assert data.images.shape == (1797, 40, 50)
     assert data.images.min() >= 0.0 and data.images.max() <= 1.0
+
+
+def test_digits_are_scikit_learns_read_without_importing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sklearn.datasets import load_digits
+
+    expected = load_digits()
+    monkeypatch.delitem(sys.modules, "sklearn.datasets")  # importing it again would show
+    images, labels = sources.digits_arrays()
+    assert np.array_equal(images, expected.images) and np.array_equal(labels, expected.target)
+    assert "sklearn.datasets" not in sys.modules
+
+
+def test_digits_fall_back_to_scikit_learns_loader(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sklearn.datasets import load_digits
+
+    monkeypatch.setattr(sources, "DIGITS_FILE", ("datasets", "data", "moved.csv.gz"))
+    images, labels = sources.digits_arrays()
+    assert np.array_equal(images, load_digits().images) and labels.dtype == np.int64
 
 
 def test_folder_source_reads_grayscale_and_resizes(tmp_path: Path) -> None:
