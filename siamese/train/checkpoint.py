@@ -251,11 +251,18 @@ class CheckpointKeeper:
                 self.notify(self.best_path, "best", record.epoch)
 
     def settle(self) -> None:
-        """Makes last.pt durable once the run stops: it was written every epoch without an
-        fsync (one per epoch per trial adds up in a search)."""
-        if self.last_path is not None and self.last_path.is_file():
-            with disk_full_named(self.last_path):
-                make_durable(self.last_path)
+        """Makes what the run keeps durable once it stops: last.pt was written every epoch
+        without an fsync (one per epoch per trial adds up in a search), and best.pt is the
+        file last.pt was at the best epoch, an earlier one's when a later epoch did worse."""
+        for path in self._kept_files():
+            with disk_full_named(path):
+                make_durable(path)
+
+    def _kept_files(self) -> list[Path]:
+        kept = [p for p in (self.last_path, self.best_path) if p is not None and p.is_file()]
+        if len(kept) == 2 and os.path.samefile(*kept):
+            return kept[:1]  # one file under two names: one fsync
+        return kept
 
     def save_best(self, record: EpochRecord, payload_fn: Callable[[], dict[str, Any]]) -> None:
         """best.pt alone, for `record`'s epoch if it improved on the best validation AUC. For

@@ -11,7 +11,8 @@ import torch
 
 from siamese import CheckpointError, ConfigError, DataConfig, PairData, TrainConfig, fit
 from siamese.train import Callback, load_checkpoint, save_checkpoint
-from siamese.train.checkpoint import link_atomically
+from siamese.train.checkpoint import CheckpointKeeper, link_atomically
+from siamese.train.history import EpochRecord
 from tests.siamese.test_train import StopAfter
 
 
@@ -307,3 +308,37 @@ def test_an_explicit_durable_save_fsyncs_the_file(
     assert calls == []
     save_checkpoint(tmp_path / "b.pt", _payload())
     assert len(calls) == 2  # the file, then its folder (the rename)
+
+
+def _run_state() -> dict[str, Any]:
+    return {"model": {"w": torch.zeros(2)}, "optimizer": {}, "config": {}, "history": {}, "rng": {}}
+
+
+def _record(epoch: int, val_auc: float) -> EpochRecord:
+    return EpochRecord(epoch, 0.5, 0.5, 0.5, val_auc, {}, 1e-3, 0.0, 0.0, 0.1, 0.5, 1.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "aucs,expected", [((0.9, 0.8), ["last.pt", "best.pt"]), ((0.8, 0.9), ["last.pt"])]
+)
+def test_the_end_of_a_run_fsyncs_an_earlier_epochs_best_checkpoint_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aucs: tuple[float, float], expected: list[str]
+) -> None:
+    """best.pt links the last.pt of its epoch; when a later epoch did worse, that file is no
+    longer last.pt, and was written without an fsync like every epoch's."""
+    keeper = CheckpointKeeper(tmp_path, lambda path, kind, epoch: None)
+    for epoch, auc in enumerate(aucs, start=1):
+        keeper.save(_record(epoch, auc), _run_state)
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        target = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if not target.is_dir():
+            synced.append(target.name)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    keeper.settle()
+    assert synced == expected
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == aucs.index(max(aucs)) + 1
