@@ -6,6 +6,8 @@ exception is printed as "Exception ignored" and dropped: a search then went on t
 and exited 0 (seen in CI). Inside `interrupts_remembered`, the handler also remembers the
 signal, and `raise_if_interrupted` - called at safe points: each epoch's end, each trial's
 end - raises it again when it was dropped. A Ctrl-C always stops a search or a training.
+SIGTERM, which tracking turns into an interruption the same way, is remembered the same way
+(`remember`).
 """
 
 from __future__ import annotations
@@ -19,11 +21,17 @@ from types import FrameType
 from siamese.train.callbacks import Callback
 from siamese.train.history import EpochRecord, History
 
-_received: list[int] = []  # SIGINTs the handler saw while installed
+_received: list[int] = []  # SIGINTs (and SIGTERMs) the handlers saw while installed
+
+
+def remember(signum: int) -> None:
+    """For a signal handler that raises an interruption: kept for `raise_if_interrupted`,
+    in case the exception lands in a finalizer and is dropped."""
+    _received.append(signum)
 
 
 def _remember_and_raise(signum: int, frame: FrameType | None) -> None:
-    _received.append(signum)
+    remember(signum)
     raise KeyboardInterrupt
 
 

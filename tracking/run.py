@@ -20,6 +20,7 @@ import torch
 import siamese
 from siamese.config import TrainConfig
 from siamese.files import signals_deferred
+from siamese.interrupts import remember
 from tracking.base import ERROR_TAG, FAILED, FINISHED, KILLED, Tracker
 
 
@@ -34,6 +35,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        remember(signum)  # raised again at the next safe point if a finalizer drops it
         raise Terminated(f"signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, handler)

@@ -52,3 +52,21 @@ def test_a_training_stops_at_the_end_of_the_epoch_it_was_dropped_in() -> None:
 
     with interrupts_remembered(), pytest.raises(KeyboardInterrupt):
         fit(config, prepare_data(config.data), callbacks=[DropAtEpochOne()])
+
+
+class TerminatedWhileCollected:
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_sigterm_dropped_in_a_finalizer_is_raised_at_the_next_safe_point() -> None:
+    """tracking turns SIGTERM into an interruption (a scheduler's stop): dropped in a
+    finalizer, it too stops the search at its next safe point."""
+    from tracking.run import sigterm_as_interrupt
+
+    with interrupts_remembered(), sigterm_as_interrupt():
+        holder = TerminatedWhileCollected()
+        del holder
+        gc.collect()
+        with pytest.raises(KeyboardInterrupt):
+            raise_if_interrupted()
