@@ -33,7 +33,7 @@ def cpu_has_native_bf16(cpuinfo: Path = CPUINFO) -> bool:
 
 
 def resolve_precision(spec: str, device: torch.device) -> str:
-    """ "bf16" or "fp32" for this device: `spec` itself unless it is "auto"."""
+    """What this device trains in, bf16 or fp32: `spec` itself unless it is auto."""
     if spec != "auto":
         return spec
     return "bf16" if device.type == "cuda" or cpu_has_native_bf16() else "fp32"
