@@ -162,3 +162,12 @@ def test_data_export_needs_no_torch_mlflow_optuna_or_sklearn(home: Home, tmp_pat
     output, imported = _imported_by(home, ["data", "export", "--out", str(tmp_path / "out")])
     assert output.startswith("wrote 20 test pairs")
     _only(imported)
+
+
+def test_an_untracked_train_imports_torch_and_nothing_else_heavy(home: Home) -> None:
+    # Not read-only, but the same rule: the digits and the validation AUC need no
+    # scikit-learn, an untracked run no MLflow, one run no Optuna. torch.optim imports
+    # torch._dynamo for its first optimizer.
+    output, imported = _imported_by(home, ["train", *SMALL, "--no-track"])
+    assert "Diagnosis:" in output
+    _only(imported, "torch", "torch._dynamo")
