@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import collections
 import math
+import sys
 import warnings
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +202,34 @@ def best_converged_run_id(study: optuna.Study) -> str:
     return str(best.user_attrs[RUN_ID_ATTR])
 
 
+def _importance_module() -> Any:
+    """optuna.importance, without importing scikit-learn where nothing has yet.
+
+    The report's importances are PED-ANOVA's (Optuna 5's default; numpy alone). Importing
+    the package also imports its fANOVA and MDI evaluators, which import scikit-learn's
+    random forest when it is installed: 0.7-1 s, most of `report` and the last second of a
+    search. Optuna makes those imports optional (skipped when scikit-learn is missing), so
+    while the package loads scikit-learn looks missing, and it is put back at once: whatever
+    imports it later gets it as usual. Only fANOVA and MDI, which this process never uses,
+    then say that scikit-learn is missing."""
+    if "sklearn" in sys.modules or "optuna.importance" in sys.modules:
+        import optuna.importance
+
+        return optuna.importance
+    sys.modules["sklearn"] = None  # type: ignore[assignment]  # `import sklearn` fails
+    try:
+        import optuna.importance
+    finally:
+        if "sklearn" in sys.modules and sys.modules["sklearn"] is None:
+            del sys.modules["sklearn"]
+    return optuna.importance
+
+
+def _evaluator() -> Any:
+    """PED-ANOVA, named: Optuna 4's default was fANOVA."""
+    return _importance_module().PedAnovaImportanceEvaluator()
+
+
 def _importances(study: optuna.Study) -> dict[str, float]:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < 3:
@@ -207,7 +237,8 @@ def _importances(study: optuna.Study) -> dict[str, float]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+            found = _importance_module().get_param_importances(study, evaluator=_evaluator())
+            return {k: float(v) for k, v in found.items()}
     except (ValueError, RuntimeError):  # e.g. a single distinct parameter value
         return {}
 
@@ -244,7 +275,9 @@ def save_figures(study: optuna.Study, folder: Path) -> list[Path]:
         "optimization_history.png": optuna_plots.plot_optimization_history,
         "intermediate_values.png": optuna_plots.plot_intermediate_values,
         "parallel_coordinate.png": optuna_plots.plot_parallel_coordinate,
-        "param_importances.png": optuna_plots.plot_param_importances,
+        "param_importances.png": partial(
+            optuna_plots.plot_param_importances, evaluator=_evaluator()
+        ),
     }
     written = []
     folder.mkdir(parents=True, exist_ok=True)
@@ -266,6 +299,7 @@ def _import_plotting() -> Any:
     from siamese.files import signals_deferred
 
     with signals_deferred():
+        _importance_module()  # before Optuna's figures import it with scikit-learn
         import matplotlib
 
         matplotlib.use("Agg")
