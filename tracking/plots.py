@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 # A bare Figure on an Agg canvas needs no pyplot, display or figure manager: safe on
@@ -10,47 +11,90 @@ from pathlib import Path
 # of matplotlib breaks every later one).
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullLocator
 
 from siamese.diagnosis_rules import COLLAPSE_STD, HEALTHY_UPDATE_RATIO
-from siamese.train.history import History
+from siamese.train.history import EpochRecord, History
+
+# (panel, record field, label): the curves, one line each; the panels are loss, validation,
+# update ratio (log scale) and output spread, in reading order.
+CURVES = (
+    (0, "train_loss", "train_loss"),
+    (0, "val_loss", "val_loss"),
+    (1, "val_auc", "val_auc"),
+    (1, "val_acc", "val_acc"),
+    (2, "update_ratio", "update/weight"),
+    (3, "output_std", "std of P(same)"),
+)
+
+
+def _value(record: EpochRecord, field: str) -> float:
+    value = float(getattr(record, field))
+    return max(value, 1e-12) if field == "update_ratio" else value  # a log axis
+
+
+class CurvesFigure:
+    """The figure, its panels, lines and legends, made once and given each run's data:
+    building them is about half of drawing one figure (legends, ticks, text), and a search
+    draws one per trial. The picture is the one a new figure would give (tested pixel for
+    pixel). One run at a time: a lock, for any thread that draws."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.fig = Figure(figsize=(10, 7))
+        FigureCanvasAgg(self.fig)
+        self.axes = list(self.fig.subplots(2, 2).flat)
+        _, metric_ax, ratio_ax, std_ax = self.axes
+        self.lines: list[Line2D] = [
+            self.axes[panel].plot([], [], "o-", label=label)[0] for panel, _, label in CURVES
+        ]
+        ratio_ax.set_yscale("log")
+        metric_ax.axhline(0.5, color="grey", linestyle=":", label="chance")
+        ratio_ax.axhline(
+            HEALTHY_UPDATE_RATIO,
+            color="green",
+            linestyle=":",
+            label=f"healthy ~{HEALTHY_UPDATE_RATIO:g}",
+        )
+        std_ax.axhline(COLLAPSE_STD, color="red", linestyle=":", label="collapse threshold")
+        for ax, title in zip(
+            self.axes, ("loss", "validation", "update ratio per step", "output spread"), strict=True
+        ):
+            ax.set_title(title, y=1.0)
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+            ax.yaxis.set_minor_locator(NullLocator())
+            ax.legend(fontsize=8)
+        self.title = self.fig.suptitle("")
+        # Drawing time is mostly ticks and text measuring: fixed margins instead of
+        # tight_layout, titles at a fixed height (no overlap search), no minor log ticks.
+        self.fig.subplots_adjust(
+            left=0.08, right=0.98, bottom=0.08, top=0.9, hspace=0.35, wspace=0.2
+        )
+
+    def draw(self, history: History, path: Path, title: str) -> Path:
+        epochs = [r.epoch for r in history.records]
+        with self.lock:
+            for line, (_, field, _) in zip(self.lines, CURVES, strict=True):
+                line.set_data(epochs, [_value(r, field) for r in history.records])
+            for ax in self.axes:
+                ax.relim()
+                ax.autoscale_view()
+            self.title.set_text(title)
+            self.fig.savefig(path, dpi=80)
+        return path
+
+
+_figure: CurvesFigure | None = None
+_made = threading.Lock()
 
 
 def plot_curves(history: History, path: Path, title: str) -> Path:
     """Loss, validation AUC/accuracy, update ratio and output spread, one panel each."""
-    epochs = [r.epoch for r in history.records]
-    fig = Figure(figsize=(10, 7))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(2, 2)
-    (loss_ax, metric_ax), (ratio_ax, std_ax) = axes
-    loss_ax.plot(epochs, [r.train_loss for r in history.records], "o-", label="train_loss")
-    loss_ax.plot(epochs, [r.val_loss for r in history.records], "o-", label="val_loss")
-    loss_ax.set_title("loss", y=1.0)
-    metric_ax.plot(epochs, [r.val_auc for r in history.records], "o-", label="val_auc")
-    metric_ax.plot(epochs, [r.val_acc for r in history.records], "o-", label="val_acc")
-    metric_ax.axhline(0.5, color="grey", linestyle=":", label="chance")
-    metric_ax.set_title("validation", y=1.0)
-    ratio_ax.semilogy(
-        epochs, [max(r.update_ratio, 1e-12) for r in history.records], "o-", label="update/weight"
-    )
-    ratio_ax.axhline(
-        HEALTHY_UPDATE_RATIO,
-        color="green",
-        linestyle=":",
-        label=f"healthy ~{HEALTHY_UPDATE_RATIO:g}",
-    )
-    ratio_ax.set_title("update ratio per step", y=1.0)
-    std_ax.plot(epochs, [r.output_std for r in history.records], "o-", label="std of P(same)")
-    std_ax.axhline(COLLAPSE_STD, color="red", linestyle=":", label="collapse threshold")
-    std_ax.set_title("output spread", y=1.0)
-    for ax in axes.flat:
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
-        ax.yaxis.set_minor_locator(NullLocator())
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    # Drawing time is mostly ticks and text measuring: fixed margins instead of tight_layout,
-    # titles at a fixed height (no overlap search), no minor ticks on the log axis.
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.08, top=0.9, hspace=0.35, wspace=0.2)
-    fig.savefig(path, dpi=80)
-    return path
+    global _figure
+    with _made:
+        if _figure is None:
+            _figure = CurvesFigure()
+        figure = _figure
+    return figure.draw(history, path, title)

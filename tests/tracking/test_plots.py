@@ -1,0 +1,73 @@
+"""The curve figure is made once and given each run's data: what it draws for a run must
+not depend on the runs drawn before it."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from siamese.train.history import EpochRecord, History
+from tracking.plots import CurvesFigure
+
+
+def _history(epochs: int, scale: float, nan_at: int | None = None) -> History:
+    records = []
+    for epoch in range(1, epochs + 1):
+        loss = math.nan if epoch == nan_at else scale / epoch
+        records.append(
+            EpochRecord(
+                epoch, loss, loss * 1.1, 0.5 + 0.04 * epoch, 0.5 + 0.05 * epoch,
+                {"conv1": 0.1}, scale * 1e-3 / epoch, 0.0, 0.0, 0.02 * scale, 0.5, 1.0, 1.0,
+            )
+        )  # fmt: skip
+    return History({}, records=records)
+
+
+RUNS = {
+    "long": _history(5, 3.0),
+    "diverged": _history(3, 0.5, nan_at=3),
+    "one epoch": _history(1, 100.0),
+}
+
+
+def _pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+@pytest.mark.parametrize("last", list(RUNS))
+def test_a_reused_figure_draws_what_a_new_one_draws(tmp_path: Path, last: str) -> None:
+    reused = CurvesFigure()
+    for name, history in RUNS.items():  # every run first, so the last one follows others
+        reused.draw(history, tmp_path / f"{name}.png", f"trial · {name}")
+    reused.draw(RUNS[last], tmp_path / "reused.png", "the run")
+    CurvesFigure().draw(RUNS[last], tmp_path / "new.png", "the run")
+    assert np.array_equal(_pixels(tmp_path / "reused.png"), _pixels(tmp_path / "new.png"))
+    other = next(name for name in RUNS if name != last)
+    assert not np.array_equal(_pixels(tmp_path / "reused.png"), _pixels(tmp_path / f"{other}.png"))
+
+
+@pytest.mark.parametrize("order", [["long", "one epoch"], ["one epoch", "long"]])
+def test_each_panel_shows_all_of_its_runs_data(tmp_path: Path, order: list[str]) -> None:
+    """The limits follow each run's data: a big run's range does not linger after it, and a
+    small run's does not cut the next off."""
+    figure = CurvesFigure()
+    for name in order:
+        history = RUNS[name]
+        figure.draw(history, tmp_path / f"{name}.png", name)
+        for line in figure.lines:
+            ax = line.axes
+            assert ax is not None
+            xs, ys = (np.asarray(values, dtype=float) for values in line.get_data())
+            ys = ys[np.isfinite(ys)]
+            (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+            assert x0 <= xs.min() and xs.max() <= x1, (name, line.get_label())
+            assert y0 <= ys.min() and ys.max() <= y1, (name, line.get_label())
+            if ax.get_yscale() == "linear":  # fitted, not stuck at an earlier run's range
+                drawn = np.concatenate([np.asarray(other.get_ydata(), float) for other in ax.lines])
+                drawn = drawn[np.isfinite(drawn)]
+                span = drawn.max() - drawn.min()
+                assert (y1 - y0) <= 3 * max(span, 0.1 * abs(drawn.max()), 0.02), name
