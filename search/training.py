@@ -22,7 +22,7 @@ from siamese.train.checkpoint import load_for_resume
 from tracking.base import Tracker
 
 # What a resume may change; every other flag is fixed by the checkpoint.
-RESUME_FLAGS = ("--epochs", "--device")
+RESUME_FLAGS = ("--epochs", "--device", "--precision")
 
 
 @dataclass(frozen=True)
@@ -77,19 +77,25 @@ def gpu_devices(devices: str) -> tuple[str, ...]:
 
 
 def resume_request(
-    path: Path, epochs: int | None, device: str | None, fixed_flags: Sequence[str] = ()
+    path: Path,
+    epochs: int | None,
+    device: str | None,
+    fixed_flags: Sequence[str] = (),
+    precision: str | None = None,
 ) -> TrainRequest:
-    """Continue from a checkpoint: its config (only --epochs and --device may change), its
+    """Continue from a checkpoint: its config (only --epochs, --device and --precision may
+    change: they say how long and how, not what is learned), its
     folder, a new run. `fixed_flags` are the other flags the user gave: a resume cannot
     honour them, so they are refused instead of ignored. The checkpoint is read and checked
     whole here, before any data is loaded, any run is created or any epoch is trained."""
     if fixed_flags:
         raise ConfigError(
             f"--resume {path}: {', '.join(fixed_flags)} cannot change on a resume (the "
-            f"checkpoint fixes them); only {' and '.join(RESUME_FLAGS)} can"
+            f"checkpoint fixes them); only {', '.join(RESUME_FLAGS[:-1])} and "
+            f"{RESUME_FLAGS[-1]} can"
         )
     start, checked = _resume_point(path)  # weights that do not fit its config fail here
-    config = with_overrides(checked.config, epochs=epochs, device=device)
+    config = with_overrides(checked.config, epochs=epochs, device=device, precision=precision)
     done = _epoch_reached(start, checked.payload)
     if config.epochs <= done:
         raise ConfigError(

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 @click.option(
     "--resume",
     type=click.Path(path_type=Path),
-    help="continue from a checkpoint (its config; --epochs/--device may change)",
+    help="continue from a checkpoint (its config; --epochs/--device/--precision may change)",
 )
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of tables")
 @click.option("--no-track", is_flag=True, help="do not log the run to MLflow")
@@ -52,8 +52,11 @@ def train(
 
     env = current_env()
     if resume is not None:
-        fixed = _given_flags({"preset": preset, **flags}, exclude=("epochs", "device"))
-        request = resume_request(resume, flags["epochs"], flags["device"], fixed)
+        changeable = ("epochs", "device", "precision")
+        fixed = _given_flags({"preset": preset, **flags}, exclude=changeable)
+        request = resume_request(
+            resume, flags["epochs"], flags["device"], fixed, flags["precision"]
+        )
     else:
         name = new_run_name()
         config = build_config(preset, flags)

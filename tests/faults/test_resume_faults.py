@@ -58,7 +58,7 @@ def test_flags_a_resume_cannot_honour_are_refused(
     folder = tree(checkpoint.parent)
     result = _train(tmp_path / "home", "--resume", str(checkpoint), "--epochs", "2", *flags)
     line = bad_input(result, f"--resume {checkpoint}: ", named)
-    assert line.endswith("(the checkpoint fixes them); only --epochs and --device can")
+    assert line.endswith("(the checkpoint fixes them); only --epochs, --device and --precision can")
     assert result.stdout == ""  # not one epoch trained
     assert tree(checkpoint.parent) == folder
     assert not (tmp_path / "home").exists()  # no MLflow store, so no run
@@ -107,3 +107,16 @@ def test_a_checkpoint_with_an_invalid_config_names_the_file(
     for result in (resumed, scored):
         bad_input(result, f"{path}: its config is not valid (--head: expected ")
     assert not (tmp_path / "home").exists()
+
+
+def test_a_resume_may_change_the_precision(checkpoint: Path, tmp_path: Path) -> None:
+    """Like the device, the number format says how, not what: a run resumes in another."""
+    copy = tmp_path / "run" / "last.pt"
+    copy.parent.mkdir()
+    copy.write_bytes(checkpoint.read_bytes())
+    args = ["--resume", str(copy), "--epochs", "2", "--precision", "fp32", "--no-track"]
+    result = _train(tmp_path / "home", *args, "--json")
+    assert result.exit_code == 0, result.output
+    saved = load_checkpoint(copy)
+    assert saved["epoch"] == 2 and saved["config"]["precision"] == "fp32"
+    assert saved["history"]["precision"] == "fp32"
