@@ -23,6 +23,8 @@ STATE_TAG = "optuna.state"
 ERROR_TAG = "siamese_lab.error"
 # Where a run's logged model is (only a converged, completed run logs one).
 MODEL_URI_TAG = "siamese_lab.model_uri"
+# completed | pruned | non_finite | interrupted | error: History.stop_reason
+STOP_REASON_TAG = "siamese_lab.stop_reason"
 # MLflow keeps a run's display name in this tag too; setting it renames the run.
 RUN_NAME_TAG = "mlflow.runName"
 # The UI shows 8 characters of a run id; 6 is the shortest prefix taken for one.
@@ -83,10 +85,16 @@ class Tracker(abc.ABC):
         logging a model costs (MlflowTracker: a torch.export, a second or more) keeps the
         offer of the highest value and logs it at `flush`; here it is logged at once. Either
         way the run gets the model and its MODEL_URI_TAG."""
+        self.log_checkpoint_model(run_id, checkpoint)
+
+    def log_checkpoint_model(self, run_id: str, checkpoint: Path) -> str:
+        """Logs the scorer of `checkpoint` as the run's model, tags the run with its URI,
+        and returns the URI."""
         from siamese.scoring import scorer_from_checkpoint  # here: the interface needs no torch
 
         uri = self.log_model(run_id, scorer_from_checkpoint(checkpoint))
         self.set_tags(run_id, {MODEL_URI_TAG: uri})
+        return uri
 
     def defer(self, work: Callable[[], None], what: str) -> None:
         """Runs `work` (a run's end-of-run artifacts) off the caller's path where the

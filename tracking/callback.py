@@ -14,7 +14,7 @@ from siamese.files import signals_deferred
 from siamese.scoring import scorer_from_checkpoint
 from siamese.train import Callback, EpochRecord, History
 from siamese.train.history import strict_json
-from tracking.base import MODEL_URI_TAG, Tracker
+from tracking.base import MODEL_URI_TAG, STOP_REASON_TAG, Tracker
 from tracking.readback import DIAGNOSIS_FILE
 
 CHECKPOINT_DIR_TAG = "siamese_lab.checkpoint_dir"
@@ -29,7 +29,7 @@ def diagnosis_tags(history: History, verdict: Diagnosis) -> dict[str, str]:
         "diagnosis.verdict": verdict.verdict,
         "diagnosis.label": verdict.label,
         "diagnosis.summary": "; ".join(f.summary for f in verdict.findings) or "learned",
-        "siamese_lab.stop_reason": history.stop_reason,
+        STOP_REASON_TAG: history.stop_reason,
         # "graph" or "eager: <why>": a GPU run that silently trained eagerly is visible here.
         STEP_PATH_TAG: history.step_path,
         # The config says "auto"; this says what auto chose on this machine: bf16 or fp32.

@@ -152,9 +152,9 @@ class MlflowTracker(Tracker):
         offered, self._offered = self._offered, None
         if offered is None:
             return
-        value, run_id, checkpoint = offered
+        _, run_id, checkpoint = offered
         try:
-            super().offer_model(run_id, checkpoint, value)
+            self.log_checkpoint_model(run_id, checkpoint)
         except Exception as exc:
             text = " ".join(str(exc).split())[:300]
             _log.warning(

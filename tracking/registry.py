@@ -17,14 +17,13 @@ from typing import TYPE_CHECKING, cast
 
 from siamese.errors import SiameseInputError
 from siamese.names import check_name
-from tracking.base import MODEL_URI_TAG, RunView, Tracker
+from tracking.base import MODEL_URI_TAG, STOP_REASON_TAG, RunView, Tracker
 from tracking.sqlite_reader import SqliteReader
 
 if TYPE_CHECKING:
     from tracking.mlflow_tracker import MlflowTracker
 
 SELECTION_METRIC = "best_val_auc"
-STOP_REASON_TAG = "siamese_lab.stop_reason"
 BEST_CHECKPOINT = "checkpoints/best.pt"
 NO_MODEL = "no logged model; it was trained with tracking off or did not complete"
 
@@ -80,14 +79,11 @@ def _model_from_checkpoint(tracker: Tracker, run_id: str, run: RunView) -> str:
         tracker.list_artifacts(run_id)
     ):
         raise PromotionRefused(f"run {run_id}: {NO_MODEL}")
-    from siamese.scoring import scorer_from_checkpoint
-
     writer = _writer(tracker)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = tracker.download_artifact(run_id, BEST_CHECKPOINT, Path(tmp))
-        uri = writer.log_model(run_id, scorer_from_checkpoint(checkpoint))
-    writer.set_tags(run_id, {MODEL_URI_TAG: uri})
-    writer.flush()
+        uri = writer.log_checkpoint_model(run_id, checkpoint)
+    writer.flush()  # the run's new tag lands before the command says it is promoted
     return uri
 
 

@@ -27,7 +27,8 @@ from siamese.train.evaluate import INITIAL_TOWER, EvalResult, evaluate
 from siamese.train.history import EpochRecord, History
 from siamese.train.step import StepRunner, load_optimizer_state, make_optimizer, uses_graph
 
-# Config fields a resumed run may change: they decide how long and where, not what is learned.
+# Config fields a resumed run may change: they decide how long, where and in which number
+# format, not what is learned.
 RESUMABLE_CHANGES = ("epochs", "device", "precision", "early_stop")
 INITIAL_EVAL_PAIRS = 256
 _log = logging.getLogger(__name__)

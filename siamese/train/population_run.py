@@ -51,11 +51,11 @@ DEFAULT_CHECKPOINT_EVERY_S = 300.0
 def population_key(config: TrainConfig) -> tuple[object, ...]:
     """What the members of one population share: the network and its loss (the head, and
     the contrastive margin, a constant inside the loss), the optimizer's update rule, the
-    batch shape, the device and its precision, and the data. Seed, lr, momentum, weight decay, dropout and
-    epochs are each member's own."""
+    batch shape, the device and its precision, and the data. Seed, lr, momentum, weight
+    decay, dropout and epochs are each member's own."""
     margin = config.margin if config.head == "contrastive" else None
-    device = (config.device, config.precision)
-    return (config.head, margin, config.optimizer, config.batch_size, *device, config.data)
+    shared = (config.head, margin, config.optimizer, config.batch_size, config.device)
+    return (*shared, config.precision, config.data)
 
 
 class Population:

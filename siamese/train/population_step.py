@@ -50,7 +50,8 @@ class PopulationStep:
         use_graph: bool,
         stats_every: int | None = None,
         vmapped: bool | None = None,
-        precision: str = "fp32",
+        *,
+        precision: str,
     ) -> None:
         self.template, self.stack, self.optimizer, self.data = template, stack, optimizer, data
         self.masks, self.device, self.precision = masks, data.device, precision

@@ -275,19 +275,25 @@ def test_the_digest_covers_every_value_and_is_rewritten_on_each_save(tmp_path: P
     assert load_checkpoint(tmp_path / "last.pt")["history"]["records"][0]["val_auc"] == 0.76
 
 
-def test_a_run_fsyncs_its_last_checkpoint_once_at_the_end_not_every_epoch(
-    tmp_path: Path, small_data: PairData, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    synced: list[str] = []
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the files fsynced from now on (folders left out), in order."""
+    names: list[str] = []
     real_fsync = os.fsync
 
     def recording_fsync(fd: int) -> None:
         target = Path(os.readlink(f"/proc/self/fd/{fd}"))
         if not target.is_dir():
-            synced.append(target.name)
+            names.append(target.name)
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", recording_fsync)
+    return names
+
+
+def test_a_run_fsyncs_its_last_checkpoint_once_at_the_end_not_every_epoch(
+    tmp_path: Path, small_data: PairData, synced: list[str]
+) -> None:
     fit(cfg(3), small_data, checkpoint_dir=tmp_path)
     assert synced == ["last.pt"]  # 3 epochs written, one fsync: when the run stopped
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 3
@@ -322,23 +328,14 @@ def _record(epoch: int, val_auc: float) -> EpochRecord:
     "aucs,expected", [((0.9, 0.8), ["last.pt", "best.pt"]), ((0.8, 0.9), ["last.pt"])]
 )
 def test_the_end_of_a_run_fsyncs_an_earlier_epochs_best_checkpoint_too(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aucs: tuple[float, float], expected: list[str]
+    tmp_path: Path, aucs: tuple[float, float], expected: list[str], synced: list[str]
 ) -> None:
     """best.pt links the last.pt of its epoch; when a later epoch did worse, that file is no
     longer last.pt, and was written without an fsync like every epoch's."""
     keeper = CheckpointKeeper(tmp_path, lambda path, kind, epoch: None)
     for epoch, auc in enumerate(aucs, start=1):
         keeper.save(_record(epoch, auc), _run_state)
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def recording_fsync(fd: int) -> None:
-        target = Path(os.readlink(f"/proc/self/fd/{fd}"))
-        if not target.is_dir():
-            synced.append(target.name)
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", recording_fsync)
+    synced.clear()  # the saves' own fsyncs (best.pt's first link) are not the question
     keeper.settle()
     assert synced == expected
     assert load_checkpoint(tmp_path / "best.pt")["epoch"] == aucs.index(max(aucs)) + 1
