@@ -26,7 +26,6 @@ from siamese.diagnosis import early_stop_text
 from siamese.errors import DiskFullError
 from siamese.interrupts import InterruptCheck
 from siamese.train import Callback, EpochRecord, FitResult, History
-from siamese.train.keep import KeepWeightsOnly
 from tracking import TrackingCallback, tracked_run
 from tracking.base import RUN_NAME_TAG, STATE_TAG, Tracker
 
@@ -141,13 +140,11 @@ class Objective:
         trial.set_user_attr(CHECKPOINT_ATTR, str(folder))
         if resume is not None:  # a retry of a trial whose worker died or was interrupted
             trial.set_user_attr("resumed_from", str(resume))
-        # KeepWeightsOnly comes before tracking, so that what is logged is the small file.
         progress = [self.progress] if self.progress else []
         callbacks: list[Callback] = [
             InterruptCheck(),  # a Ctrl-C dropped in a finalizer stops at the epoch's end
             PruningCallback(trial),
             *progress,
-            KeepWeightsOnly(),
         ]
         return TrialPlan(trial, config, folder, resume, callbacks)
 
@@ -160,6 +157,7 @@ class Objective:
                 callbacks=[*plan.callbacks, *run.callbacks],
                 checkpoint_dir=plan.folder,
                 resume_from=plan.resume,
+                lean_checkpoints=True,  # a finished trial keeps its best weights only
             )
         return trial_value(run.finished())
 

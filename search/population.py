@@ -165,6 +165,7 @@ def _train_together(objective: Objective, plans: Sequence[TrialPlan]) -> list[Ou
             [[*m.plan.callbacks, *_tracking(m)] for m in members],
             [m.plan.folder for m in members],
             max_size=len(members),
+            lean_checkpoints=True,  # as a trial's fit: a finished one keeps its best weights only
         )
     except (Exception, KeyboardInterrupt) as exc:
         shared = exc

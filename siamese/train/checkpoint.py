@@ -3,21 +3,18 @@
 A checkpoint holds everything needed to continue bit-for-bit: model, optimizer, the epoch
 reached, RNG states, the config and the history so far, and a sha256 digest of all of it
 (torch checks no checksum when it loads: a flipped bit would load silently). A full disk is
-`DiskFullError`, one line, with the previous file intact. `CheckpointKeeper` decides which a
-run keeps: last.pt after every epoch, and best.pt as a second name (a hard link) for the
-file last.pt was when its epoch was the best; diverged weights never replace a good file.
+`DiskFullError`, one line, with the previous file intact. Which files a run keeps, and
+when, is `siamese.train.keeper.CheckpointKeeper`'s.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import math
 import os
 import pickle
 import tempfile
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +23,8 @@ import torch
 from torch import nn
 
 from siamese.errors import CheckpointError, CorruptCheckpointError
-from siamese.files import fsync_dir, link_atomically, signals_deferred
+from siamese.files import fsync_dir, signals_deferred
 from siamese.model import DEFAULT_THRESHOLD, THRESHOLD_KEY
-from siamese.train.history import EpochRecord, History
 from siamese.train.integrity import DIGEST_KEY, disk_full_named, payload_digest
 
 FORMAT = "siamese-lab-checkpoint/1"
@@ -202,111 +198,3 @@ def _mismatch(expected: set[str], found: set[str], exc: RuntimeError) -> str:
         if keys
     ]
     return "; ".join(parts) or " ".join(str(exc).split())[:300]
-
-
-# (path, kind "best" or "last", epoch): called after each file is in place.
-Notify = Callable[[Path, str, int], None]
-
-
-def _holds_epoch(path: Path, epoch: int) -> bool:
-    """Whether `path` is a readable checkpoint of `epoch` (a corrupt one is simply not)."""
-    try:
-        return path.is_file() and int(load_checkpoint(path)["epoch"]) == epoch
-    except CheckpointError:
-        return False
-
-
-class CheckpointKeeper:
-    """The checkpoint files of one run in `checkpoint_dir` (none are written where it is
-    None), with the best validation AUC so far and the paths written."""
-
-    def __init__(self, checkpoint_dir: Path | None, notify: Notify) -> None:
-        self.checkpoint_dir = checkpoint_dir
-        self.notify = notify
-        self.best_auc = -math.inf
-        self.best_path: Path | None = None
-        self.last_path: Path | None = None
-
-    def save(self, record: EpochRecord, payload_fn: Callable[[], dict[str, Any]]) -> None:
-        """Writes last.pt for `record`'s epoch, and links best.pt to it if the epoch improved
-        on the best validation AUC. `payload_fn` gives the run's state (model, optimizer,
-        config, history, rng); it is called only when something is written."""
-        if self.checkpoint_dir is None or not math.isfinite(record.train_loss):
-            return  # never overwrite a good checkpoint with diverged weights
-        improved = self._improves(record)
-        if improved:
-            self.best_auc = record.val_auc
-        payload = {**payload_fn(), "epoch": record.epoch, "best_val_auc": self.best_auc}
-        self.last_path = self.checkpoint_dir / "last.pt"
-        # A file written is a file reported: Ctrl-C waits for both, or tracking never
-        # learns of the checkpoint it would log.
-        with signals_deferred():
-            # Not fsynced every epoch: the run's end makes what it keeps durable.
-            save_checkpoint(self.last_path, payload, durable=False)
-            self.notify(self.last_path, "last", record.epoch)
-            if improved:
-                self.best_path = self.checkpoint_dir / "best.pt"
-                if not link_atomically(self.last_path, self.best_path):
-                    save_checkpoint(self.best_path, payload)
-                self.notify(self.best_path, "best", record.epoch)
-
-    def settle(self) -> None:
-        """Makes what the run keeps durable once it stops: last.pt was written every epoch
-        without an fsync (one per epoch per trial adds up in a search), and best.pt is the
-        file last.pt was at the best epoch, an earlier one's when a later epoch did worse."""
-        for path in self._kept_files():
-            with disk_full_named(path):
-                make_durable(path)
-
-    def _kept_files(self) -> list[Path]:
-        kept = [p for p in (self.last_path, self.best_path) if p is not None and p.is_file()]
-        if len(kept) == 2 and os.path.samefile(*kept):
-            return kept[:1]  # one file under two names: one fsync
-        return kept
-
-    def save_best(self, record: EpochRecord, payload_fn: Callable[[], dict[str, Any]]) -> None:
-        """best.pt alone, for `record`'s epoch if it improved on the best validation AUC. For
-        a run that keeps its best epoch's state in memory and writes files at intervals (a
-        population member), so the best epoch may lie before the last; `save` the last
-        epoch after this (it links best.pt instead when the last epoch is the best)."""
-        if self.checkpoint_dir is None or not math.isfinite(record.train_loss):
-            return
-        if not self._improves(record):
-            return
-        self.best_auc = record.val_auc
-        payload = {**payload_fn(), "epoch": record.epoch, "best_val_auc": self.best_auc}
-        self.best_path = self.checkpoint_dir / "best.pt"
-        with signals_deferred():
-            save_checkpoint(self.best_path, payload)
-            self.notify(self.best_path, "best", record.epoch)
-
-    def _improves(self, record: EpochRecord) -> bool:
-        return math.isfinite(record.val_auc) and record.val_auc > self.best_auc
-
-    def restore_best(self, source: Path, payload: dict[str, Any], history: History) -> None:
-        """Takes up the best AUC of the checkpoint `source` a run resumes from (`payload`,
-        with its `history`) and puts best.pt right.
-
-        best.pt must hold the history's best epoch, or the resumed run would keep a wrong
-        one: a crash can fall between saving last.pt and linking best.pt, a run resumed into
-        a new folder has none there yet, and a reused folder may hold another run's."""
-        self.best_auc = float(payload.get("best_val_auc", -math.inf))
-        if self.checkpoint_dir is None:
-            return
-        best = self.checkpoint_dir / "best.pt"
-        record = history.best
-        origin: Path | None = None
-        if record is not None and record.epoch == int(payload["epoch"]):
-            origin = source  # the resumed epoch is the best one
-        elif record is not None:
-            candidates = (best, source.parent / "best.pt")
-            origin = next((c for c in candidates if _holds_epoch(c, record.epoch)), None)
-        if origin is None or record is None:
-            self.best_auc = -math.inf  # unknown: the next epoch's checkpoint becomes best.pt
-            return
-        with signals_deferred():
-            if origin != best and not link_atomically(origin, best):
-                save_checkpoint(best, load_checkpoint(origin))
-            self.best_path = best
-            # Reported like a save, so tracking logs it even if no later epoch improves.
-            self.notify(best, "best", record.epoch)

@@ -1,11 +1,11 @@
-"""What a finished run keeps on disk: its best weights, not its optimizer.
+"""What a finished search trial keeps on disk: its best weights, not its optimizer.
 
 A run that ended on its own (completed, pruned, diverged) is never resumed, so the Adam
 moments and RNG states in its checkpoints (two thirds of a 23 MB file) only fill the disk.
-`KeepWeightsOnly` rewrites best.pt as weights, config, history and epoch, and removes
-last.pt, before anything logs the files. A weights-only file scores pairs (`predict`) but a
-resume refuses it, naming the file. An interrupted or crashed run keeps everything: it may
-be retried from its last.pt.
+A lean keeper (siamese.train.keeper, `fit(..., lean_checkpoints=True)`) keeps best.pt as
+weights, config, history and epoch, and removes last.pt, before anything logs the files. A
+weights-only file scores pairs (`predict`) but a resume refuses it, naming the file. An
+interrupted or crashed run keeps everything: it may be retried from its last.pt.
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from siamese.train.callbacks import Callback
 from siamese.train.checkpoint import RESUMABLE_KEY, load_checkpoint, save_checkpoint
-from siamese.train.history import History
 from siamese.train.integrity import DIGEST_KEY
 
 # Stop reasons after which nothing resumes the run.
@@ -37,17 +35,3 @@ def keep_weights_only(folder: Path) -> Path | None:
     if kept != last:
         last.unlink(missing_ok=True)
     return kept
-
-
-class KeepWeightsOnly(Callback):
-    """Put before the tracking callback: what it then logs is the small file."""
-
-    def __init__(self) -> None:
-        self.folder: Path | None = None
-
-    def on_checkpoint(self, path: Path, kind: str, epoch: int) -> None:
-        self.folder = path.parent
-
-    def on_fit_end(self, history: History) -> None:
-        if self.folder is not None and history.stop_reason in FINISHED_REASONS:
-            keep_weights_only(self.folder)

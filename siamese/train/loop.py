@@ -20,11 +20,12 @@ from siamese.errors import ConfigError
 from siamese.model import SiameseNet, build_model
 from siamese.train import gpu
 from siamese.train.callbacks import Callback
-from siamese.train.checkpoint import CheckpointKeeper, load_for_resume, load_weights
+from siamese.train.checkpoint import load_for_resume, load_weights
 from siamese.train.checks import EARLY_STOP_REASON, EpochChecks, epoch_record
 from siamese.train.device_data import DeviceData
 from siamese.train.evaluate import INITIAL_TOWER, EvalResult, evaluate
 from siamese.train.history import EpochRecord, History
+from siamese.train.keeper import CheckpointKeeper
 from siamese.train.step import StepRunner, load_optimizer_state, make_optimizer, uses_graph
 
 # Config fields a resumed run may change: they decide how long, where and in which number
@@ -85,6 +86,7 @@ class _Run:
         data: PairData,
         callbacks: Sequence[Callback],
         checkpoint_dir: Path | None,
+        lean_checkpoints: bool = False,
     ) -> None:
         self.config, self.data, self.callbacks = config, data, callbacks
         self.device = resolve_device(config.device)
@@ -106,7 +108,9 @@ class _Run:
         )
         self.checks = EpochChecks(config, self.history, self.model, self.runner, self.val)
         self.start_epoch = 1
-        self.checkpoints = CheckpointKeeper(checkpoint_dir, self._notify_checkpoint)
+        self.checkpoints = CheckpointKeeper(
+            checkpoint_dir, self._notify_checkpoint, lean_checkpoints
+        )
         self.resumed_from: Path | None = None
 
     def resume(self, asked: Path) -> None:
@@ -173,6 +177,7 @@ class _Run:
 
     def loop(self) -> None:
         for epoch in range(self.start_epoch, self.config.epochs + 1):
+            self.checkpoints.write_pending()  # the previous epoch's, before the weights change
             record = self.train_epoch(epoch)
             self.history.step_path = self.runner.path
             self.history.precision = self.runner.precision
@@ -196,12 +201,16 @@ def fit(
     callbacks: Sequence[Callback] = (),
     checkpoint_dir: Path | None = None,
     resume_from: Path | None = None,
+    *,
+    lean_checkpoints: bool = False,
 ) -> FitResult:
     """Train one model. A NaN/Inf loss ends the run as a result (stop_reason "non_finite"),
-    not an exception; Ctrl-C ends it with stop_reason "interrupted" and re-raises."""
+    not an exception; Ctrl-C ends it with stop_reason "interrupted" and re-raises.
+    `lean_checkpoints`: a run that ends on its own keeps its best weights only, as a
+    search's trials do (siamese.train.keeper); one that is interrupted keeps everything."""
     # The run's device is current from its first tensor to its last callback (cuda:N).
     with gpu.device_scope(resolve_device(config.device)):
-        return _fit(config, data, callbacks, checkpoint_dir, resume_from)
+        return _fit(config, data, callbacks, checkpoint_dir, resume_from, lean_checkpoints)
 
 
 def _fit(
@@ -210,10 +219,10 @@ def _fit(
     callbacks: Sequence[Callback],
     checkpoint_dir: Path | None,
     resume_from: Path | None,
+    lean_checkpoints: bool,
 ) -> FitResult:
-    run = _Run(
-        config, data if data is not None else prepare_data(config.data), callbacks, checkpoint_dir
-    )
+    data = data if data is not None else prepare_data(config.data)
+    run = _Run(config, data, callbacks, checkpoint_dir, lean_checkpoints)
     if resume_from is not None:
         run.resume(resume_from)
     else:
@@ -222,13 +231,13 @@ def _fit(
         callback.on_fit_start(run.history)
     try:
         run.loop()
-        run.checkpoints.settle()
+        run.checkpoints.finish(run.history.stop_reason)
     except BaseException as exc:
         # "error" too, not "completed": a crashed run must never log a model.
         interrupted = isinstance(exc, KeyboardInterrupt)
         run.history.stop_reason = "interrupted" if interrupted else "error"
         with contextlib.suppress(OSError):  # the error that stopped the run is the one to see
-            run.checkpoints.settle()
+            run.checkpoints.finish(run.history.stop_reason)
         _end(callbacks, run.history, exc)
         raise
     _end(callbacks, run.history, None)

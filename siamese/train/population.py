@@ -57,6 +57,7 @@ def fit_population(
     *,
     checkpoint_every_s: float | None = DEFAULT_CHECKPOINT_EVERY_S,
     max_size: int | None = None,
+    lean_checkpoints: bool = False,
 ) -> list[MemberResult]:
     """Train every config as `fit(config, data, callbacks[i], checkpoint_dirs[i])` would,
     as populations of compatible members; results in the order of `configs`.
@@ -65,7 +66,7 @@ def fit_population(
     exception on its result); Ctrl-C or a failure of the shared step ends every member still
     running ("interrupted" / "error", each one's `on_fit_end` called) and is raised.
     `checkpoint_every_s`: while members run, how often their files are written (0: every
-    epoch, as fit; None: only when each ends)."""
+    epoch, as fit; None: only when each ends). `lean_checkpoints`: as fit's."""
     n = len(configs)
     per_member = list(callbacks) if callbacks is not None else [()] * n
     dirs = list(checkpoint_dirs) if checkpoint_dirs is not None else [None] * n
@@ -84,6 +85,7 @@ def fit_population(
             [per_member[i] for i in group],
             [dirs[i] for i in group],
             checkpoint_every_s=checkpoint_every_s,
+            lean_checkpoints=lean_checkpoints,
         )
         for index, result in zip(group, population.run(), strict=True):
             results[index] = result

@@ -21,9 +21,9 @@ from torch import Tensor
 from siamese.config import TrainConfig
 from siamese.model import SiameseNet
 from siamese.train.callbacks import Callback
-from siamese.train.checkpoint import CheckpointKeeper
 from siamese.train.checks import EARLY_STOP_REASON
 from siamese.train.history import EpochRecord, History
+from siamese.train.keeper import CheckpointKeeper
 from siamese.train.loop import FitResult
 
 
@@ -54,9 +54,10 @@ class Member:
         history: History,
         callbacks: Sequence[Callback],
         checkpoint_dir: Path | None,
+        lean_checkpoints: bool = False,
     ) -> None:
         self.config, self.history, self.callbacks = config, history, list(callbacks)
-        self.keeper = CheckpointKeeper(checkpoint_dir, self._notify)
+        self.keeper = CheckpointKeeper(checkpoint_dir, self._notify, lean_checkpoints)
         self.active = True  # still training
         self.ended = False  # its callbacks' on_fit_end was called
         self.last: Snapshot | None = None

@@ -73,6 +73,7 @@ class Population:
         checkpoint_every_s: float | None = DEFAULT_CHECKPOINT_EVERY_S,
         masks: str | None = None,
         vmapped: bool | None = None,
+        lean_checkpoints: bool = False,
     ) -> None:
         if len({population_key(c) for c in configs}) != 1:
             raise ConfigError(
@@ -86,7 +87,7 @@ class Population:
         with gpu.device_scope(self.device):
             self._build(masks or ("replay" if self.device.type == "cpu" else "device"), vmapped)
         self.members = [
-            Member(config, self._history(config), cbs, folder)
+            Member(config, self._history(config), cbs, folder, lean_checkpoints)
             for config, cbs, folder in zip(configs, callbacks, checkpoint_dirs, strict=True)
         ]
         self.checks = [
@@ -187,7 +188,7 @@ class Population:
             self.best_state.take_rows(self.optimizer.state, rows)
         if self._write_due():
             for k in running:
-                self._guarded(k, partial(self._write, k))
+                self._guarded(k, partial(self._write, k, now=True))
         for k in running:
             self._guarded(k, partial(self._decide, k))
         self.step.set_active([m.active for m in self.members])
@@ -239,7 +240,7 @@ class Population:
         member.history.stop_reason = reason
         member.active = False
         self._write(k)
-        member.keeper.settle()  # as fit ends: what the member keeps is fsynced once
+        member.keeper.finish(reason)  # as fit ends: kept files fsynced once, maybe weights only
         member.ended = True
         _end(member.callbacks, member.history, None)
 
@@ -275,9 +276,10 @@ class Population:
         self.last_write = now
         return True
 
-    def _write(self, k: int) -> None:
+    def _write(self, k: int, now: bool = False) -> None:
         """Member k's files for its last epoch, and for its best if that is earlier and not
-        yet on disk (diverged weights are never written: the keeper skips them)."""
+        yet on disk (diverged weights are never written: the keeper skips them). A lean
+        keeper holds the last epoch's until the member ends, unless `now`."""
         member = self.members[k]
         last, best = member.last, member.best
         if last is None or not member.needs_write:
@@ -285,6 +287,8 @@ class Population:
         if best is not None and best is not last and best.record.epoch > member.best_written_epoch:
             member.keeper.save_best(best.record, lambda: self._payload(k, best, self.best_state))
         member.keeper.save(last.record, lambda: self._payload(k, last, self.optimizer.state))
+        if now:
+            member.keeper.write_pending()
         member.written_epoch = last.record.epoch
         if best is not None:
             member.best_written_epoch = best.record.epoch
@@ -320,4 +324,4 @@ def _settle_quietly(member: Member) -> None:
     """fsync what a failing member keeps, as fit does; a failure to is not the error that
     ended it (its file stays written, only perhaps not yet on the disk)."""
     with contextlib.suppress(OSError):
-        member.keeper.settle()
+        member.keeper.finish(member.history.stop_reason)

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from siamese import CheckpointError, ConfigError, DataConfig, PairData, TrainConfig, fit
+from siamese.files import link_atomically
 from siamese.train import Callback, load_checkpoint, save_checkpoint
-from siamese.train.checkpoint import CheckpointKeeper, link_atomically
 from siamese.train.history import EpochRecord
+from siamese.train.keeper import CheckpointKeeper
 from tests.siamese.test_train import StopAfter
 
 

@@ -12,7 +12,6 @@ import pytest
 from siamese import DataConfig, PairData, TrainConfig, fit
 from siamese.scoring import score, scorer_from_checkpoint, stack_pairs
 from siamese.train import FitResult
-from siamese.train.keep import KeepWeightsOnly
 from tests.tracking.registered import digit_png
 from tracking import FINISHED, TrackingCallback, embedded_target
 from tracking.base import MODEL_URI_TAG
@@ -44,8 +43,8 @@ def _trial_killed_before_its_end(home: Path, result: FitResult, stop_reason: str
 @pytest.fixture(scope="module")
 def trained(small_data: PairData, tmp_path_factory: pytest.TempPathFactory) -> FitResult:
     folder = tmp_path_factory.mktemp("trial")
-    callbacks = [KeepWeightsOnly()]  # as a search keeps it: best.pt, weights only
-    result = fit(CONFIG, small_data, callbacks=callbacks, checkpoint_dir=folder)
+    # As a search keeps it: best.pt, weights only.
+    result = fit(CONFIG, small_data, checkpoint_dir=folder, lean_checkpoints=True)
     assert result.history.best is not None and result.best_checkpoint is not None
     return result
 

@@ -1,0 +1,204 @@
+"""Which checkpoint files a run keeps, and when they are written.
+
+last.pt holds everything a resume needs and is rewritten after every epoch; best.pt is a
+second name (a hard link) for the file last.pt was when its epoch was the best. Diverged
+weights never replace a good file. A search's trials end "weights only" (siamese.train.keep):
+a trial that ends on its own is never resumed, so its optimizer state would only fill the
+disk. Such a keeper writes an epoch's last.pt when the next epoch begins, not when the
+epoch ends, and keeps the best epoch's weights in memory: a run that then ends on its own
+writes its small best.pt once, and never the full last.pt of its final epoch (nor reads a
+23 MB file back to shrink it). A run that ends otherwise (Ctrl-C, an error) still gets it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from siamese.errors import CheckpointError
+from siamese.files import link_atomically, signals_deferred
+from siamese.train.checkpoint import load_checkpoint, make_durable, save_checkpoint
+from siamese.train.history import EpochRecord, History
+from siamese.train.integrity import disk_full_named
+from siamese.train.keep import FINISHED_REASONS, keep_weights_only, weights_only
+
+# (path, kind "best" or "last", epoch): called after each file is in place.
+Notify = Callable[[Path, str, int], None]
+Payload = dict[str, Any]
+
+
+def _holds_epoch(path: Path, epoch: int) -> bool:
+    """Whether `path` is a readable checkpoint of `epoch` (a corrupt one is simply not)."""
+    try:
+        return path.is_file() and int(load_checkpoint(path)["epoch"]) == epoch
+    except CheckpointError:
+        return False
+
+
+def _weights_copy(payload: Payload) -> Payload:
+    """The weights-only payload of `payload`, its weights copied to the CPU: the live
+    tensors go on training (and a weights-only file holds CPU tensors, as ever)."""
+    model = {key: value.detach().to("cpu", copy=True) for key, value in payload["model"].items()}
+    return {**weights_only(payload), "model": model}
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """An epoch's last.pt, not yet written (a lean keeper's; see the module)."""
+
+    epoch: int
+    payload: Payload
+    improved: bool
+
+
+class CheckpointKeeper:
+    """The checkpoint files of one run in `checkpoint_dir` (none are written where it is
+    None), with the best validation AUC so far and the paths written. `lean`: the run
+    keeps weights only if it ends on its own (see the module); call `write_pending` before
+    the next epoch changes the weights, and `finish` once the run has stopped."""
+
+    def __init__(self, checkpoint_dir: Path | None, notify: Notify, lean: bool = False) -> None:
+        self.checkpoint_dir = checkpoint_dir
+        self.notify = notify
+        self.lean = lean
+        self.best_auc = -math.inf
+        self.best_path: Path | None = None
+        self.last_path: Path | None = None
+        self._pending: _Pending | None = None
+        self._best_weights: tuple[int, Payload] | None = None  # (epoch, weights-only payload)
+
+    def save(self, record: EpochRecord, payload_fn: Callable[[], Payload]) -> None:
+        """last.pt for `record`'s epoch, and best.pt linked to it if the epoch improved on
+        the best validation AUC; a lean keeper holds it until `write_pending` or `finish`.
+        `payload_fn` gives the run's state (model, optimizer, config, history, rng); it is
+        called only when something is kept."""
+        if self.checkpoint_dir is None or not math.isfinite(record.train_loss):
+            return  # never overwrite a good checkpoint with diverged weights
+        improved = self._improves(record)
+        if improved:
+            self.best_auc = record.val_auc
+        payload = {**payload_fn(), "epoch": record.epoch, "best_val_auc": self.best_auc}
+        if not self.lean:
+            self._write(_Pending(record.epoch, payload, improved))
+            return
+        if improved:
+            self._best_weights = (record.epoch, _weights_copy(payload))
+        self._pending = _Pending(record.epoch, payload, improved)
+
+    def write_pending(self) -> None:
+        """Writes the epoch a lean keeper holds (nothing otherwise): before its weights change."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._write(pending)
+
+    def _write(self, pending: _Pending) -> None:
+        assert self.checkpoint_dir is not None
+        self.last_path = self.checkpoint_dir / "last.pt"
+        # A file written is a file reported: Ctrl-C waits for both, or tracking never
+        # learns of the checkpoint it would log.
+        with signals_deferred():
+            # Not fsynced every epoch: the run's end makes what it keeps durable.
+            save_checkpoint(self.last_path, pending.payload, durable=False)
+            self.notify(self.last_path, "last", pending.epoch)
+            if pending.improved:
+                self.best_path = self.checkpoint_dir / "best.pt"
+                if not link_atomically(self.last_path, self.best_path):
+                    save_checkpoint(self.best_path, pending.payload)
+                self.notify(self.best_path, "best", pending.epoch)
+
+    def finish(self, stop_reason: str) -> None:
+        """What the run keeps once it has stopped, made durable: weights only for a lean
+        keeper's run that ended on its own, else every file a resume needs."""
+        if self.lean and stop_reason in FINISHED_REASONS:
+            self._keep_weights_only()
+            return
+        self.write_pending()
+        self.settle()
+
+    def _keep_weights_only(self) -> None:
+        folder = self.checkpoint_dir
+        if folder is None:
+            return
+        best, last = folder / "best.pt", folder / "last.pt"
+        pending, self._pending = self._pending, None
+        if self._best_weights is not None:
+            (epoch, payload), kept = self._best_weights, best
+        elif pending is not None and not best.is_file():  # no epoch had a finite AUC
+            epoch, payload, kept = pending.epoch, weights_only(pending.payload), last
+        else:  # the best epoch came before a resume: it is on disk only
+            keep_weights_only(folder)
+            return
+        with signals_deferred():
+            save_checkpoint(kept, payload)
+            if kept != last:
+                last.unlink(missing_ok=True)
+            self.notify(kept, "best" if kept == best else "last", epoch)
+        self.best_path = best if kept == best else self.best_path
+        self.last_path = last
+
+    def settle(self) -> None:
+        """Makes what the run keeps durable once it stops: last.pt was written every epoch
+        without an fsync (one per epoch per trial adds up in a search), and best.pt is the
+        file last.pt was at the best epoch, an earlier one's when a later epoch did worse."""
+        for path in self._kept_files():
+            with disk_full_named(path):
+                make_durable(path)
+
+    def _kept_files(self) -> list[Path]:
+        kept = [p for p in (self.last_path, self.best_path) if p is not None and p.is_file()]
+        if len(kept) == 2 and os.path.samefile(*kept):
+            return kept[:1]  # one file under two names: one fsync
+        return kept
+
+    def save_best(self, record: EpochRecord, payload_fn: Callable[[], Payload]) -> None:
+        """best.pt alone, for `record`'s epoch if it improved on the best validation AUC. For
+        a run that keeps its best epoch's state in memory and writes files at intervals (a
+        population member), so the best epoch may lie before the last; `save` the last
+        epoch after this (it links best.pt instead when the last epoch is the best)."""
+        if self.checkpoint_dir is None or not math.isfinite(record.train_loss):
+            return
+        if not self._improves(record):
+            return
+        self.best_auc = record.val_auc
+        payload = {**payload_fn(), "epoch": record.epoch, "best_val_auc": self.best_auc}
+        if self.lean:
+            self._best_weights = (record.epoch, _weights_copy(payload))
+        self.best_path = self.checkpoint_dir / "best.pt"
+        with signals_deferred():
+            save_checkpoint(self.best_path, payload)
+            self.notify(self.best_path, "best", record.epoch)
+
+    def _improves(self, record: EpochRecord) -> bool:
+        return math.isfinite(record.val_auc) and record.val_auc > self.best_auc
+
+    def restore_best(self, source: Path, payload: Payload, history: History) -> None:
+        """Takes up the best AUC of the checkpoint `source` a run resumes from (`payload`,
+        with its `history`) and puts best.pt right.
+
+        best.pt must hold the history's best epoch, or the resumed run would keep a wrong
+        one: a crash can fall between saving last.pt and linking best.pt, a run resumed into
+        a new folder has none there yet, and a reused folder may hold another run's."""
+        self.best_auc = float(payload.get("best_val_auc", -math.inf))
+        if self.checkpoint_dir is None:
+            return
+        best = self.checkpoint_dir / "best.pt"
+        record = history.best
+        origin: Path | None = None
+        if record is not None and record.epoch == int(payload["epoch"]):
+            origin = source  # the resumed epoch is the best one
+        elif record is not None:
+            candidates = (best, source.parent / "best.pt")
+            origin = next((c for c in candidates if _holds_epoch(c, record.epoch)), None)
+        if origin is None or record is None:
+            self.best_auc = -math.inf  # unknown: the next epoch's checkpoint becomes best.pt
+            return
+        with signals_deferred():
+            if origin != best and not link_atomically(origin, best):
+                save_checkpoint(best, load_checkpoint(origin))
+            self.best_path = best
+            # Reported like a save, so tracking logs it even if no later epoch improves.
+            self.notify(best, "best", record.epoch)

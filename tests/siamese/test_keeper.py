@@ -1,0 +1,163 @@
+"""A lean keeper (a search trial's checkpoints): a run that ends on its own keeps its best
+weights only, written once from memory, and never writes its final epoch's full state; a
+run that is interrupted keeps everything a resume needs, the final epoch included."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from siamese import DataConfig, PairData, TrainConfig, fit
+from siamese.train import Callback, EpochRecord, History, load_checkpoint
+from siamese.train import keeper as keeper_module
+from siamese.train.keep import keep_weights_only
+from siamese.train.keeper import CheckpointKeeper
+from tests.siamese.test_train import StopAfter
+
+CONFIG = TrainConfig(
+    epochs=3,
+    device="cpu",
+    precision="fp32",
+    data=DataConfig(train_pairs=384, val_pairs=192),
+)
+
+
+def _record(epoch: int, val_auc: float) -> EpochRecord:
+    return EpochRecord(epoch, 0.5, 0.5, 0.5, val_auc, {}, 1e-3, 0.0, 0.0, 0.1, 0.5, 1.0, 1.0)
+
+
+class _Training:
+    """A run's live state: one weight tensor that each epoch changes in place."""
+
+    def __init__(self) -> None:
+        self.weight = torch.zeros(3)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": {"w": self.weight},  # the live tensor, as state_dict() gives it
+            "optimizer": {"state": {0: {"exp_avg": self.weight * 2}}, "param_groups": []},
+            "config": {},
+            "history": {},
+            "rng": {"torch": torch.ones(2, dtype=torch.uint8)},
+        }
+
+
+@pytest.fixture
+def written(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, bool]]:
+    """(file name, epoch, resumable) of every checkpoint the keeper writes."""
+    files: list[tuple[str, int, bool]] = []
+    real_save = keeper_module.save_checkpoint
+
+    def recording_save(path: Path, payload: dict[str, Any], durable: bool = True) -> None:
+        files.append((path.name, int(payload["epoch"]), payload.get("resumable", True)))
+        real_save(path, payload, durable)
+
+    monkeypatch.setattr(keeper_module, "save_checkpoint", recording_save)
+    return files
+
+
+def _train(keeper: CheckpointKeeper, training: _Training, aucs: list[float]) -> None:
+    """Epochs as fit runs them: the previous epoch written before the weights change."""
+    for epoch, auc in enumerate(aucs, start=1):
+        keeper.write_pending()
+        training.weight += 1.0  # the epoch's training, in place
+        keeper.save(_record(epoch, auc), training.state)
+
+
+def test_a_finished_run_writes_its_best_weights_once_and_never_its_final_full_state(
+    tmp_path: Path, written: list[tuple[str, int, bool]]
+) -> None:
+    keeper, training = CheckpointKeeper(tmp_path, lambda *_: None, lean=True), _Training()
+    _train(keeper, training, [0.7, 0.9, 0.8])
+    assert written == [("last.pt", 1, True), ("last.pt", 2, True)]  # epoch 3's: not yet
+    keeper.finish("completed")
+    assert written[2:] == [("best.pt", 2, False)]  # from memory; epoch 3 never written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
+    best = load_checkpoint(tmp_path / "best.pt")
+    # Epoch 2's weights, not the live tensor's after epoch 3 (the copy was taken then).
+    assert best["epoch"] == 2 and torch.equal(best["model"]["w"], torch.full((3,), 2.0))
+    assert best["optimizer"] == {} and best["resumable"] is False
+
+
+def test_an_interrupted_run_writes_its_final_epoch_in_full(
+    tmp_path: Path, written: list[tuple[str, int, bool]]
+) -> None:
+    keeper, training = CheckpointKeeper(tmp_path, lambda *_: None, lean=True), _Training()
+    _train(keeper, training, [0.7, 0.9, 0.8])
+    keeper.finish("interrupted")
+    assert written[-1] == ("last.pt", 3, True)
+    last, best = load_checkpoint(tmp_path / "last.pt"), load_checkpoint(tmp_path / "best.pt")
+    assert last["epoch"] == 3 and torch.equal(last["model"]["w"], torch.full((3,), 3.0))
+    assert last["optimizer"]["state"][0]["exp_avg"].tolist() == [6.0, 6.0, 6.0]
+    assert best["epoch"] == 2 and best.get("resumable", True) is True
+
+
+def test_a_run_without_a_finite_auc_keeps_its_last_epoch_weights_only(tmp_path: Path) -> None:
+    keeper, training = CheckpointKeeper(tmp_path, lambda *_: None, lean=True), _Training()
+    _train(keeper, training, [math.nan, math.nan])
+    keeper.finish("completed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    kept = load_checkpoint(tmp_path / "last.pt")
+    assert kept["epoch"] == 2 and kept["resumable"] is False
+
+
+def test_what_tracking_is_told_is_the_file_that_stays(tmp_path: Path) -> None:
+    told: list[tuple[str, str, int]] = []
+    keeper = CheckpointKeeper(tmp_path, lambda p, kind, e: told.append((p.name, kind, e)), True)
+    _train(keeper, _Training(), [0.9])
+    keeper.finish("pruned")
+    assert told == [("best.pt", "best", 1)]
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]  # type: ignore[no-any-return]
+
+
+def test_a_lean_fit_keeps_what_a_full_fit_shrunk_afterwards_keeps(
+    tmp_path: Path, small_data: PairData
+) -> None:
+    full, lean = tmp_path / "full", tmp_path / "lean"
+    fit(CONFIG, small_data, checkpoint_dir=full)
+    keep_weights_only(full)  # the way a finished trial was kept before
+    result = fit(CONFIG, small_data, checkpoint_dir=lean, lean_checkpoints=True)
+    assert sorted(p.name for p in lean.iterdir()) == sorted(p.name for p in full.iterdir())
+    kept = sorted(full.iterdir())[0].name
+    assert load_checkpoint(lean / kept)["epoch"] == load_checkpoint(full / kept)["epoch"]
+    expected = _weights(full / kept)
+    for name, tensor in _weights(lean / kept).items():
+        assert torch.equal(tensor, expected[name]), name
+    assert result.best_checkpoint == lean / "best.pt"
+
+
+class _InterruptAt(Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, record: EpochRecord, history: History) -> str | None:
+        if record.epoch == self.epoch:
+            raise KeyboardInterrupt
+        return None
+
+
+def test_a_lean_fit_interrupted_resumes_to_the_same_end(
+    tmp_path: Path, small_data: PairData
+) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        fit(CONFIG, small_data, [_InterruptAt(2)], tmp_path / "a", lean_checkpoints=True)
+    last = load_checkpoint(tmp_path / "a" / "last.pt")
+    assert last["epoch"] == 2 and last["optimizer"]  # epoch 2's, in full
+    resumed = fit(CONFIG, small_data, resume_from=tmp_path / "a" / "last.pt")
+    straight = fit(CONFIG, small_data)
+    for name, tensor in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], tensor), name
+
+
+def test_a_lean_fit_pruned_in_its_first_epoch_writes_one_small_file(
+    tmp_path: Path, small_data: PairData, written: list[tuple[str, int, bool]]
+) -> None:
+    fit(CONFIG, small_data, [StopAfter(1)], tmp_path, lean_checkpoints=True)
+    assert written == [("best.pt", 1, False)]
