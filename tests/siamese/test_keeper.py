@@ -114,7 +114,7 @@ def test_what_tracking_is_told_is_the_file_that_stays(tmp_path: Path) -> None:
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(path)["model"]  # type: ignore[no-any-return]
+    return load_checkpoint(path)["model"]
 
 
 def test_a_lean_fit_keeps_what_a_full_fit_shrunk_afterwards_keeps(
