@@ -65,7 +65,7 @@ class CurvesFigure:
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
             ax.yaxis.set_minor_locator(NullLocator())
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, loc="upper right")
         self.title = self.fig.suptitle("")
         # Drawing time is mostly ticks and text measuring: fixed margins instead of
         # tight_layout, titles at a fixed height (no overlap search), no minor log ticks.
@@ -82,7 +82,7 @@ class CurvesFigure:
                 ax.relim()
                 ax.autoscale_view()
             self.title.set_text(title)
-            self.fig.savefig(path, dpi=80)
+            self.fig.savefig(path, dpi=80, pil_kwargs={"compress_level": 1})
         return path
 
 

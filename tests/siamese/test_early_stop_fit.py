@@ -22,7 +22,15 @@ STEPS = 384 // 32  # per epoch
 FAILING = {
     "seed preset": SEED_PRESET,
     "sgd lr 1e-6": {"optimizer": "sgd", "lr": 1e-6, "momentum": 0.9, "head": "sq"},
-    "relu2 dying at adam lr 1e-2": {"optimizer": "adam", "lr": 1e-2, "head": "relu2"},
+    # Its head dies: bench_early_stop's "relu2 rmsprop 1e-3 (dead head)". (relu2 at Adam 1e-2
+    # dies too, but on these 12 steps an epoch some training pairs still pass its ReLU, so
+    # nothing proves it inside epoch 1: bench/RESULTS.md.)
+    "relu2 dying at rmsprop lr 1e-3": {
+        "optimizer": "rmsprop",
+        "lr": 1e-3,
+        "momentum": 0.5,
+        "head": "relu2",
+    },
 }
 HEALTHY = {
     "adam lr 1e-3": {"optimizer": "adam", "lr": 1e-3, "head": "sq"},
