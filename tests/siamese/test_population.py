@@ -354,3 +354,23 @@ def test_ctrl_c_ends_every_member_and_is_raised(tiny: PairData) -> None:
             [cfg(optimizer="sgd", seed=1), cfg(optimizer="sgd", seed=2)], tiny, [[stopper], [other]]
         )
     assert stopper.calls[-1] == ("end", "interrupted") and other.calls[-1] == ("end", "interrupted")
+
+
+def test_lean_members_keep_what_a_lean_fit_keeps(tiny: PairData, tmp_path: Path) -> None:
+    """A search trial's population member, like its fit: once it ends on its own, best.pt
+    holds its best epoch's weights only, and no last.pt is left (nor was written at its end:
+    every_s=None)."""
+    config = cfg(optimizer="sgd")
+    (member,) = fit_population(
+        [config], tiny, checkpoint_dirs=[tmp_path / "m"], lean_checkpoints=True
+    )
+    fit(config, tiny, checkpoint_dir=tmp_path / "f", lean_checkpoints=True)
+    for folder in ("m", "f"):
+        assert sorted(p.name for p in (tmp_path / folder).iterdir()) == ["best.pt"], folder
+    ours, fits = (
+        load_checkpoint(tmp_path / "m" / "best.pt"),
+        load_checkpoint(tmp_path / "f" / "best.pt"),
+    )
+    assert ours["resumable"] is False and ours["optimizer"] == {} and ours["epoch"] == fits["epoch"]
+    assert_same_weights(ours["model"], fits["model"], TOLERANCE["sgd"])
+    assert member.best_checkpoint == tmp_path / "m" / "best.pt"
