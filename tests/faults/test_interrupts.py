@@ -2,10 +2,11 @@
 (no traceback, Optuna's included), the study's run KILLED and no run left RUNNING.
 
 Real processes, real SIGINT, real timing. The moments are found by watching the trials'
-checkpoint files (each epoch replaces last.pt): during an epoch, just after a trial's last
-epoch is saved (its end: artifacts, curves with matplotlib's first import, diagnosis),
-between trials, and at the end of the study (the report's figures). The exact points are
-hit on purpose, in-process, by tests/faults/test_interrupt_points.py."""
+checkpoint files (last.pt is replaced as each epoch after the first begins; at a trial's end
+its weights-only best.pt is written and last.pt removed): during an epoch, just after a
+trial has kept its best.pt (its end: artifacts, curves with matplotlib's first import,
+diagnosis), between trials, and at the end of the study (the report's figures). The exact
+points are hit on purpose, in-process, by tests/faults/test_interrupt_points.py."""
 
 from __future__ import annotations
 
@@ -34,22 +35,26 @@ SMALL = ["--train-pairs", "128", "--val-pairs", "64", "--device", "cpu"]
 WAIT_S = 180.0
 
 
+# A Moment's `saves` for a trial's end: its weights-only best.pt kept, its last.pt removed.
+ENDED = -1
+
+
 @dataclass(frozen=True)
 class Moment:
-    trial: int  # the trial whose last.pt is watched
-    saves: int  # SIGINT once it was saved this many times ...
+    trial: int  # the trial whose files are watched
+    saves: int  # SIGINT once its last.pt was saved this many times (or it ENDED) ...
     delay_s: float  # ... and this long after
 
 
-# On 2 idle cores a trial's end takes: its record from 0 s after its last save, matplotlib
-# (first trial only) imported from 0.02 s to 0.2 s, the next trial from about 0.8 s.
+# On 2 idle cores a trial's end takes: its record from 0 s after it kept its best.pt,
+# matplotlib (first trial only) imported from 0.02 s to 0.2 s, the next trial from about 0.8 s.
 MOMENTS = {
     "during an epoch": Moment(0, 1, 0.05),
-    "as a trial's record starts": Moment(0, EPOCHS, 0.0),
-    "while matplotlib is imported": Moment(0, EPOCHS, 0.07),
-    "late in matplotlib's import": Moment(0, EPOCHS, 0.14),
-    "between trials": Moment(0, EPOCHS, 0.6),
-    "as the study ends": Moment(1, EPOCHS, 0.1),
+    "as a trial's record starts": Moment(0, ENDED, 0.0),
+    "while matplotlib is imported": Moment(0, ENDED, 0.07),
+    "late in matplotlib's import": Moment(0, ENDED, 0.14),
+    "between trials": Moment(0, ENDED, 0.6),
+    "as the study ends": Moment(1, ENDED, 0.1),
 }
 
 
@@ -67,13 +72,15 @@ def _start(home: Path) -> subprocess.Popen[str]:
     )
 
 
-def _wait_for_saves(process: subprocess.Popen[str], last: Path, saves: int) -> None:
-    """Returns once `last` was replaced `saves` times (each save is a new file)."""
+def _wait_for(process: subprocess.Popen[str], folder: Path, saves: int) -> None:
+    """Returns once the trial in `folder` saved its last.pt `saves` times (each save is a
+    new file), or, for ENDED, once it saved it and then removed it for its best.pt."""
+    last, best = folder / "last.pt", folder / "best.pt"
     seen, previous = 0, None
     deadline = time.monotonic() + WAIT_S
-    while seen < saves:
+    while True:
         if process.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"the search ended or stalled before {last} was saved {saves} times")
+            pytest.fail(f"the search ended or stalled before {folder} reached {saves}")
         try:
             found = last.stat()
             current: tuple[int, int] | None = (found.st_ino, found.st_mtime_ns)
@@ -81,6 +88,10 @@ def _wait_for_saves(process: subprocess.Popen[str], last: Path, saves: int) -> N
             current = None
         if current is not None and current != previous:
             seen, previous = seen + 1, current
+        if saves != ENDED and seen >= saves:
+            return
+        if saves == ENDED and seen and current is None and best.exists():
+            return
         time.sleep(0.002)
 
 
@@ -88,8 +99,7 @@ def _wait_for_saves(process: subprocess.Popen[str], last: Path, saves: int) -> N
 def test_ctrl_c_at_any_moment_of_a_search(tmp_path: Path, moment: Moment) -> None:
     home = tmp_path / "home"
     process = _start(home)
-    last = home / "checkpoints" / "i" / f"trial-{moment.trial}" / "last.pt"
-    _wait_for_saves(process, last, moment.saves)
+    _wait_for(process, home / "checkpoints" / "i" / f"trial-{moment.trial}", moment.saves)
     time.sleep(moment.delay_s)
     assert process.poll() is None, "the search ended before the signal"
     process.send_signal(signal.SIGINT)
@@ -105,5 +115,5 @@ def test_ctrl_c_at_any_moment_of_a_search(tmp_path: Path, moment: Moment) -> Non
         f"trial-{r.data.tags['optuna.trial_number']}": r.info.status for r in runs if r is not study
     }
     assert trials and set(trials.values()) <= {FINISHED, KILLED}, trials
-    if moment.saves < EPOCHS:
+    if moment.saves != ENDED:  # inside an epoch
         assert trials[f"trial-{moment.trial}"] == KILLED, trials
