@@ -65,7 +65,7 @@ class CurvesFigure:
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
             ax.yaxis.set_minor_locator(NullLocator())
-            ax.legend(fontsize=8, loc="upper right")
+            ax.legend(fontsize=8)
         self.title = self.fig.suptitle("")
         # Drawing time is mostly ticks and text measuring: fixed margins instead of
         # tight_layout, titles at a fixed height (no overlap search), no minor log ticks.
