@@ -19,6 +19,20 @@ THRESHOLD_KEY = "decision_threshold"
 DEFAULT_THRESHOLD = 0.5
 
 
+def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
+
+
+def _output_size(layer: nn.Conv2d | nn.MaxPool2d, size: tuple[int, int]) -> tuple[int, int]:
+    """A conv's or a pooling's output height and width (PyTorch's formula, floor mode)."""
+    kernel, stride = _pair(layer.kernel_size), _pair(layer.stride)
+    padding, dilation = _pair(layer.padding), _pair(layer.dilation)  # type: ignore[arg-type]
+    return (
+        (size[0] + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1,
+        (size[1] + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1,
+    )
+
+
 class Tower(nn.Module):
     """conv 1->8 k7, 8->16 k5, maxpool 2, 16->32 k3 p1, 32->64 k3 p1, linear -> 100 (ReLUs).
 
@@ -33,10 +47,18 @@ class Tower(nn.Module):
         self.pool = nn.MaxPool2d(2)
         self.conv3 = nn.Conv2d(16, 32, 3, padding=1)
         self.conv4 = nn.Conv2d(32, 64, 3, padding=1)
-        with torch.no_grad():  # derive the flatten size from the input shape, not a constant
-            flat = self.features(torch.zeros(1, 1, height, width)).numel()
-        self.fc = nn.Linear(flat, EMBEDDING_DIM)
+        self.fc = nn.Linear(self.flat_size(height, width), EMBEDDING_DIM)
         self.dropout = nn.Dropout(dropout)
+
+    def flat_size(self, height: int, width: int) -> int:
+        """How many numbers `features` gives for one image of this size, from the layers'
+        own kernel, padding, stride and dilation. Not from a forward pass on a dummy image:
+        a search builds a tower per trial, and that pass is a set of first-time oneDNN calls
+        that runs while the writer thread draws the last trial's curves (60 ms a trial)."""
+        size = (height, width)
+        for layer in (self.conv1, self.conv2, self.pool, self.conv3, self.conv4):
+            size = _output_size(layer, size)
+        return self.conv4.out_channels * size[0] * size[1]
 
     def features(self, x: Tensor) -> Tensor:
         """The convolutional part: a ReLU after each conv, the pooling after conv2."""

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from siamese.config import HEADS
-from siamese.model import EMBEDDING_DIM, SiameseNet
+from siamese.model import EMBEDDING_DIM, SiameseNet, Tower
 
 
 def head_linear(model: SiameseNet) -> nn.Linear:
@@ -17,6 +17,16 @@ def test_tower_flatten_size_is_derived_from_the_input_shape() -> None:
     model = SiameseNet("sq", dropout=0.0)
     assert model.tower.fc.in_features == 19200  # 64 x 15 x 20 for 40x50 inputs
     assert model.tower.fc.out_features == EMBEDDING_DIM
+
+
+@pytest.mark.parametrize("size", [(40, 50), (41, 57), (28, 28), (64, 33), (17, 16)])
+def test_the_flatten_size_from_the_layers_matches_a_forward_pass(size: tuple[int, int]) -> None:
+    # Odd sizes too: the pooling floors, and a wrong formula is off by a row there.
+    tower = Tower(dropout=0.0, height=size[0], width=size[1])
+    with torch.no_grad():
+        flat = tower.features(torch.zeros(1, 1, *size)).flatten(1).shape[1]
+    assert tower.fc.in_features == flat
+    tower(torch.zeros(3, 1, *size))  # and the fc layer takes it
 
 
 @pytest.mark.parametrize("head", HEADS)
