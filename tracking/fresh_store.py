@@ -5,7 +5,9 @@ that SQLite each syncs to disk: 4-6 s before the first run of a fresh home. Here
 on a temporary file beside the store with SQLite's syncing off, the file is synced once
 and only then given the store's name. A crash meanwhile leaves no store (the next start
 makes it again), never a half-made one; nothing else changes: the same migrations make
-the same schema, and the store is opened as before.
+the same schema, and the store is opened as before. The first store a machine makes is
+kept as a template (tracking.store_template): later ones are a copy of it, not a second's
+migrations.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from siamese.files import fsync_dir
+from tracking.store_template import copy_template, keep_template
 
 SQLITE_PREFIX = "sqlite:///"
 _log = logging.getLogger(__name__)
@@ -48,11 +51,15 @@ def make_store_at_once(uri: str) -> bool:
         return False
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.new")
     try:
-        _build(tmp, make_engine, initialize)
+        copied = copy_template(tmp)
+        if not copied:
+            _build(tmp, make_engine, initialize)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.link(tmp, path)  # never over a store another process made meanwhile
         fsync_dir(path.parent)
+        if not copied:
+            keep_template(path)
     except FileExistsError:
         return False
     except Exception as exc:  # MLflow then makes it the slow way; say why once

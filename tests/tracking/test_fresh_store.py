@@ -44,8 +44,16 @@ def migrations(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     return runs
 
 
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty cache folder of this test's own."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(path))
+    return path
+
+
 def test_a_fresh_home_gets_mlflows_schema_made_unsynced_once(
-    tmp_path: Path, migrations: list[dict[str, Any]]
+    tmp_path: Path, cache: Path, migrations: list[dict[str, Any]]
 ) -> None:
     import mlflow
 
@@ -84,3 +92,58 @@ def test_an_existing_store_is_left_alone(tmp_path: Path) -> None:
 def test_only_a_sqlite_file_is_made(uri: str) -> None:
     assert sqlite_path(uri) is None
     assert make_store_at_once(uri) is False
+
+
+def test_the_second_store_on_a_machine_is_a_copy_of_the_first(
+    tmp_path: Path, cache: Path, migrations: list[dict[str, Any]]
+) -> None:
+    from tracking.mlflow_tracker import MlflowTracker
+    from tracking.store_template import template_path
+
+    first = MlflowTracker(embedded_target(tmp_path / "first"))
+    template = template_path()
+    assert template is not None and template.parent == cache / "siamese-lab"
+    assert template.is_file(), "the first store was not kept"
+    second = MlflowTracker(embedded_target(tmp_path / "second"))
+    assert len(migrations) == 1, "the second store ran the migrations again"
+    paths = [sqlite_path(t.uri) for t in (first, second)]
+    assert paths[0] is not None and paths[1] is not None
+    assert _schema(paths[1]) == _schema(paths[0])
+    assert _revision(paths[1]) == _revision(paths[0])
+    # A copy, not a link: the template stays empty while the store fills.
+    run_id = second.start_run("trial-0", {"lr": 0.1}, {})
+    second.flush()
+    assert second.get_run(run_id).params == {"lr": "0.1"}
+    with sqlite3.connect(template) as db:
+        assert db.execute("SELECT COUNT(*) FROM runs").fetchone() == (0,)
+
+
+def test_a_broken_template_is_made_again(
+    tmp_path: Path, cache: Path, migrations: list[dict[str, Any]]
+) -> None:
+    from tracking.mlflow_tracker import MlflowTracker
+    from tracking.store_template import template_path
+
+    template = template_path()
+    assert template is not None
+    template.parent.mkdir(parents=True)
+    template.write_bytes(b"half a file")
+    tracker = MlflowTracker(embedded_target(tmp_path / "home"))
+    assert len(migrations) == 1, "the broken template was used"
+    assert {e.name for e in tracker.client.search_experiments()} == {"Default", "siamese-lab"}
+    assert _revision(template) == _revision(tmp_path / "home" / "mlflow.db")
+
+
+def test_a_cache_that_cannot_be_written_costs_only_the_migrations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrations: list[dict[str, Any]]
+) -> None:
+    from tracking.mlflow_tracker import MlflowTracker
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    for home in ("a", "b"):
+        tracker = MlflowTracker(embedded_target(tmp_path / home))
+        assert {e.name for e in tracker.client.search_experiments()} == {"Default", "siamese-lab"}
+    assert len(migrations) == 2
+    assert blocked.read_text() == "a file where the cache folder would be"
