@@ -20,6 +20,7 @@ from siamese.diagnosis_rules import (
     diverged,
     no_signal,
     overfitting,
+    spike_note,
     stalled,
 )
 from siamese.train.history import EpochRecord, History
@@ -120,6 +121,7 @@ def diagnose(history: History) -> Diagnosis:
         findings = [f for rule in RULES if (f := rule(history, records))]
     findings = _explained(findings)
     notes = [_stop_note(history)] if history.stop_reason != "completed" else []
+    notes += [spike] if (spike := spike_note(history, records)) else []
     notes += [f"data warning: {w}" for w in history.data_warnings]
     if not findings:
         return Diagnosis("converged", notes=tuple(notes))

@@ -75,21 +75,51 @@ def _lr_for_healthy_updates(lr: float, ratio: float) -> float:
     return lr * HEALTHY_UPDATE_RATIO / max(ratio, 1e-30)
 
 
+def _exploding(h: History, records: list[EpochRecord]) -> EpochRecord | None:
+    """The first epoch whose training loss rose past DIVERGE_LOSS_FACTOR x the loss before
+    training, or None."""
+    baseline = h.initial_val_loss
+    if not math.isfinite(baseline):
+        return None
+    return next((r for r in records if r.train_loss > DIVERGE_LOSS_FACTOR * baseline), None)
+
+
+def _came_back(h: History, records: list[EpochRecord]) -> bool:
+    """Whether the run ended below the blow-up line and above chance: a loss spike in the
+    first steps of a high learning rate, then learning (contrastive RMSprop at 6e-4: 17x the
+    initial loss in epoch 1, val_auc 0.93, 0.94, 0.96), is not a divergence."""
+    last = records[-1]
+    return (
+        math.isfinite(last.train_loss)
+        and last.train_loss <= DIVERGE_LOSS_FACTOR * h.initial_val_loss
+        and last.val_auc > NO_SIGNAL_AUC
+    )
+
+
+def spike_note(h: History, records: list[EpochRecord]) -> str | None:
+    """The loss spike a run came back from, in words (a note, not a finding), or None."""
+    spike = _exploding(h, records)
+    if spike is None or not _came_back(h, records):
+        return None
+    last = records[-1]
+    return (
+        f"train_loss rose to {_fmt(spike.train_loss)} in epoch {spike.epoch} (before "
+        f"training: {_fmt(h.initial_val_loss)}) and came back to {_fmt(last.train_loss)}, "
+        f"val_auc {_fmt(last.val_auc)}: a spike the run recovered from, not a divergence"
+    )
+
+
 def diverged(h: History, records: list[EpochRecord]) -> Finding | None:
-    """A NaN/Inf or exploding loss, else `thrashing`. `diagnose` asks this before the rules."""
+    """A NaN/Inf loss, or an exploding one the run did not come back from, else
+    `thrashing`. `diagnose` asks this before the rules."""
     bad = next(
         (r for r in records if not (math.isfinite(r.train_loss) and math.isfinite(r.val_loss))),
         None,
     )
     baseline = h.initial_val_loss
-    exploding = next(
-        (
-            r
-            for r in records
-            if math.isfinite(baseline) and r.train_loss > DIVERGE_LOSS_FACTOR * baseline
-        ),
-        None,
-    )
+    exploding = _exploding(h, records)
+    if exploding is not None and spike_note(h, records) is not None:
+        exploding = None
     hit = bad or exploding
     if hit is None:
         return thrashing(h, records)

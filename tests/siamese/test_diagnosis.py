@@ -236,3 +236,32 @@ def test_an_unexplained_stall_keeps_its_learning_rate_fix() -> None:
     stalled = diagnose(history(records, lr=1e-6)).findings[-1]
     assert stalled.summary == "the weights barely move: the learning rate is too low"
     assert "raise the learning rate toward lr" in stalled.fix
+
+
+def test_a_loss_spike_the_run_came_back_from_is_a_note_not_a_divergence() -> None:
+    # The shape of a real contrastive RMSprop lr=6.4e-4 trial: 17x the initial loss in
+    # epoch 1, then learning (it ended at val_auc 0.96, among the study's best).
+    records = [
+        rec(1, train_loss=11.46, val_loss=0.063, val_auc=0.929),
+        rec(2, train_loss=0.052, val_loss=0.057, val_auc=0.940),
+        rec(3, train_loss=0.045, val_loss=0.046, val_auc=0.959),
+    ]
+    d = diagnose(history(records, lr=6.4e-4))
+    assert d.verdict == "converged", d.kinds
+    (note,) = d.notes
+    assert "rose to 11.5 in epoch 1" in note and "recovered" in note and "0.959" in note
+
+
+@pytest.mark.parametrize(
+    "last",
+    [
+        {"train_loss": 9.0},  # still above the blow-up line
+        {"train_loss": 0.3, "val_auc": 0.55},  # back down, but at chance
+    ],
+)
+def test_a_spike_is_a_divergence_unless_the_run_ends_below_it_and_above_chance(
+    last: dict[str, float],
+) -> None:
+    records = [rec(1, train_loss=11.0), rec(2, **last)]
+    d = diagnose(history(records))
+    assert "diverged" in d.kinds and not any("recovered" in n for n in d.notes)
