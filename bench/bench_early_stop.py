@@ -56,6 +56,11 @@ HEALTHY = {
     "abs sgd 1e-3 m0.9 (slow)": (_c("abs", "sgd", 1e-3, 0.9), {}),
     "relu2 sgd 1e-3 m0.9 (slow)": (_c("relu2", "sgd", 1e-3, 0.9), {}),
     "sq sgd 1e-2 m0.9 (slow)": (_c("sq", "sgd", 1e-2, 0.9), {}),
+    # The quickstart's trial 10: 17x the initial loss in epoch 1, then val_auc 0.96.
+    "contrastive rmsprop 6.4e-4 m0.2 (loss spike first)": (
+        _c("contrastive", "rmsprop", 6.4e-4, 0.2),
+        {},
+    ),
 }
 # Failing: the original network and each of its causes, and the ways a search fails.
 FAILING = {
@@ -67,6 +72,11 @@ FAILING = {
     "relu2 rmsprop 1e-3 (dead head)": (_c("relu2", "rmsprop", 1e-3, 0.5), {}),
     "contrastive rmsprop 1e-2 (dead units)": (_c("contrastive", "rmsprop", 1e-2, 0.5), {}),
     "same-image bug (sq adam 1e-3)": (_c("sq", "adam", 1e-3), {"inject_bug": "same-image"}),
+    # The quickstart's trial 5: its convolutions stop getting gradient a third into epoch 1.
+    "abs adamw 0.068 dropout 0.4 (dead convolutions)": (
+        _c("abs", "adamw", 0.068, dropout=0.4),
+        {},
+    ),
 }
 
 

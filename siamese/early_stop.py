@@ -10,7 +10,13 @@ What counts as proof (each threshold is explained where it is defined):
 - a NaN/Inf loss: the weights are NaN from then on;
 - no gradient reaching the tower in the latest steps (two measured at least), with one
   output for every validation pair or identical images left and right (|a-b| = 0): a dead
-  head, dead units or the data bug; nothing the tower computes can change again. A mostly
+  head, dead units or the data bug; nothing the tower computes can change again. No
+  gradient reaching its first layer (conv1), with one output for every validation pair, is
+  the same proof one layer down: a layer of dead ReLUs cuts the images off from everything
+  above it, and that layer, getting no gradient, stays dead; what still learns above it
+  (biases, fc, the head) learns from dropout's noise alone (AdamW at 0.068: conv1 and conv2
+  without gradient from a third of epoch 1, validation at chance with one output to its
+  end). A mostly
   dead network can get no gradient from one batch and still learn (contrastive at Adam
   1e-2: 97% of its units dead at a quarter of epoch 1, val_auc 0.84 at the end), so a
   window without gradient alone proves nothing;
@@ -53,6 +59,8 @@ STALL_REACH = 0.01
 # SGD at momentum 0.9 grows 4-5x from the first check point to epoch 3).
 STALL_GROWTH = 10.0
 MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")
+# The layer the images come in through: without gradient there, they are cut off.
+FIRST_LAYER = "conv1"
 # The kinds a dead tower makes the diagnosis report (a blow-up that killed it: diverged).
 DEAD_KINDS = ("no_signal", "dead_head", "collapsed", "stalled", "diverged")
 
@@ -85,6 +93,7 @@ class Window:
     measured: int
     tower_gradient: float  # mean per-step gradient norm of the tower's layers, summed
     update_ratio: float
+    first_layer_gradient: float  # the same, of conv1 alone (where the images come in)
 
 
 @dataclass(frozen=True)
@@ -135,6 +144,12 @@ def tower_gradient(grad_norm: dict[str, float]) -> float:
     return sum(v for layer, v in grad_norm.items() if layer != "head")
 
 
+def first_layer_gradient(grad_norm: dict[str, float]) -> float:
+    """conv1's: zero there means the images no longer reach the output through any path
+    that can learn (inf where it is not measured: no proof)."""
+    return grad_norm.get(FIRST_LAYER, math.inf)
+
+
 def _growth(config: dict[str, Any]) -> float:
     momentum = float(config.get("momentum") or 0.0)
     if config.get("optimizer") in MOMENTUM_OPTIMIZERS and 0.0 <= momentum < 1.0:
@@ -150,13 +165,16 @@ def proof(history: History, record: EpochRecord, window: Window, point: CheckPoi
         return None
     if not math.isfinite(record.train_loss):
         return Proof(("diverged",), "the training loss is NaN/Inf: the weights are lost")
-    dead = window.measured >= DEAD_MEASURED_STEPS and window.tower_gradient <= MIN_GRADIENT_NORM
-    if dead:
-        return Proof(
-            DEAD_KINDS,
-            f"the tower received no gradient in the last {window.steps} steps ({window.measured} "
-            "measured)",
-        )
+    if window.measured >= DEAD_MEASURED_STEPS:
+        where = f"in the last {window.steps} steps ({window.measured} measured)"
+        if window.tower_gradient <= MIN_GRADIENT_NORM:
+            return Proof(DEAD_KINDS, f"the tower received no gradient {where}")
+        if window.first_layer_gradient <= MIN_GRADIENT_NORM:
+            return Proof(
+                DEAD_KINDS,
+                f"the tower's first layer received no gradient {where}: a layer of dead "
+                "units cuts the images off",
+            )
     rates = [record.update_ratio, window.update_ratio if window.measured else 0.0]
     if not all(math.isfinite(r) for r in rates) or record.update_ratio <= 0.0:
         return None

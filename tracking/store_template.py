@@ -11,6 +11,7 @@ nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -44,7 +45,7 @@ def template_path() -> Path | None:
 def _is_store(path: Path) -> bool:
     """A SQLite file with one schema revision in it (what the migrations leave at the end)."""
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        with contextlib.closing(sqlite3.connect(path)) as db:  # a SELECT writes nothing
             return len(db.execute("SELECT version_num FROM alembic_version").fetchall()) == 1
     except sqlite3.Error:
         return False

@@ -27,6 +27,7 @@ from siamese.early_stop import (
     CheckPoint,
     Window,
     early_verdict,
+    first_layer_gradient,
     proof,
     tower_gradient,
 )
@@ -96,6 +97,7 @@ class Totals:
             round(measured),
             tower_gradient(grads),
             (self.ratio - before.ratio) / n,
+            first_layer_gradient(grads),
         )
 
 

@@ -44,7 +44,7 @@ def rec(**changes: Any) -> EpochRecord:
 def window(record: EpochRecord, steps: int = 8) -> Window:
     """The latest steps measured like the epoch so far."""
     tower = sum(v for k, v in record.grad_norm.items() if k != "head")
-    return Window(steps, steps // 4, tower, record.update_ratio)
+    return Window(steps, steps // 4, tower, record.update_ratio, record.grad_norm["conv1"])
 
 
 def history(optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.0, **kw: Any) -> History:
@@ -137,7 +137,7 @@ def test_a_tower_that_died_after_its_first_steps_is_seen_in_the_latest_window() 
     )
     h = replace(history(lr=1e-2), config={**history().config, "head": "relu2"})
     assert verdict(h, r, window(r)) is None  # the epoch so far: gradient
-    stop = verdict(h, r, Window(8, 2, 0.0, 0.01))
+    stop = verdict(h, r, Window(8, 2, 0.0, 0.01, 0.0))
     assert stop is not None and "dead_head" in stop.kinds
 
 
@@ -148,15 +148,15 @@ def test_a_batch_without_gradient_in_a_network_that_still_answers_is_no_proof() 
     r = replace(r, val_auc=0.61)
     h = replace(history(lr=1e-2), config={**history().config, "head": "contrastive"})
     assert diagnose(replace(h, records=[r])).label == "diverged"
-    assert verdict(h, r, Window(8, 2, 0.0, 0.2)) is None
-    assert verdict(h, replace(r, output_std=0.0), Window(8, 2, 0.0, 0.2)) is not None
+    assert verdict(h, r, Window(8, 2, 0.0, 0.2, 0.0)) is None
+    assert verdict(h, replace(r, output_std=0.0), Window(8, 2, 0.0, 0.2, 0.0)) is not None
     # One measured step without gradient proves nothing, whatever the outputs.
-    assert verdict(h, replace(r, output_std=0.0), Window(4, 1, 0.0, 0.2)) is None
+    assert verdict(h, replace(r, output_std=0.0), Window(4, 1, 0.0, 0.2, 0.0)) is None
 
 
 def test_a_proof_the_diagnosis_does_not_confirm_stops_nothing() -> None:
     # No tower gradient in the window, yet the outputs are spread and ranked: nothing failed.
-    assert verdict(history(), rec(), Window(8, 2, 0.0, 1e-3)) is None
+    assert verdict(history(), rec(), Window(8, 2, 0.0, 1e-3, 0.0)) is None
 
 
 def test_no_check_before_a_few_steps() -> None:
@@ -173,3 +173,30 @@ def test_the_early_stop_round_trips_and_old_histories_load() -> None:
     old = h.to_dict()
     del old["early_stop"]
     assert History.from_dict(old).early_stop is None
+
+
+def test_a_first_layer_without_gradient_under_a_learning_head_is_a_dead_tower() -> None:
+    # AdamW at 0.068 with the abs head and dropout 0.41, 37% into epoch 1: the loss blew up,
+    # conv1 and conv2 get no gradient, the layers above them still do (their biases, and
+    # dropout makes the two embeddings differ), and every validation pair gets one output.
+    # It ended at val_auc 0.5.
+    r = rec(
+        grad_norm={**GRADS, "conv1": 0.0, "conv2": 0.0},
+        train_loss=292.0,
+        update_ratio=0.12,
+        dead_unit_fraction=0.93,
+        output_std=0.0,
+        val_auc=0.5,
+        val_loss=0.704,
+    )
+    h = replace(history("adamw", 0.068), config={**history().config, "head": "abs"})
+    cut_off = Window(8, 2, tower_gradient=0.09, update_ratio=0.05, first_layer_gradient=0.0)
+    found = proof(h, r, cut_off, QUARTER)
+    assert found is not None and "first layer received no gradient" in found.text
+    stop = verdict(h, r, cut_off)
+    assert stop is not None and stop.verdict == "diverged" and "cuts the images off" in stop.proof
+    # A first layer that still learns, or outputs that still differ: no proof, or no stop.
+    assert proof(h, r, replace(cut_off, first_layer_gradient=0.02), QUARTER) is None
+    assert verdict(h, replace(r, output_std=0.05), cut_off) is None
+    # One measured step is not enough here either.
+    assert verdict(h, r, replace(cut_off, steps=4, measured=1)) is None
