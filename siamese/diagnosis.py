@@ -17,6 +17,7 @@ from siamese.diagnosis_rules import (
     collapsed,
     dead_head,
     dead_relu2_output,
+    dead_units_note,
     diverged,
     no_signal,
     overfitting,
@@ -64,6 +65,14 @@ RULES: tuple[Callable[[History, list[EpochRecord]], Finding | None], ...] = (
     collapsed,
     stalled,
     overfitting,
+)
+
+
+# What a run shows that is worth saying but is no failure: a loss spike it came back from,
+# dead units in a run that learned.
+NOTES: tuple[Callable[[History, list[EpochRecord]], str | None], ...] = (
+    spike_note,
+    dead_units_note,
 )
 
 
@@ -121,7 +130,7 @@ def diagnose(history: History) -> Diagnosis:
         findings = [f for rule in RULES if (f := rule(history, records))]
     findings = _explained(findings)
     notes = [_stop_note(history)] if history.stop_reason != "completed" else []
-    notes += [spike] if (spike := spike_note(history, records)) else []
+    notes += [note for rule in NOTES if (note := rule(history, records))]
     notes += [f"data warning: {w}" for w in history.data_warnings]
     if not findings:
         return Diagnosis("converged", notes=tuple(notes))
