@@ -89,15 +89,13 @@ def _exploding(h: History, records: list[EpochRecord]) -> EpochRecord | None:
 
 
 def _came_back(h: History, records: list[EpochRecord]) -> bool:
-    """Whether the run ended below the blow-up line and above chance: a loss spike in the
+    """Whether the run ended below the blow-up line, having learned: a loss spike in the
     first steps of a high learning rate, then learning (contrastive RMSprop at 6e-4: 17x the
-    initial loss in epoch 1, val_auc 0.93, 0.94, 0.96), is not a divergence."""
+    initial loss in epoch 1, val_auc 0.93, 0.94, 0.96), is not a divergence. Never after a
+    NaN/Inf anywhere: that is one, whatever came after."""
     last = records[-1]
-    return (
-        math.isfinite(last.train_loss)
-        and last.train_loss <= DIVERGE_LOSS_FACTOR * h.initial_val_loss
-        and last.val_auc > NO_SIGNAL_AUC
-    )
+    finite = all(math.isfinite(r.train_loss) and math.isfinite(r.val_loss) for r in records)
+    return finite and last.train_loss <= DIVERGE_LOSS_FACTOR * h.initial_val_loss and _learned(last)
 
 
 def spike_note(h: History, records: list[EpochRecord]) -> str | None:

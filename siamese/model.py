@@ -58,6 +58,8 @@ class Tower(nn.Module):
         size = (height, width)
         for layer in (self.conv1, self.conv2, self.pool, self.conv3, self.conv4):
             size = _output_size(layer, size)
+            if min(size) < 1:  # two negative sizes would multiply to a positive one
+                raise ValueError(f"a {height}x{width} image is too small for the tower")
         return self.conv4.out_channels * size[0] * size[1]
 
     def features(self, x: Tensor) -> Tensor:

@@ -20,9 +20,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session", autouse=True)
 def _test_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The tests' own cache folder (MLflow's empty-store template), not the user's; their
+    """The tests' own cache folder for MLflow's empty-store template, not the user's; their
     CLI subprocesses inherit it."""
-    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ["SIAMESE_LAB_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="session")

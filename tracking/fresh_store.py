@@ -56,10 +56,10 @@ def make_store_at_once(uri: str) -> bool:
             _build(tmp, make_engine, initialize)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        if not copied:  # from the private file: nothing can have opened it yet
+            keep_template(tmp)
         os.link(tmp, path)  # never over a store another process made meanwhile
         fsync_dir(path.parent)
-        if not copied:
-            keep_template(path)
     except FileExistsError:
         return False
     except Exception as exc:  # MLflow then makes it the slow way; say why once

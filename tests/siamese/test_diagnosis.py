@@ -271,11 +271,19 @@ def test_a_loss_spike_the_run_came_back_from_is_a_note_not_a_divergence() -> Non
     [
         {"train_loss": 9.0},  # still above the blow-up line
         {"train_loss": 0.3, "val_auc": 0.55},  # back down, but at chance
+        {"train_loss": 0.3, "val_auc": 0.7},  # back down, above chance, not learned
     ],
 )
-def test_a_spike_is_a_divergence_unless_the_run_ends_below_it_and_above_chance(
+def test_a_spike_is_a_divergence_unless_the_run_ends_below_it_having_learned(
     last: dict[str, float],
 ) -> None:
     records = [rec(1, train_loss=11.0), rec(2, **last)]
+    d = diagnose(history(records))
+    assert "diverged" in d.kinds and not any("recovered" in n for n in d.notes)
+
+
+def test_a_nan_epoch_is_a_divergence_even_if_later_epochs_look_fine() -> None:
+    nan = math.nan
+    records = [rec(1, train_loss=11.0, val_loss=nan), rec(2, train_loss=0.3, val_auc=0.95)]
     d = diagnose(history(records))
     assert "diverged" in d.kinds and not any("recovered" in n for n in d.notes)

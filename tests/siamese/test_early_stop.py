@@ -198,5 +198,12 @@ def test_a_first_layer_without_gradient_under_a_learning_head_is_a_dead_tower() 
     # A first layer that still learns, or outputs that still differ: no proof, or no stop.
     assert proof(h, r, replace(cut_off, first_layer_gradient=0.02), QUARTER) is None
     assert verdict(h, replace(r, output_std=0.05), cut_off) is None
+    # Scores squeezed together but still ranking pairs: the images get through.
+    assert verdict(h, replace(r, output_std=0.005, val_auc=0.7), cut_off) is None
+    # Pairs of one image are the data bug's proof, not this one's: it needs one output.
+    assert (
+        verdict(replace(h, identical_pair_fraction=1.0), replace(r, output_std=0.3), cut_off)
+        is None
+    )
     # One measured step is not enough here either.
     assert verdict(h, r, replace(cut_off, steps=4, measured=1)) is None

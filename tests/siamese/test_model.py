@@ -29,6 +29,11 @@ def test_the_flatten_size_from_the_layers_matches_a_forward_pass(size: tuple[int
     tower(torch.zeros(3, 1, *size))  # and the fc layer takes it
 
 
+def test_an_image_too_small_for_the_tower_is_refused_by_size() -> None:
+    with pytest.raises(ValueError, match="a 8x8 image is too small"):
+        Tower(dropout=0.0, height=8, width=8)
+
+
 @pytest.mark.parametrize("head", HEADS)
 def test_every_head_gives_outputs_losses_and_probabilities(head: str) -> None:
     torch.manual_seed(0)

@@ -46,8 +46,9 @@ def migrations(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty cache folder of this test's own."""
+    """An empty cache folder of this test's own, found the way a user's is."""
     path = tmp_path / "cache"
+    monkeypatch.delenv("SIAMESE_LAB_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(path))
     return path
 
@@ -118,16 +119,30 @@ def test_the_second_store_on_a_machine_is_a_copy_of_the_first(
         assert db.execute("SELECT COUNT(*) FROM runs").fetchone() == (0,)
 
 
+def _half_a_store(tmp_path: Path) -> bytes:
+    """The first half of a real store: SQLite's header and schema pages, no more."""
+    whole = tmp_path / "whole.db"
+    mlflow_made = f"sqlite:///{whole}"
+    import mlflow
+
+    mlflow.MlflowClient(mlflow_made).search_experiments()
+    data = whole.read_bytes()
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize("broken", ["not sqlite", "half a store"])
 def test_a_broken_template_is_made_again(
-    tmp_path: Path, cache: Path, migrations: list[dict[str, Any]]
+    tmp_path: Path, cache: Path, migrations: list[dict[str, Any]], broken: str
 ) -> None:
     from tracking.mlflow_tracker import MlflowTracker
     from tracking.store_template import template_path
 
     template = template_path()
     assert template is not None
+    content = b"half a file" if broken == "not sqlite" else _half_a_store(tmp_path)
+    migrations.clear()  # MLflow's own store for the half above ran them
     template.parent.mkdir(parents=True)
-    template.write_bytes(b"half a file")
+    template.write_bytes(content)
     tracker = MlflowTracker(embedded_target(tmp_path / "home"))
     assert len(migrations) == 1, "the broken template was used"
     assert {e.name for e in tracker.client.search_experiments()} == {"Default", "siamese-lab"}
@@ -141,8 +156,11 @@ def test_a_cache_that_cannot_be_written_costs_only_the_migrations(
 
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the cache folder would be")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    monkeypatch.setenv("SIAMESE_LAB_CACHE", str(blocked))
     for home in ("a", "b"):
+        (tmp_path / home).mkdir()
+        uri = embedded_target(tmp_path / home).uri
+        assert make_store_at_once(uri) is True, "the store was made, yet said it was not"
         tracker = MlflowTracker(embedded_target(tmp_path / home))
         assert {e.name for e in tracker.client.search_experiments()} == {"Default", "siamese-lab"}
     assert len(migrations) == 2
