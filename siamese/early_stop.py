@@ -11,8 +11,8 @@ What counts as proof (each threshold is explained where it is defined):
 - no gradient reaching the tower in the latest steps (two measured at least), with one
   output for every validation pair or identical images left and right (|a-b| = 0): a dead
   head, dead units or the data bug; nothing the tower computes can change again. No
-  gradient reaching its first layer (conv1), with one output for every validation pair, is
-  the same proof one layer down: a layer of dead ReLUs cuts the images off from everything
+  gradient reaching its first layer (conv1), with one output for every validation pair (to
+  rounding) at chance, is the same proof one layer down: a layer of dead ReLUs cuts the images off from everything
   above it, and that layer, getting no gradient, stays dead; what still learns above it
   (biases, fc, the head) learns from dropout's noise alone (AdamW at 0.068: conv1 and conv2
   without gradient from a third of epoch 1, validation at chance with one output to its
