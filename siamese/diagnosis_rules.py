@@ -120,8 +120,8 @@ def diverged(h: History, records: list[EpochRecord]) -> Finding | None:
     )
     baseline = h.initial_val_loss
     exploding = _exploding(h, records)
-    if exploding is not None and spike_note(h, records) is not None:
-        exploding = None
+    if exploding is not None and _came_back(h, records):
+        exploding = None  # a spike it recovered from: spike_note says so
     hit = bad or exploding
     if hit is None:
         return thrashing(h, records)

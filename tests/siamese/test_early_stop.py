@@ -47,8 +47,10 @@ def window(record: EpochRecord, steps: int = 8) -> Window:
     return Window(steps, steps // 4, tower, record.update_ratio, record.grad_norm["conv1"])
 
 
-def history(optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.0, **kw: Any) -> History:
-    config = {"head": "sq", "optimizer": optimizer, "lr": lr, "momentum": momentum}
+def history(
+    optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.0, head: str = "sq", **kw: Any
+) -> History:
+    config = {"head": head, "optimizer": optimizer, "lr": lr, "momentum": momentum}
     h = History(config=config, initial_val_loss=0.693)
     for key, value in kw.items():
         setattr(h, key, value)
@@ -135,7 +137,7 @@ def test_a_tower_that_died_after_its_first_steps_is_seen_in_the_latest_window() 
         val_loss=0.693,
         train_loss=0.693,
     )
-    h = replace(history(lr=1e-2), config={**history().config, "head": "relu2"})
+    h = history(lr=1e-2, head="relu2")
     assert verdict(h, r, window(r)) is None  # the epoch so far: gradient
     stop = verdict(h, r, Window(8, 2, 0.0, 0.01, 0.0))
     assert stop is not None and "dead_head" in stop.kinds
@@ -146,7 +148,7 @@ def test_a_batch_without_gradient_in_a_network_that_still_answers_is_no_proof() 
     # dead, one batch without gradient - yet the outputs spread, and it ends at val_auc 0.84.
     r = rec(train_loss=425.0, update_ratio=0.21, dead_unit_fraction=0.97, output_std=0.33)
     r = replace(r, val_auc=0.61)
-    h = replace(history(lr=1e-2), config={**history().config, "head": "contrastive"})
+    h = history(lr=1e-2, head="contrastive")
     assert diagnose(replace(h, records=[r])).label == "diverged"
     assert verdict(h, r, Window(8, 2, 0.0, 0.2, 0.0)) is None
     assert verdict(h, replace(r, output_std=0.0), Window(8, 2, 0.0, 0.2, 0.0)) is not None
@@ -189,7 +191,7 @@ def test_a_first_layer_without_gradient_under_a_learning_head_is_a_dead_tower() 
         val_auc=0.5,
         val_loss=0.704,
     )
-    h = replace(history("adamw", 0.068), config={**history().config, "head": "abs"})
+    h = history("adamw", 0.068, head="abs")
     cut_off = Window(8, 2, tower_gradient=0.09, update_ratio=0.05, first_layer_gradient=0.0)
     found = proof(h, r, cut_off, QUARTER)
     assert found is not None and "first layer received no gradient" in found.text
