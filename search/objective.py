@@ -18,6 +18,7 @@ from pathlib import Path
 
 import optuna
 
+from search.defaults import TRIAL_CHECKPOINT_EVERY_S
 from search.recovery import INTERRUPTED_ATTR, OWNER_ATTR, process_token
 from search.space import SearchSpace, suggest_config
 from search.storage import RUN_ID_ATTR
@@ -119,6 +120,8 @@ class Objective:
     parent_run_id: str | None = None
     device: str = "cpu"
     progress: Callback | None = None
+    # A running trial's last.pt at most this often (None: the default of its path).
+    checkpoint_every_s: float | None = None
     # The best val_auc this process logged a model for (see _is_best_converged).
     _best_logged: float = field(default=-math.inf, init=False, repr=False)
 
@@ -158,6 +161,7 @@ class Objective:
                 checkpoint_dir=plan.folder,
                 resume_from=plan.resume,
                 lean_checkpoints=True,  # a finished trial keeps its best weights only
+                checkpoint_every_s=_or_default(self.checkpoint_every_s, TRIAL_CHECKPOINT_EVERY_S),
             )
         return trial_value(run.finished())
 
@@ -258,3 +262,7 @@ def _record_verdict(trial: optuna.Trial, result: FitResult, verdict: Diagnosis) 
         raise TrialDiverged(
             f"trial {trial.number}: loss became NaN/Inf{where} (lr={result.history.config['lr']})"
         )
+
+
+def _or_default(seconds: float | None, default: float) -> float:
+    return default if seconds is None else seconds

@@ -166,6 +166,7 @@ def _train_together(objective: Objective, plans: Sequence[TrialPlan]) -> list[Ou
             [m.plan.folder for m in members],
             max_size=len(members),
             lean_checkpoints=True,  # as a trial's fit: a finished one keeps its best weights only
+            **_cadence(objective.checkpoint_every_s),
         )
     except (Exception, KeyboardInterrupt) as exc:
         shared = exc
@@ -219,3 +220,8 @@ def _log_failed(trial: optuna.Trial, error: BaseException) -> None:
         exc_info=(type(error), error, error.__traceback__),
     )
     logger.warning(f"Trial {trial.number} failed with value None.")
+
+
+def _cadence(seconds: float | None) -> dict[str, float]:
+    """--checkpoint-every for a population when given (else fit_population's own default)."""
+    return {} if seconds is None else {"checkpoint_every_s": seconds}

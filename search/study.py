@@ -48,6 +48,7 @@ class SearchRequest:
     tracking_uri: str | None = None
     experiment: str = "siamese-lab"
     population: int | None = None  # trials trained at once per worker (None: per device)
+    checkpoint_every_s: float | None = None  # a running trial's last.pt (None: the default)
 
 
 @dataclass(frozen=True)
@@ -264,6 +265,7 @@ def _run_workers(
             tracking_uri=request.tracking_uri,
             track=tracker is not None,
             population=request.population,
+            checkpoint_every_s=request.checkpoint_every_s,
         )
         for index, device in enumerate(request.devices)
     ]

@@ -47,6 +47,8 @@ class WorkerSpec:
     track: bool = True
     # Trials trained at once (search --population); None: the device's default.
     population: int | None = None
+    # How often a running trial rewrites its last.pt (--checkpoint-every); None: the default.
+    checkpoint_every_s: float | None = None
 
 
 def run_trials(
@@ -70,6 +72,7 @@ def run_trials(
         parent_run_id=setup.parent_run_id,
         device=str(resolve_device(base.device)),
         progress=progress,
+        checkpoint_every_s=spec.checkpoint_every_s,
     )
     size = spec.population or default_population(objective.device)
     try:

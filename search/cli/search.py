@@ -29,6 +29,13 @@ def _storage_option(help_text: str, required: bool = False) -> Any:
     return click.option("--storage", required=required, help=help_text)
 
 
+_checkpoint_every_option = click.option(
+    "--checkpoint-every",
+    "checkpoint_every_s",
+    type=click.FloatRange(min=0),
+    help="seconds between a running trial's resumable last.pt writes; 0: after every epoch "
+    "(default: 30, 300 for a GPU population; Ctrl-C and errors always write it)",
+)
 _population_option = click.option(
     "--population",
     type=click.IntRange(min=1),
@@ -75,6 +82,7 @@ _population_option = click.option(
 )
 @click.option("--devices", help="one worker per GPU, e.g. 0,1,2,3")
 @_population_option
+@_checkpoint_every_option
 @click.option(
     "--baseline/--no-baseline",
     default=True,
@@ -97,6 +105,7 @@ def search(
     jobs: int,
     devices: str | None,
     population: int | None,
+    checkpoint_every_s: float | None,
     baseline: bool,
     as_json: bool,
     no_track: bool,
@@ -131,6 +140,7 @@ def search(
         tracking_uri=env.tracking_uri,
         experiment=env.experiment,
         population=population,
+        checkpoint_every_s=checkpoint_every_s,
     )
     console = Console(stderr=as_json, quiet=as_json, soft_wrap=True)
     make_tracker = (lambda _uri: None) if no_track else env.tracker
@@ -206,6 +216,7 @@ def _print_next_steps(console: Console, result: SearchResult, env: LabEnv) -> No
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True))
 @click.option("--device", help="auto, cpu, cuda or cuda:N (default: the study's)")
 @_population_option
+@_checkpoint_every_option
 @click.option("--worker-index", type=int, default=0, hidden=True)
 @click.option("--no-track", is_flag=True)
 @tracking_options
@@ -216,6 +227,7 @@ def worker(
     timeout: float | None,
     device: str | None,
     population: int | None,
+    checkpoint_every_s: float | None,
     worker_index: int,
     no_track: bool,
 ) -> None:
@@ -239,6 +251,7 @@ def worker(
         tracking_uri=env.tracking_uri,
         track=not no_track,
         population=population,
+        checkpoint_every_s=checkpoint_every_s,
     )
     console = Console(soft_wrap=True)
     console.print(f"worker {worker_index} joined study {study_name!r} ({storage})")

@@ -83,11 +83,13 @@ class _Run:
     def __init__(
         self,
         config: TrainConfig,
-        data: PairData,
+        data: PairData | None,
         callbacks: Sequence[Callback],
         checkpoint_dir: Path | None,
         lean_checkpoints: bool = False,
+        checkpoint_every_s: float = 0.0,
     ) -> None:
+        data = data if data is not None else prepare_data(config.data)
         self.config, self.data, self.callbacks = config, data, callbacks
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
@@ -109,7 +111,7 @@ class _Run:
         self.checks = EpochChecks(config, self.history, self.model, self.runner, self.val)
         self.start_epoch = 1
         self.checkpoints = CheckpointKeeper(
-            checkpoint_dir, self._notify_checkpoint, lean_checkpoints
+            checkpoint_dir, self._notify_checkpoint, lean_checkpoints, checkpoint_every_s
         )
         self.resumed_from: Path | None = None
 
@@ -203,26 +205,20 @@ def fit(
     resume_from: Path | None = None,
     *,
     lean_checkpoints: bool = False,
+    checkpoint_every_s: float = 0.0,
 ) -> FitResult:
     """Train one model. A NaN/Inf loss ends the run as a result (stop_reason "non_finite"),
     not an exception; Ctrl-C ends it with stop_reason "interrupted" and re-raises.
     `lean_checkpoints`: a run that ends on its own keeps its best weights only, as a
-    search's trials do (siamese.train.keeper); one that is interrupted keeps everything."""
+    search's trials do (siamese.train.keeper); one that is interrupted keeps everything.
+    `checkpoint_every_s` (lean runs): last.pt at most this often (0: after every epoch)."""
     # The run's device is current from its first tensor to its last callback (cuda:N).
     with gpu.device_scope(resolve_device(config.device)):
-        return _fit(config, data, callbacks, checkpoint_dir, resume_from, lean_checkpoints)
+        run = _Run(config, data, callbacks, checkpoint_dir, lean_checkpoints, checkpoint_every_s)
+        return _fit(run, callbacks, resume_from)
 
 
-def _fit(
-    config: TrainConfig,
-    data: PairData | None,
-    callbacks: Sequence[Callback],
-    checkpoint_dir: Path | None,
-    resume_from: Path | None,
-    lean_checkpoints: bool,
-) -> FitResult:
-    data = data if data is not None else prepare_data(config.data)
-    run = _Run(config, data, callbacks, checkpoint_dir, lean_checkpoints)
+def _fit(run: _Run, callbacks: Sequence[Callback], resume_from: Path | None) -> FitResult:
     if resume_from is not None:
         run.resume(resume_from)
     else:

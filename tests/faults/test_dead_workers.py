@@ -23,6 +23,9 @@ pytestmark = pytest.mark.slow  # processes that train for several seconds each
 
 ROOT = Path(__file__).resolve().parents[2]
 SLOW_TRIAL = ["--epochs", "12", "--train-pairs", "256", "--val-pairs", "64", "--device", "cpu"]
+# Its trials of a few seconds write last.pt after every epoch, so a kill finds one to resume
+# from (by default they would within 30 s; tests/siamese/test_keeper.py tests the interval).
+SLOW_TRIAL += ["--checkpoint-every", "0"]
 GOOD = ["--head", "abs", "--optimizer", "adam", "--lr", "1e-3", "--dropout", "0"]
 WAIT_S = 240.0
 

@@ -157,7 +157,8 @@ def test_a_killed_worker_trial_is_retried_with_its_parameters(tmp_path: Path, pg
     # A shared study logging to this machine's own MLflow store: the user is told.
     assert "workers elsewhere need --tracking-uri" in created
     storage = open_storage(pg_url)
-    doomed = _worker(home, study_name, pg_url, "--trials", "1", env=fast_heartbeat)
+    every_epoch = ("--checkpoint-every", "0")  # a last.pt to resume from, not one within 30 s
+    doomed = _worker(home, study_name, pg_url, "--trials", "1", *every_epoch, env=fast_heartbeat)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not list(

@@ -1,6 +1,7 @@
 """A lean keeper (a search trial's checkpoints): a run that ends on its own keeps its best
 weights only, written once from memory, and never writes its final epoch's full state; a
-run that is interrupted keeps everything a resume needs, the final epoch included."""
+run that is interrupted keeps everything a resume needs, the final epoch included. With an
+interval, it writes at most that often, and holds frozen copies of what it has not written."""
 
 from __future__ import annotations
 
@@ -96,6 +97,59 @@ def test_an_interrupted_run_writes_its_final_epoch_in_full(
     assert best["epoch"] == 2 and best.get("resumable", True) is True
 
 
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_within_its_interval_a_keeper_writes_nothing_yet_ctrl_c_keeps_each_epoch_as_it_was(
+    tmp_path: Path, written: list[tuple[str, int, bool]]
+) -> None:
+    clock, training = _Clock(), _Training()
+    keeper = CheckpointKeeper(tmp_path, lambda *_: None, lean=True, every_s=30.0, clock=clock)
+    _train(keeper, training, [0.7, 0.9, 0.8])  # epoch 2 the best, epoch 3 the last
+    keeper.write_pending()  # epoch 4 begins...
+    training.weight += 1.0  # ...and changes the live weights before Ctrl-C
+    assert written == []
+    keeper.finish("interrupted")
+    assert sorted(written) == [("best.pt", 2, True), ("last.pt", 3, True)]
+    last, best = load_checkpoint(tmp_path / "last.pt"), load_checkpoint(tmp_path / "best.pt")
+    # Each as it was at its epoch's end, not the live tensors' values now (4.0).
+    assert torch.equal(last["model"]["w"], torch.full((3,), 3.0))
+    assert last["optimizer"]["state"][0]["exp_avg"].tolist() == [6.0, 6.0, 6.0]
+    assert torch.equal(best["model"]["w"], torch.full((3,), 2.0))
+
+
+def test_a_keeper_writes_once_its_interval_has_passed(
+    tmp_path: Path, written: list[tuple[str, int, bool]]
+) -> None:
+    clock, training = _Clock(), _Training()
+    keeper = CheckpointKeeper(tmp_path, lambda *_: None, lean=True, every_s=30.0, clock=clock)
+    _train(keeper, training, [0.9, 0.8])
+    clock.now = 31.0
+    _train_more(keeper, training, 3, [0.7])
+    # Epoch 2 as epoch 3 began, and the best epoch it had held back (1) with it.
+    assert sorted(written) == [("best.pt", 1, True), ("last.pt", 2, True)]
+    clock.now = 40.0  # 9 s after that write: epoch 3 waits
+    keeper.write_pending()
+    assert len(written) == 2
+    keeper.finish("completed")
+    assert written[2:] == [("best.pt", 1, False)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
+
+
+def _train_more(
+    keeper: CheckpointKeeper, training: _Training, first: int, aucs: list[float]
+) -> None:
+    for epoch, auc in enumerate(aucs, start=first):
+        keeper.write_pending()
+        training.weight += 1.0
+        keeper.save(_record(epoch, auc), training.state)
+
+
 def test_a_run_without_a_finite_auc_keeps_its_last_epoch_weights_only(tmp_path: Path) -> None:
     keeper, training = CheckpointKeeper(tmp_path, lambda *_: None, lean=True), _Training()
     _train(keeper, training, [math.nan, math.nan])
@@ -143,11 +197,19 @@ class _InterruptAt(Callback):
         return None
 
 
+@pytest.mark.parametrize("every_s", [0.0, 1e9], ids=["every epoch", "held in memory"])
 def test_a_lean_fit_interrupted_resumes_to_the_same_end(
-    tmp_path: Path, small_data: PairData
+    tmp_path: Path, small_data: PairData, every_s: float
 ) -> None:
     with pytest.raises(KeyboardInterrupt):
-        fit(CONFIG, small_data, [_InterruptAt(2)], tmp_path / "a", lean_checkpoints=True)
+        fit(
+            CONFIG,
+            small_data,
+            [_InterruptAt(2)],
+            tmp_path / "a",
+            lean_checkpoints=True,
+            checkpoint_every_s=every_s,
+        )
     last = load_checkpoint(tmp_path / "a" / "last.pt")
     assert last["epoch"] == 2 and last["optimizer"]  # epoch 2's, in full
     resumed = fit(CONFIG, small_data, resume_from=tmp_path / "a" / "last.pt")
