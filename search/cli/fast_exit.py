@@ -27,7 +27,7 @@ _JOIN_THREADS = getattr(threading, "_shutdown", None)
 _RUN_ATEXIT = getattr(atexit, "_run_exitfuncs", None)
 
 
-def exit_code(code: object) -> int:
+def exit_code(code: str | int | None) -> int:
     """The status `sys.exit(code)` ends a process with (a text is printed, and is 1)."""
     if code is None:
         return 0
@@ -37,7 +37,7 @@ def exit_code(code: object) -> int:
     return 1
 
 
-def exit_without_teardown(code: object) -> NoReturn:
+def exit_without_teardown(code: str | int | None) -> NoReturn:
     """Ends the process with `sys.exit(code)`'s status, skipping only the freeing of memory."""
     if _JOIN_THREADS is None or _RUN_ATEXIT is None:
         sys.exit(code)
