@@ -42,9 +42,11 @@ def exit_without_teardown(code: str | int | None) -> NoReturn:
     if _JOIN_THREADS is None or _RUN_ATEXIT is None:
         sys.exit(code)
     status = exit_code(code)
-    _JOIN_THREADS()
-    _RUN_ATEXIT()
-    logging.shutdown()
+    # A Ctrl-C now, once the command is done, cuts a step short as in Python's own exit
+    # (which reports it as ignored): the next steps still run, and the status stays.
+    for step in (_JOIN_THREADS, _RUN_ATEXIT, logging.shutdown):
+        with contextlib.suppress(KeyboardInterrupt):
+            step()
     for stream in (sys.stdout, sys.stderr):
         # A closed pipe (`| head`) or stream has nothing left to save.
         with contextlib.suppress(OSError, ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,12 +30,20 @@ def _storage_option(help_text: str, required: bool = False) -> Any:
     return click.option("--storage", required=required, help=help_text)
 
 
+def _not_nan(_ctx: click.Context, _param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and math.isnan(value):  # FloatRange lets nan through
+        raise click.BadParameter("expected seconds >= 0 (0: after every epoch), got nan")
+    return value
+
+
 _checkpoint_every_option = click.option(
     "--checkpoint-every",
     "checkpoint_every_s",
     type=click.FloatRange(min=0),
+    callback=_not_nan,
     help="seconds between a running trial's resumable last.pt writes; 0: after every epoch "
-    "(default: 30, 300 for a GPU population; Ctrl-C and errors always write it)",
+    "(default: 30, or 300 with a population; a trial trained alone also writes it on "
+    "Ctrl-C or an error)",
 )
 _population_option = click.option(
     "--population",

@@ -117,7 +117,9 @@ class CheckpointKeeper:
             self._best_weights = (record.epoch, _weights_copy(payload))
             self._unwritten_best = None
         elif self.every_s > 0 and self._pending is not None and self._pending.improved:
-            self._unwritten_best = self._pending.freeze()  # held back by `every_s`
+            # Held back by `every_s`, so frozen by `write_pending` before this epoch trained.
+            assert self._pending.frozen, "save() twice without write_pending() between"
+            self._unwritten_best = self._pending
         self._pending = _Pending(record.epoch, payload, improved)
 
     def write_pending(self) -> None:
@@ -129,13 +131,16 @@ class CheckpointKeeper:
         self._flush()
 
     def _flush(self) -> None:
-        """Writes what is held, now: the last epoch, and the best one if it is not on disk."""
-        pending, self._pending = self._pending, None
-        best, self._unwritten_best = self._unwritten_best, None
-        if best is not None:  # (an improving epoch since would have cleared it)
-            self._write_best(best)
-        if pending is not None:
-            self._write(pending)
+        """Writes what is held, now: the last epoch, and the best one if it is not on disk.
+        A Ctrl-C or SIGTERM waits for both (it must not cost the resumable last.pt, which
+        goes first, for what a hard kill may cut short); each is let go once written."""
+        with signals_deferred():
+            if self._pending is not None:
+                self._write(self._pending)
+                self._pending = None
+            if self._unwritten_best is not None:  # (an improving epoch since clears it)
+                self._write_best(self._unwritten_best)
+                self._unwritten_best = None
 
     def _write(self, pending: _Pending) -> None:
         assert self.checkpoint_dir is not None

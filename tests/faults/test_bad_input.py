@@ -102,6 +102,17 @@ def test_a_missing_gpu_is_refused_before_the_study_run_or_home_exists(
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("value", ["nan", "-1", "soon"])
+@pytest.mark.parametrize("command", ["search", "worker"])
+def test_a_checkpoint_interval_that_is_not_seconds_is_refused(
+    tmp_path: Path, command: str, value: str
+) -> None:
+    study = ["--study", "s", "--storage", f"journal:{tmp_path}/j"] if command == "worker" else []
+    result = _invoke(tmp_path / "home", command, *study, "--checkpoint-every", value)
+    bad_input(result, "--checkpoint-every")
+    assert not (tmp_path / "home").exists()
+
+
 # --- item 5d: a search space file that is not text -------------------------------------
 
 

@@ -16,10 +16,10 @@ from search.cli.fast_exit import exit_code
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _ended(tmp_path: Path, code: str) -> subprocess.CompletedProcess[str]:
+def _ended(tmp_path: Path, code: str, ctrl_c: bool = False) -> subprocess.CompletedProcess[str]:
     script = textwrap.dedent(
         f"""
-        import atexit, sys, time
+        import atexit, os, signal, sys, threading, time
         from concurrent.futures import ThreadPoolExecutor
         from pathlib import Path
         from search.cli.fast_exit import exit_without_teardown
@@ -32,6 +32,8 @@ def _ended(tmp_path: Path, code: str) -> subprocess.CompletedProcess[str]:
         pool.submit(slow_write)
         atexit.register(lambda: (out / "atexit.txt").write_text("ran"))
         sys.stdout.write("no newline, still buffered")
+        if {ctrl_c}:  # while the queued work is waited for
+            threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
         exit_without_teardown({code})
         """
     )
@@ -44,6 +46,13 @@ def test_it_drains_queued_work_runs_atexit_and_flushes_output(tmp_path: Path) ->
     done = _ended(tmp_path, "3")
     assert done.returncode == 3, done.stderr
     assert (tmp_path / "queued.txt").read_text() == "written"
+    assert (tmp_path / "atexit.txt").read_text() == "ran"
+    assert done.stdout == "no newline, still buffered"
+
+
+def test_ctrl_c_during_the_exit_keeps_its_status_and_the_later_steps(tmp_path: Path) -> None:
+    done = _ended(tmp_path, "3", ctrl_c=True)
+    assert done.returncode == 3 and "Traceback" not in done.stderr, done.stderr
     assert (tmp_path / "atexit.txt").read_text() == "ran"
     assert done.stdout == "no newline, still buffered"
 

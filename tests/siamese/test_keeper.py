@@ -6,6 +6,8 @@ interval, it writes at most that often, and holds frozen copies of what it has n
 from __future__ import annotations
 
 import math
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +141,31 @@ def test_a_keeper_writes_once_its_interval_has_passed(
     keeper.finish("completed")
     assert written[2:] == [("best.pt", 1, False)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
+
+
+def test_ctrl_c_while_held_files_are_written_waits_for_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal that lands while the first held file is written (as `search --jobs`'s
+    SIGTERM follows a Ctrl-C) is acted on once both are: it never costs the last.pt a retry
+    resumes from, nor the best epoch."""
+    real_save = keeper_module.save_checkpoint
+
+    def save_then_ctrl_c(path: Path, payload: dict[str, Any], durable: bool = True) -> None:
+        real_save(path, payload, durable)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    clock, training = _Clock(), _Training()
+    keeper = CheckpointKeeper(tmp_path, lambda *_: None, lean=True, every_s=30.0, clock=clock)
+    _train(keeper, training, [0.9, 0.8])  # both held: epoch 1 the best, epoch 2 the last
+    clock.now = 31.0
+    monkeypatch.setattr(keeper_module, "save_checkpoint", save_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        keeper.write_pending()
+    monkeypatch.setattr(keeper_module, "save_checkpoint", real_save)
+    keeper.finish("interrupted")  # as fit does then: nothing is left to write
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 1
 
 
 def _train_more(
