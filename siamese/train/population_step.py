@@ -64,7 +64,7 @@ class PopulationStep:
         self.active = torch.ones(k, 1, dtype=torch.bool, device=self.device)
         self.batch_idx = torch.zeros(k, batch_size, dtype=torch.long, device=self.device)
         self.grad, self.previous = torch.empty_like(flat), torch.empty_like(flat)
-        zeros = partial(torch.zeros, device=self.device)
+        zeros = partial(torch.zeros, device=self.device, dtype=single.SUMS_DTYPE)  # as fit's
         self.loss_sum, self.ratio_sum = zeros(k), zeros(k)
         self.grad_sums, self.stat_steps = zeros(k, len(stack.layers)), zeros(())
         self.steps = 0
@@ -120,7 +120,7 @@ class PopulationStep:
         self.optimizer.step(self.grad, None if everyone else self.active)
         if with_stats:
             self._update_stats(flat)
-        self.loss_sum.add_(losses.detach().float())
+        self.loss_sum.add_(losses.detach().to(single.SUMS_DTYPE))
 
     def _grads_vmap(self, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
         """All members in one program: what a CUDA graph records."""
@@ -156,7 +156,7 @@ class PopulationStep:
         # As fit: each parameter's norm (the norm kernel, as _foreach_norm: a plain sum of
         # squares rounds differently over the fc layer's 1.9M weights), squared, summed per
         # layer, square-rooted.
-        squares = self._norms(self.grad).pow(2)
+        squares = self._norms(self.grad).to(single.SUMS_DTYPE).pow(2)
         per_layer = torch.zeros_like(self.grad_sums).index_add_(1, self.stack.param_layer, squares)
         self.grad_sums.add_(per_layer.sqrt())
 

@@ -41,6 +41,10 @@ GRAPH_WARMUP_STEPS = 3
 # graph: every step they cost ~5% of a CPU step, and ~25 extra small kernels in a graphed GPU
 # step. 1 measures every step; `bench/gpu_checks.py` prints a graph's pairs/s both ways.
 STATS_EVERY = 4
+# The running sums are float64: after a blow-up they reach 1e10 and more, where a float32
+# sum's step (1e3) swallows every later step's gradient norm, and the early stop's windows
+# (differences of these sums) would read a small but live gradient as none.
+SUMS_DTYPE = torch.float64
 # False: CUDA steps run eagerly as well (the benchmark's "fit eager" arm).
 GRAPHS_ENABLED = True
 # Optimizer settings that belong to the device a run is on, not to what it has learned.
@@ -108,7 +112,7 @@ class StepRunner:
 
     def _allocate_sums(self) -> None:
         """Once per run: a captured step writes to the very tensors it was recorded with."""
-        zeros = partial(torch.zeros, device=self.device)
+        zeros = partial(torch.zeros, device=self.device, dtype=SUMS_DTYPE)
         self.loss_sum, self.grad_sums = zeros(()), zeros(len(self.layers))
         self.ratio_sum, self.stat_steps = zeros(()), zeros(())
         self.steps = 0
@@ -136,11 +140,11 @@ class StepRunner:
         self.optimizer.step()
         if with_stats:
             self._update_stats()
-        self.loss_sum.add_(loss.detach().float())
+        self.loss_sum.add_(loss.detach().to(SUMS_DTYPE))
 
     def _gradient_stats(self) -> None:
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        squares = torch.stack(torch._foreach_norm(grads)).float().pow(2)
+        squares = torch.stack(torch._foreach_norm(grads)).to(SUMS_DTYPE).pow(2)
         per_layer = torch.zeros_like(self.grad_sums).index_add_(0, self.layer_index, squares)
         self.grad_sums.add_(per_layer.sqrt())
 

@@ -51,6 +51,25 @@ def test_gradient_norms_belong_to_the_layer_they_are_named_after(reordered: bool
         assert grad_norm[name] == pytest.approx(_norm(module), rel=1e-5), name
 
 
+def test_a_small_gradient_after_a_blow_up_still_shows_in_the_running_sums() -> None:
+    """The early stop reads gradients as differences of running sums: after a blow-up
+    (sums of 1e10), a later step's small norm (here 0.007) must not round away, or a live
+    tower would read as one without gradient (a float32 sum reads it as 0)."""
+    torch.manual_seed(0)
+    config = TrainConfig(head="abs", optimizer="sgd", lr=1e-3, batch_size=8, device="cpu")
+    model = build_model(config)
+    optimizer = make_optimizer(config, list(model.parameters()), capturable=False)
+    runner = StepRunner(model, optimizer, _data(), config)
+    runner.grad_sums.fill_(1e10)  # what the epoch's blown-up first steps left
+    runner.run(torch.arange(8))
+    measured = runner.grad_sums - 1e10
+    assert (
+        0
+        < float(measured[LAYERS.index("conv1")])
+        == pytest.approx(_norm(model.tower.conv1), rel=1e-3)
+    )
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop"])
 def test_the_optimizer_takes_its_settings_from_the_config(optimizer: str) -> None:
     config = TrainConfig(optimizer=optimizer, lr=0.02, weight_decay=1e-3, device="cpu")
