@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -54,6 +56,35 @@ def ui_command(target: TrackingTarget, host: str, port: int) -> list[str]:
     if target.artifact_root:
         command += ["--default-artifact-root", target.artifact_root]
     return command
+
+
+# MLflow 3's server also starts a job runner and seven huey consumers for its GenAI jobs (LLM
+# judges, prompt optimisation), each importing MLflow: on 2 CPU cores they double the time
+# before the UI answers, and a SIGTERM to the server left them running. Runs, curves and
+# models need none of them.
+SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+STOP_GRACE_S = 10.0
+
+
+def start_server(command: list[str]) -> subprocess.Popen[bytes]:
+    """The server in a process group of its own, so `stop_server` reaches everything it
+    starts (uvicorn, and whatever a later MLflow adds), not the leader alone."""
+    return subprocess.Popen(command, env={**os.environ, **SERVER_ENV}, start_new_session=True)
+
+
+def signal_server(process: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the group has already gone
+        os.killpg(process.pid, signum)
+
+
+def stop_server(process: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> int:
+    """SIGTERM to the server's group, SIGKILL to whatever of it is left after `grace_s`;
+    the server's exit status."""
+    signal_server(process)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace_s)
+    signal_server(process, signal.SIGKILL)
+    return process.wait()
 
 
 def ui_url(host: str, port: int, experiment_id: str | None = None) -> str:

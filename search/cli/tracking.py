@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -210,19 +209,27 @@ def _print_scores(rows: list[dict[str, Any]], same: list[int] | None, at: str) -
 @tracking_options
 def ui(host: str, port: int) -> None:
     """Start the MLflow UI on the local store (Ctrl-C stops it)."""
-    from tracking.ui import check_can_listen, ui_command, ui_url, wait_until_serving
+    from tracking.ui import (
+        check_can_listen,
+        signal_server,
+        start_server,
+        stop_server,
+        ui_command,
+        ui_url,
+        wait_until_serving,
+    )
 
     check_can_listen(host, port)
     tracker = current_env().tracker()
     click.echo(f"starting the MLflow UI on the store {tracker.uri} ...", err=True)
-    process = subprocess.Popen(ui_command(tracker.target, host, port))
-    # SIGTERM to us must stop the server too, or it keeps the port after we are gone.
-    signal.signal(signal.SIGTERM, lambda *_: process.terminate())
+    process = start_server(ui_command(tracker.target, host, port))
+    # SIGTERM to us must stop the server too, or it keeps the port after we are gone; the
+    # terminal's Ctrl-C reaches us alone (the server has its own process group).
+    signal.signal(signal.SIGTERM, lambda *_: signal_server(process))
     try:
         if wait_until_serving(host, port, process):  # the URL works once it is printed
             click.echo(f"MLflow UI: {ui_url(host, port, tracker.experiment_id)}", err=True)
-        raise SystemExit(process.wait())
-    except KeyboardInterrupt:
-        process.terminate()
-        process.wait(timeout=10)
-        raise
+        process.wait()
+    finally:  # Ctrl-C, SIGTERM, or a server that stopped: nothing of it may stay behind
+        status = stop_server(process)
+    raise SystemExit(status)
