@@ -6,12 +6,14 @@ starts (never at import time) and hands it to every command; the library takes i
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search import gc_policy
+from siamese.errors import SiameseInputError
 from tracking.store import DEFAULT_EXPERIMENT, TrackingTarget, resolve_target
 
 if TYPE_CHECKING:
@@ -42,7 +44,19 @@ class LabEnv:
         return replace(self, **{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
 
     def ensure_home(self) -> Path:
-        self.home.mkdir(parents=True, exist_ok=True)
+        """The home folder, made if missing; one line (bad input) where it cannot be."""
+        where = f"the home folder {self.home} (--home or {HOME_VARIABLE})"
+        if self.home.exists() and not self.home.is_dir():
+            raise SiameseInputError(f"{where}: is a file; expected a folder (made if missing)")
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SiameseInputError(
+                f"{where}: cannot be made ({exc.strerror or exc}); expected a folder this user "
+                "can write"
+            ) from exc
+        if not os.access(self.home, os.W_OK | os.X_OK):
+            raise SiameseInputError(f"{where}: not writable by this user")
         return self.home
 
     @property

@@ -62,6 +62,7 @@ def train(
         config = build_config(preset, flags)
         check_device("--device", config.device)
         request = TrainRequest(config, env.checkpoint_dir(name), None, name)
+    env.ensure_home()  # once the flags are checked: bad input now, not after the first epoch
     console = Console(stderr=as_json, quiet=as_json, soft_wrap=True)
     tracker = None if no_track else env.tracker()
     outcome = run_training(request, tracker, [EpochPrinter(console)])

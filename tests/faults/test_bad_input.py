@@ -102,6 +102,33 @@ def test_a_missing_gpu_is_refused_before_the_study_run_or_home_exists(
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--no-track", "--epochs", "1", *TINY],
+        ["search", "--trials", "1", *TINY],
+        ["diagnose", "abcdef12"],
+        ["ui"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_a_home_that_is_a_file_is_refused_before_anything_runs(
+    tmp_path: Path, args: list[str]
+) -> None:
+    home = tmp_path / "notes.txt"
+    home.write_text("not a folder\n")
+    bad_input(_invoke(home, *args), f"the home folder {home}", "is a file")
+    assert home.read_text() == "not a folder\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_home_that_cannot_be_made_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("a file, where a folder would have to be\n")
+    home = tmp_path / "notes.txt" / "home"
+    result = _invoke(home, "train", "--no-track", "--epochs", "1", *TINY)
+    bad_input(result, f"the home folder {home}", "cannot be made")
+
+
 @pytest.mark.parametrize("value", ["nan", "-1", "soon"])
 @pytest.mark.parametrize("command", ["search", "worker"])
 def test_a_checkpoint_interval_that_is_not_seconds_is_refused(
