@@ -7,6 +7,7 @@ was expected.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, TypeVar
@@ -27,6 +28,15 @@ _DEVICE_PATTERN = re.compile(r"(auto|cpu|cuda(:[0-9]+)?)")
 def is_device_spec(spec: str) -> bool:
     """auto, cpu, cuda or cuda:N (whether this machine has it is `resolve_device`'s call)."""
     return bool(_DEVICE_PATTERN.fullmatch(spec))
+
+
+# What every random number generator the seed reaches accepts (NumPy's and Optuna's samplers
+# take 32 bits).
+MAX_SEED = 2**32 - 1
+
+
+def _check_seed(seed: int) -> None:
+    _expect(0 <= seed <= MAX_SEED, "--seed", f"an integer in [0, {MAX_SEED}]", seed)
 
 
 def _expect(ok: bool, name: str, expected: str, got: object) -> None:
@@ -59,6 +69,7 @@ class DataConfig:
         _expect(self.task in TASKS, "--task", " or ".join(TASKS), self.task)
         _expect(self.train_pairs >= 2, "--train-pairs", "an integer >= 2", self.train_pairs)
         _expect(self.val_pairs >= 2, "--val-pairs", "an integer >= 2", self.val_pairs)
+        _check_seed(self.seed)
         _expect(
             self.inject_bug in INJECTED_BUGS,
             "--inject-bug",
@@ -97,11 +108,17 @@ class TrainConfig:
         _expect(self.optimizer in OPTIMIZERS, "--optimizer", "/".join(OPTIMIZERS), self.optimizer)
         _expect(self.lr > 0 and self.lr < float("inf"), "--lr", "a positive finite number", self.lr)
         _expect(0.0 <= self.momentum < 1.0, "--momentum", "a number in [0, 1)", self.momentum)
-        _expect(self.weight_decay >= 0.0, "--weight-decay", "a number >= 0", self.weight_decay)
+        _expect(
+            0.0 <= self.weight_decay < math.inf,
+            "--weight-decay",
+            "a finite number >= 0",
+            self.weight_decay,
+        )
         _expect(self.batch_size >= 2, "--batch-size", "an integer >= 2", self.batch_size)
         _expect(self.epochs >= 1, "--epochs", "an integer >= 1", self.epochs)
         _expect(0.0 <= self.dropout < 1.0, "--dropout", "a number in [0, 1)", self.dropout)
-        _expect(self.margin > 0.0, "--margin", "a positive number", self.margin)
+        _expect(0.0 < self.margin < math.inf, "--margin", "a positive finite number", self.margin)
+        _check_seed(self.seed)
         _expect(isinstance(self.early_stop, bool), "--early-stop", "true or false", self.early_stop)
         _expect(
             is_device_spec(self.device),

@@ -32,7 +32,7 @@ def _storage_option(help_text: str, required: bool = False) -> Any:
 
 def _not_nan(_ctx: click.Context, _param: click.Parameter, value: float | None) -> float | None:
     if value is not None and math.isnan(value):  # FloatRange lets nan through
-        raise click.BadParameter("expected seconds >= 0 (0: after every epoch), got nan")
+        raise click.BadParameter("expected a number of seconds, got nan")
     return value
 
 
@@ -71,6 +71,7 @@ _population_option = click.option(
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
+    callback=_not_nan,
     help="stop starting trials after this many seconds",
 )
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True)
@@ -222,7 +223,7 @@ def _print_next_steps(console: Console, result: SearchResult, env: LabEnv) -> No
     type=click.IntRange(min=1),
     help="at most this many trials (default: until the study's target)",
 )
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True))
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), callback=_not_nan)
 @click.option("--device", help="auto, cpu, cuda or cuda:N (default: the study's)")
 @_population_option
 @_checkpoint_every_option

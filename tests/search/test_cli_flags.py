@@ -14,6 +14,8 @@ from search.cli import cli
         (["search", "--trials", "-1"], "--trials"),
         (["search", "--jobs", "0"], "--jobs"),
         (["search", "--timeout", "0"], "--timeout"),
+        (["search", "--timeout", "nan"], "--timeout"),
+        (["worker", "--study", "s", "--storage", "journal:x", "--timeout", "nan"], "--timeout"),
         (["worker", "--study", "s", "--storage", "journal:x", "--trials", "0"], "--trials"),
         (["ui", "--port", "99999"], "--port"),
     ],
@@ -23,3 +25,32 @@ def test_out_of_range_flags_exit_2(tmp_path: Path, args: list[str], flag: str) -
     assert result.exit_code == 2, result.output
     assert f"Invalid value for '{flag}'" in result.output
     assert not list(tmp_path.iterdir())  # no study, store or checkpoint was created
+
+
+@pytest.mark.parametrize(
+    "args,line",
+    [
+        (["train", "--seed", "-1"], "--seed: expected an integer in [0, 4294967295], got -1"),
+        (
+            ["train", "--seed", str(2**32)],
+            f"--seed: expected an integer in [0, 4294967295], got {2**32}",
+        ),
+        (["search", "--seed", "-1"], "--seed: expected an integer in [0, 4294967295], got -1"),
+        (
+            ["data", "check", "--seed", "-1"],
+            "--seed: expected an integer in [0, 4294967295], got -1",
+        ),
+        (
+            ["train", "--weight-decay", "inf"],
+            "--weight-decay: expected a finite number >= 0, got inf",
+        ),
+        (["train", "--margin", "inf"], "--margin: expected a positive finite number, got inf"),
+    ],
+)
+def test_values_no_generator_or_optimizer_can_take_exit_2_with_one_line(
+    tmp_path: Path, args: list[str], line: str
+) -> None:
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path / "home"), *args])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [f"error: {line}"]
+    assert not (tmp_path / "home").exists()
