@@ -26,6 +26,8 @@ def read_pairs_csv(path: Path) -> PairList:
     header = rows[0] if rows and rows[0][:2] == ["left", "right"] else None
     if header is not None:
         rows = rows[1:]
+    if not rows:
+        raise SiameseInputError(f"--pairs {path}: no pairs in it; expected rows of left,right")
     bad = next((i for i, row in enumerate(rows, 1) if len(row) < 2), None)
     if bad is not None:
         raise SiameseInputError(

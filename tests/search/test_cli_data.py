@@ -206,6 +206,13 @@ def test_export_feeds_predict(tmp_path: Path) -> None:
         "row 1",
         "0 or 1",
     )
+    for empty in ("", "left,right,same\n", "# only a comment\n"):
+        (tmp_path / "s" / "empty.csv").write_text(empty)
+        _assert_bad_input(
+            _run("predict", "--model", checkpoint, "--pairs", str(tmp_path / "s" / "empty.csv")),
+            "empty.csv",
+            "no pairs in it",
+        )
 
 
 def test_export_refuses_an_existing_path(tmp_path: Path) -> None:
