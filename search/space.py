@@ -109,6 +109,11 @@ def _float_range(path: Path, name: str, table: dict[str, Any], default: FloatRan
         raise ConfigError(
             f"--space {path}: [{name}] expected numbers low < high (and low > 0 with log), got {table}"
         )
+    for key, value in (("low", low), ("high", high)):  # a trial may draw either end
+        try:
+            replace(TrainConfig(), **{name: float(value)})
+        except ConfigError as exc:
+            raise ConfigError(f"--space {path}: [{name}] {key} = {value}: {exc}") from exc
     return FloatRange(float(low), float(high), log)
 
 
@@ -158,7 +163,10 @@ def _check_table(path: Path, name: str, table: object) -> None:
 
 
 def load_space(path: Path | None, fixed_on_command_line: dict[str, Any]) -> SearchSpace:
-    """The default space, changed by a TOML file, then by values fixed on the command line."""
+    """The default space, changed by a TOML file, then by values fixed on the command line.
+    Each value a trial could take is checked as the config checks it, before the study
+    exists: a study stores its space, so a bad one would fail every trial for good."""
+    replace(TrainConfig(), **fixed_on_command_line)  # `--lr nan`: the flag, named
     default = SearchSpace()
     if path is None:
         return replace(default, fixed=dict(fixed_on_command_line))

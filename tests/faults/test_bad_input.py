@@ -140,6 +140,36 @@ def test_a_checkpoint_interval_that_is_not_seconds_is_refused(
     assert not (tmp_path / "home").exists()
 
 
+@pytest.mark.parametrize(
+    "flags,space,line",
+    [
+        (["--lr", "nan"], None, "--lr: expected a positive finite number, got nan"),
+        (["--dropout", "5"], None, "--dropout: expected a number in [0, 1), got 5.0"),
+        (
+            [],
+            "[dropout]\nlow = 1.5\nhigh = 2\n",
+            "[dropout] low = 1.5: --dropout: expected a number in [0, 1), got 1.5",
+        ),
+        (
+            [],
+            "[momentum]\nlow = 0.5\nhigh = 5\n",
+            "[momentum] high = 5: --momentum: expected a number in [0, 1), got 5.0",
+        ),
+    ],
+)
+def test_a_search_value_no_trial_could_train_with_is_refused_before_the_study_exists(
+    tmp_path: Path, flags: list[str], space: str | None, line: str
+) -> None:
+    """A study stores its space: a bad value in it would fail every trial, for good."""
+    space_args: list[str] = []
+    if space is not None:
+        (tmp_path / "space.toml").write_text(space)
+        space_args = ["--space", str(tmp_path / "space.toml")]
+    result = _invoke(tmp_path / "home", "search", "--trials", "1", *TINY, *flags, *space_args)
+    bad_input(result, line)
+    assert not (tmp_path / "home").exists()
+
+
 # --- item 5d: a search space file that is not text -------------------------------------
 
 
