@@ -110,8 +110,9 @@ def _float_range(path: Path, name: str, table: dict[str, Any], default: FloatRan
             f"--space {path}: [{name}] expected numbers low < high (and low > 0 with log), got {table}"
         )
     for key, value in (("low", low), ("high", high)):  # a trial may draw either end
+        endpoint: dict[str, Any] = {name: float(value)}
         try:
-            replace(TrainConfig(), **{name: float(value)})
+            replace(TrainConfig(), **endpoint)
         except ConfigError as exc:
             raise ConfigError(f"--space {path}: [{name}] {key} = {value}: {exc}") from exc
     return FloatRange(float(low), float(high), log)

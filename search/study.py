@@ -19,6 +19,7 @@ from search.objective import ERROR_ATTR, VERDICT
 from search.progress import Progress
 from search.recovery import recover_orphans, recover_process
 from search.report import StudyReport, build_report, save_figures
+from search.resume_check import check_unchanged
 from search.setup import StudySetup, make_pruner, make_sampler, stored_setup, write_setup
 from search.space import SPACE_PARAMS, SearchSpace, contains_original
 from search.storage import StaleTrialHandler, open_storage
@@ -48,6 +49,8 @@ class SearchRequest:
     tracking_uri: str | None = None
     experiment: str = "siamese-lab"
     population: int | None = None  # trials trained at once per worker (None: per device)
+    # The study-shaping flags the user typed: parameter name -> flag (checked on a resume).
+    typed: dict[str, str] = field(default_factory=dict)
     checkpoint_every_s: float | None = None  # a running trial's last.pt (None: the default)
 
 
@@ -154,6 +157,8 @@ def _open_study(request: SearchRequest, make_tracker: TrackerFactory) -> _Sessio
     stale = StaleTrialHandler()
     storage = open_storage(request.storage_url, stale)
     stored = stored_setup(storage, request.study_name)
+    if stored is not None:
+        check_unchanged(request.study_name, stored, _new_setup(request), request.typed)
     setup = stored or _new_setup(request)
     tracker = stale.tracker = make_tracker(setup.tracking_uri)
     study = optuna.create_study(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
 from search.cli.common import (
     checked_name,
@@ -134,6 +135,7 @@ def search(
         gpu_devices(devices) if devices is not None else (None,) * jobs
     )
     base, space = base_and_space(flags, space_file)
+    typed = _study_flags(flags, space_file)
     check_device("--device", base.device)  # a missing GPU: before the study and its run
     request = SearchRequest(
         study_name=study_name,
@@ -151,6 +153,7 @@ def search(
         experiment=env.experiment,
         population=population,
         checkpoint_every_s=checkpoint_every_s,
+        typed=typed,
     )
     console = Console(stderr=as_json, quiet=as_json, soft_wrap=True)
     make_tracker = (lambda _uri: None) if no_track else env.tracker
@@ -164,6 +167,20 @@ def search(
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
     _print_next_steps(console, result, env)
+
+
+DEFAULT = ParameterSource.DEFAULT
+
+
+def _study_flags(flags: dict[str, Any], space_file: Path | None) -> dict[str, str]:
+    """Parameter name -> flag as typed, for the settings a study keeps once created (all but
+    --device, which each worker may choose): a resume refuses one that differs."""
+    ctx = click.get_current_context()
+    as_typed = {p.name: max(p.opts, key=len) for p in ctx.command.params if p.name and p.opts}
+    names = [k for k, v in flags.items() if v is not None and k != "device"]
+    names += [k for k in ("sampler", "pruner") if ctx.get_parameter_source(k) != DEFAULT]
+    names += ["space_file"] if space_file is not None else []
+    return {name: as_typed[name] for name in names}
 
 
 def _as_dict(result: SearchResult) -> dict[str, Any]:
