@@ -65,11 +65,23 @@ def train(
     env.ensure_home()  # once the flags are checked: bad input now, not after the first epoch
     console = Console(stderr=as_json, quiet=as_json, soft_wrap=True)
     tracker = None if no_track else env.tracker()
-    outcome = run_training(request, tracker, [EpochPrinter(console)])
+    try:
+        outcome = run_training(request, tracker, [EpochPrinter(console)])
+    except KeyboardInterrupt:
+        _print_resume_hint(request.checkpoint_dir, env.home)
+        raise click.Abort() from None  # the group says "interrupted" (exit 130)
     if as_json:
         print_json(_as_dict(outcome))
         return
     _print_outcome(console, outcome, env.home)
+
+
+def _print_resume_hint(folder: Path, home: Path) -> None:
+    """Where a Ctrl-C left the run, and the command that continues it (the group then
+    prints "interrupted")."""
+    last = folder / "last.pt"
+    if last.is_file():
+        click.echo(f"continue it: siamese-lab --home {home} train --resume {last}", err=True)
 
 
 def _given_flags(values: dict[str, Any], exclude: tuple[str, ...]) -> list[str]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from siamese.train import load_checkpoint
 from tracking.base import FINISHED, KILLED
 from tracking.mlflow_tracker import MlflowTracker
 from tracking.store import embedded_target
@@ -119,3 +120,33 @@ def test_ctrl_c_at_any_moment_of_a_search(tmp_path: Path, moment: Moment) -> Non
     assert trials and set(trials.values()) <= {FINISHED, KILLED}, trials
     if moment.saves != ENDED:  # inside an epoch
         assert trials[f"trial-{moment.trial}"] == KILLED, trials
+
+
+def test_ctrl_c_during_train_says_how_to_continue_the_run(tmp_path: Path) -> None:
+    """Before "interrupted", the line with the run's last checkpoint and the command that
+    continues it: the run's folder name is printed nowhere else until it ends."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SIAMESE_LAB"))}
+    command = [sys.executable, "-m", "search.cli", "--home", str(home), "train", "--no-track"]
+    process = subprocess.Popen(
+        [*command, "--epochs", "200", *SMALL],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + WAIT_S
+    while not list(home.glob("checkpoints/*/last.pt")) and time.monotonic() < deadline:
+        assert process.poll() is None, "train ended before its first checkpoint"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=WAIT_S)
+    assert process.returncode == 130, stderr
+    (last,) = home.glob("checkpoints/*/last.pt")
+    assert stderr.lstrip("\n").splitlines() == [
+        f"continue it: siamese-lab --home {home} train --resume {last}",
+        "interrupted",
+    ]
+    assert load_checkpoint(last)["epoch"] >= 1
