@@ -21,7 +21,7 @@ import optuna
 from search.defaults import TRIAL_CHECKPOINT_EVERY_S
 from search.recovery import INTERRUPTED_ATTR, OWNER_ATTR, process_token
 from search.space import SearchSpace, suggest_config
-from search.storage import RUN_ID_ATTR
+from search.storage import CHECKPOINT_ATTR, RUN_ID_ATTR
 from siamese import Diagnosis, PairData, TrainConfig, diagnose, fit
 from siamese.diagnosis import early_stop_text
 from siamese.errors import DiskFullError
@@ -30,7 +30,6 @@ from siamese.train import Callback, EpochRecord, FitResult, History
 from tracking import TrackingCallback, tracked_run
 from tracking.base import RUN_NAME_TAG, STATE_TAG, Tracker
 
-CHECKPOINT_ATTR = "checkpoint_dir"
 ERROR_ATTR = "error"  # what ended a failed trial, in one line
 VERDICT = "verdict"  # the diagnosis verdict: converged, failed or incomplete
 EARLY_STOP_ATTR = "early_stop"  # History.early_stop of a trial stopped inside epoch 1

@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.storage import RUN_ID_ATTR
+from search.storage import CHECKPOINT_ATTR, RUN_ID_ATTR
 from tracking.base import ERROR_TAG, KILLED, RUN_NAME_TAG, STATE_TAG, Tracker
 
 OWNER_ATTR = "owner"
@@ -95,8 +95,17 @@ def recover_dead(study: optuna.Study, trial: FrozenTrial, tracker: Tracker | Non
     study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     _close_run(tracker, trial, why)
     retried = enqueue_retry(study, trial)
-    then = "retried from its checkpoint" if retried else "not retried (it was a retry)"
+    then = f"retried {_from_where(trial)}" if retried else "not retried (it was a retry)"
     return f"trial {trial.number}: {why}; marked failed, its run KILLED, {then}"
+
+
+def _from_where(trial: FrozenTrial) -> str:
+    """What its retry resumes from, as this machine sees it: a trial writes last.pt at most
+    every --checkpoint-every seconds, so a short one that died may have none."""
+    folder = trial.user_attrs.get(CHECKPOINT_ATTR)
+    if folder and (Path(folder) / "last.pt").is_file():
+        return "from its checkpoint"
+    return "from its start (it had written no checkpoint yet)"
 
 
 def recover_process(study: optuna.Study, pid: int, tracker: Tracker | None, why: str) -> list[str]:
@@ -115,5 +124,5 @@ def recover_orphans(study: optuna.Study, tracker: Tracker | None) -> list[str]:
             notes.append(recover_dead(study, trial, tracker, "its process is gone"))
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         if trial.user_attrs.get(INTERRUPTED_ATTR) and enqueue_retry(study, trial):
-            notes.append(f"trial {trial.number}: interrupted earlier; retried from its checkpoint")
+            notes.append(f"trial {trial.number}: interrupted earlier; retried {_from_where(trial)}")
     return notes

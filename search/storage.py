@@ -34,6 +34,8 @@ from tracking.base import ERROR_TAG, FAILED, STATE_TAG
 MAX_RETRY = 3
 # The tracker writes a trial's run id here; the stale-trial handler and `promote` read it.
 RUN_ID_ATTR = "mlflow_run_id"
+# A trial's checkpoint folder, recorded before it trains: its retry resumes from there.
+CHECKPOINT_ATTR = "checkpoint_dir"
 
 
 @dataclass(frozen=True)
