@@ -127,11 +127,16 @@ def open_for_worker(
 
 
 def join_study(
-    spec: WorkerSpec, console: Console, make_tracker: Callable[[str | None], Tracker | None]
+    spec: WorkerSpec,
+    console: Console,
+    make_tracker: Callable[[str | None], Tracker | None],
+    on_joined: Callable[[], None] = lambda: None,
 ) -> None:
     """A worker that starts from the storage alone: `siamese-lab worker`, or a local child.
-    `make_tracker` gets the MLflow URI the study recorded."""
+    `make_tracker` gets the MLflow URI the study recorded; `on_joined` runs once the study
+    and its MLflow store are found (before that, a mistake is the one line printed)."""
     check_name("--study", spec.study_name)  # it names a folder under the home
+    check_journal_exists(spec.storage_url)
     # Its GPU (--devices, --device) is the process's current device before anything touches
     # CUDA: no context on GPU 0 beside it, and every capture on the right device.
     gpu.make_current(spec.device)
@@ -142,7 +147,19 @@ def join_study(
     if tracker is not None and setup.parent_run_id is not None:
         check_parent_run(tracker, spec.study_name, setup.parent_run_id)
     study = open_for_worker(storage, setup, spec.study_name)
+    on_joined()
     run_trials(study, setup, spec, Progress(console, None), tracker)  # it sets the total
+
+
+def check_journal_exists(url: str) -> None:
+    """A worker joins a study that exists: a journal file that does not is a mistyped path,
+    not a new storage to make (and leave behind, empty)."""
+    path = Path(url.removeprefix("journal:"))
+    if url.startswith("journal:") and not path.is_file():
+        raise SiameseInputError(
+            f"--storage {url}: no such journal file; expected the storage of a study that "
+            "`siamese-lab search` created"
+        )
 
 
 def check_parent_run(tracker: Tracker, study_name: str, parent: str) -> None:

@@ -270,7 +270,7 @@ def worker(
     spec = WorkerSpec(
         study_name,
         storage,
-        env.ensure_home(),
+        env.home,  # made once the study is found (its tracker, its trials' checkpoints)
         device,
         worker_index,
         n_trials=trials,
@@ -281,8 +281,12 @@ def worker(
         checkpoint_every_s=checkpoint_every_s,
     )
     console = Console(soft_wrap=True)
-    console.print(f"worker {worker_index} joined study {study_name!r} ({storage})")
-    join_study(spec, console, (lambda _uri: None) if no_track else env.tracker)
+    tracker = (lambda _uri: None) if no_track else env.tracker
+
+    def joined() -> None:
+        console.print(f"worker {worker_index} joined study {study_name!r} ({storage})")
+
+    join_study(spec, console, tracker, joined)
 
 
 @click.command()

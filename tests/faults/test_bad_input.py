@@ -129,6 +129,14 @@ def test_a_home_that_cannot_be_made_is_refused(tmp_path: Path) -> None:
     bad_input(result, f"the home folder {home}", "cannot be made")
 
 
+def test_a_worker_for_a_journal_that_does_not_exist_makes_nothing(tmp_path: Path) -> None:
+    journal = tmp_path / "typo.log"
+    args = ["worker", "--study", "s", "--storage", f"journal:{journal}", "--no-track"]
+    result = _invoke(tmp_path / "home", *args)
+    bad_input(result, f"--storage journal:{journal}: no such journal file")
+    assert not list(tmp_path.iterdir())  # neither the journal nor the home
+
+
 @pytest.mark.parametrize("value", ["nan", "-1", "soon"])
 @pytest.mark.parametrize("command", ["search", "worker"])
 def test_a_checkpoint_interval_that_is_not_seconds_is_refused(
