@@ -29,6 +29,7 @@ from siamese.config import SEED_PRESET, TrainConfig
 from siamese.errors import JobFailed, SiameseInputError
 from siamese.names import check_name
 from tracking.base import Tracker
+from tracking.readback import KIND_TAG, STUDY_KIND
 
 
 @dataclass(frozen=True)
@@ -232,7 +233,7 @@ def _parent_run(tracker: Tracker | None, study: optuna.Study, setup: StudySetup)
     params["seed"] = setup.seed
     params.update({f"space.{k}": v for k, v in space.describe().items()})
     params.update({f"base.{k}": v for k, v in base.items() if k not in SPACE_PARAMS})
-    tags = {"optuna.study": study.study_name, "siamese_lab.kind": "study"}
+    tags = {"optuna.study": study.study_name, KIND_TAG: STUDY_KIND}
     return tracker.start_run(study.study_name, params, tags)
 
 

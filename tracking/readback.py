@@ -13,9 +13,19 @@ from tracking.base import RunView, Tracker
 DIAGNOSIS_FILE = "diagnosis.json"
 
 
+# The tag a study's parent run carries (search.study writes it).
+KIND_TAG, STUDY_KIND = "siamese_lab.kind", "study"
+
+
 def read_diagnosis(tracker: Tracker, run_id: str) -> tuple[RunView, dict[str, Any]]:
     """The run and its logged diagnosis (as `diagnosis.json` holds it)."""
     run = tracker.get_run(run_id)
+    if run.tags.get(KIND_TAG) == STUDY_KIND:  # its report, not a diagnosis, is what it holds
+        study = run.tags.get("optuna.study", "NAME")
+        raise SiameseInputError(
+            f"run {run_id}: is study {study}'s run, not a trial's; its trials are its child "
+            f"runs, and `siamese-lab report --study {study}` sums them up"
+        )
     if DIAGNOSIS_FILE not in tracker.list_artifacts(run_id):
         raise SiameseInputError(
             f"run {run_id}: has no {DIAGNOSIS_FILE} (status {run.status}); it did not finish an epoch"
