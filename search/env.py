@@ -43,11 +43,21 @@ class LabEnv:
         """This env with the given non-None fields replaced (a flag the user typed)."""
         return replace(self, **{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
 
+    @property
+    def _where(self) -> str:
+        return f"the home folder {self.home} (--home or {HOME_VARIABLE})"
+
+    def check_home(self) -> None:
+        """A home that is a file is bad input, whether or not the command would make it."""
+        if self.home.exists() and not self.home.is_dir():
+            raise SiameseInputError(
+                f"{self._where}: is a file; expected a folder (made if missing)"
+            )
+
     def ensure_home(self) -> Path:
         """The home folder, made if missing; one line (bad input) where it cannot be."""
-        where = f"the home folder {self.home} (--home or {HOME_VARIABLE})"
-        if self.home.exists() and not self.home.is_dir():
-            raise SiameseInputError(f"{where}: is a file; expected a folder (made if missing)")
+        self.check_home()
+        where = self._where
         try:
             self.home.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

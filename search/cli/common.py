@@ -22,6 +22,7 @@ from siamese.config import (
     DataConfig,
     TrainConfig,
 )
+from siamese.errors import SiameseInputError
 from siamese.names import check_name
 
 if TYPE_CHECKING:
@@ -103,14 +104,22 @@ def read_tracker(env: LabEnv, recorded_uri: str | None = None) -> Tracker:
     """For a command that reads runs: the home's SQLite store read directly, without
     importing MLflow (tracking.sqlite_reader: ~2 s less), where it can be; else, and for
     whatever it writes, MLflow's tracker, as `env.tracker(recorded_uri)` makes it."""
+    from tracking.fresh_store import sqlite_path
     from tracking.sqlite_reader import open_reader
 
+    env.check_home()
+    target = env.tracking_target(recorded_uri)
+    store = sqlite_path(target.uri)
+    if store is not None and not store.is_file():  # a mistyped --home: find, never make
+        raise SiameseInputError(
+            f"{target.uri}: no MLflow store there (nothing was tracked in {store.parent} yet); "
+            "check --home, SIAMESE_LAB_HOME or --tracking-uri"
+        )
     if "mlflow" in sys.modules:
         # A process that already imported MLflow (a test, a library user that tracked runs)
         # saves nothing here, and its trackers may still have writes queued that a direct
         # read would run ahead of: MLflow reads, as before.
         return env.tracker(recorded_uri)
-    target = env.tracking_target(recorded_uri)
     reader = open_reader(target, lambda: env.tracker(recorded_uri))
     return env.tracker(recorded_uri) if reader is None else reader
 

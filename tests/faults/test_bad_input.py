@@ -122,6 +122,20 @@ def test_a_home_that_is_a_file_is_refused_before_anything_runs(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["diagnose", "abcdef12"], ["promote", "--run", "abcdef12"]],
+    ids=lambda a: a[0],
+)
+def test_a_read_only_command_on_a_home_without_a_store_makes_none(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """A mistyped --home is named, not made (with an empty MLflow store in it)."""
+    typo = tmp_path / "hoem"
+    bad_input(_invoke(typo, *args), f"sqlite:///{typo}/mlflow.db: no MLflow store there")
+    assert not typo.exists()
+
+
 def test_a_home_that_cannot_be_made_is_refused(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("a file, where a folder would have to be\n")
     home = tmp_path / "notes.txt" / "home"
