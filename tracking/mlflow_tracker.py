@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from siamese.config import IMAGE_HEIGHT, IMAGE_WIDTH
+from siamese.errors import SiameseInputError
 from siamese.names import check_name
 from tracking.base import FINISHED, RunView, Tracker
 from tracking.fresh_store import make_store_at_once
@@ -82,6 +83,7 @@ class MlflowTracker(Tracker):
                 kind = {EXPERIMENT_KIND_TAG: MODEL_DEVELOPMENT}
                 name, root = self.target.experiment, self.target.artifact_root
                 return str(self.client.create_experiment(name, root, tags=kind))
+            self._check_artifacts_in_home(found.artifact_location)
             if found.tags.get(EXPERIMENT_KIND_TAG) is None:  # made by an older version
                 self.client.set_experiment_tag(
                     found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT
@@ -94,6 +96,18 @@ class MlflowTracker(Tracker):
                     f"({str(exc).splitlines()[0][:160]}); start it, fix the URI, or use --no-track"
                 ) from exc
             raise
+
+    def _check_artifacts_in_home(self, location: str) -> None:
+        """The embedded store keeps every artifact in its home. MLflow's own Default
+        experiment, made when the store is first opened, keeps them under the directory
+        that process ran in (./mlruns): 30 MB of checkpoints and models a run would write
+        there, outside the home, so it is refused (as is a home moved since)."""
+        root = self.target.artifact_root
+        if root is not None and not location.startswith(root):
+            raise SiameseInputError(
+                f"--experiment {self.target.experiment}: its artifacts go to {location}, "
+                f"outside the home folder's {root}; choose another experiment name"
+            )
 
     def start_run(
         self,

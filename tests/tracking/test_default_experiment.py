@@ -1,0 +1,30 @@
+"""The embedded store keeps every artifact in its home: MLflow's Default experiment, whose
+artifacts go under the directory the store was first opened from, is refused by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from search.cli import cli
+from tests.faults.expect import bad_input
+
+TINY = ["--epochs", "1", "--train-pairs", "64", "--val-pairs", "32"]
+
+
+def test_the_default_experiment_is_refused_before_a_run_writes_outside_the_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where MLflow would put Default's artifacts: ./mlruns
+    home = tmp_path / "home"
+    result = CliRunner().invoke(
+        cli, ["--home", str(home), "train", *TINY, "--experiment", "Default"]
+    )
+    bad_input(result, "--experiment Default: its artifacts go to", "outside the home folder")
+    assert not (tmp_path / "mlruns").exists()
+    assert not (home / "checkpoints").exists()  # refused before training
+    trained = CliRunner().invoke(cli, ["--home", str(home), "train", *TINY, "--experiment", "mine"])
+    assert trained.exit_code == 0, trained.output
+    assert not (tmp_path / "mlruns").exists()
