@@ -188,6 +188,14 @@ def build_config(
     if preset:
         base = replace(base, **PRESETS[preset])
     data = with_overrides(base.data, seed=values.get("seed"), **data_values)
+    # Typed without --task one-vs-rest it would be ignored (configs saved that way still load).
+    typed_target = data_values.get("target")
+    _expect(
+        typed_target is None or data.task == "one-vs-rest",
+        "--target",
+        "nothing without --task one-vs-rest",
+        typed_target,
+    )
     if data.task == "same-class" and data_values.get("target") is None:
         data = replace(data, target=None)  # a target only means something for one-vs-rest
     return with_overrides(base, data=data, **values)

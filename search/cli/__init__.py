@@ -14,13 +14,12 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import click
 from click.shell_completion import CompletionItem
 
-from search.cli.common import BadInput
+from search.cli.common import BadInput, home_path
 from search.env import LabEnv
 from siamese.errors import JobFailed, SiameseInputError
 
@@ -152,15 +151,15 @@ class LabGroup(click.Group):
 @click.group(cls=LabGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
-    type=click.Path(path_type=Path),
+    type=click.Path(),  # text, so that an empty one is seen (a Path would be ".")
     help="folder of the embedded stores and checkpoints (default ~/.siamese-lab)",
 )
 @click.version_option(package_name="siamese-lab")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None) -> None:
+def cli(ctx: click.Context, home: str | None) -> None:
     """Train, search and diagnose Siamese image-pair networks."""
     env = LabEnv.from_environ(os.environ)
-    ctx.obj = env.with_overrides(home=home)
+    ctx.obj = env.with_overrides(home=home_path(home) if home is not None else None)
 
 
 def main() -> None:

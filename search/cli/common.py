@@ -53,11 +53,20 @@ def _flag(param: click.Parameter) -> str:
     return max(param.opts, key=len) if param.opts else str(param.name)
 
 
+def home_path(typed: str) -> Path:
+    """--home as typed: an empty one would be the current folder, which nobody means."""
+    if not typed.strip():
+        raise BadInput("--home '': expected a folder (made if missing), not an empty path")
+    return Path(typed)
+
+
 def _remember(field: str) -> Callable[[click.Context, click.Parameter, Any], None]:
     def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
         if value is not None:
             if field == "experiment":
                 check_name(_flag(param), value)
+            if field == "home":
+                value = home_path(value)
             ctx.meta.setdefault(OVERRIDES, {})[field] = value
 
     return callback
@@ -73,7 +82,7 @@ home_option = _env_option(
     "--home",
     "home",
     "folder of the embedded stores and checkpoints (default ~/.siamese-lab)",
-    type=click.Path(path_type=Path),
+    type=click.Path(),  # text, so that an empty one is seen (a Path would be ".")
 )
 tracking_uri_option = _env_option(
     "--tracking-uri",

@@ -135,6 +135,8 @@ def predict(
     from siamese.scoring import decision_threshold, score, stack_pairs
     from tracking.models import load_scorer
 
+    if pairs_csv is not None and images:
+        raise click.UsageError("give two images LEFT RIGHT, or --pairs FILE.csv, not both")
     if pairs_csv is not None:
         listed = read_pairs_csv(pairs_csv)
     elif len(images) == 2:

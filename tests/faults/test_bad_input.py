@@ -136,6 +136,35 @@ def test_a_read_only_command_on_a_home_without_a_store_makes_none(
     assert not typo.exists()
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--home", "", "train", "--no-track", *TINY],
+        ["train", "--no-track", *TINY, "--home", ""],
+        ["report", "--study", "s", "--home", ""],
+    ],
+    ids=["before the command", "after it", "read-only"],
+)
+def test_an_empty_home_is_refused_not_taken_for_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, args)
+    bad_input(result, "--home '': expected a folder")
+    assert not list(tmp_path.iterdir())
+
+
+def test_target_without_one_vs_rest_is_refused(tmp_path: Path) -> None:
+    result = _invoke(tmp_path / "home", "train", "--no-track", *TINY, "--target", "3")
+    bad_input(result, "--target: expected nothing without --task one-vs-rest, got '3'")
+    assert not (tmp_path / "home").exists()
+
+
+def test_predict_refuses_pairs_and_images_together(tmp_path: Path) -> None:
+    args = ["predict", "--model", "x.pt", "--pairs", "f.csv", "a.png", "b.png"]
+    bad_input(_invoke(tmp_path / "home", *args), "not both")
+
+
 def test_a_home_that_cannot_be_made_is_refused(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("a file, where a folder would have to be\n")
     home = tmp_path / "notes.txt" / "home"
