@@ -160,7 +160,9 @@ class Objective:
                 checkpoint_dir=plan.folder,
                 resume_from=plan.resume,
                 lean_checkpoints=True,  # a finished trial keeps its best weights only
-                checkpoint_every_s=_or_default(self.checkpoint_every_s, TRIAL_CHECKPOINT_EVERY_S),
+                checkpoint_every_s=TRIAL_CHECKPOINT_EVERY_S
+                if self.checkpoint_every_s is None
+                else self.checkpoint_every_s,
             )
         return trial_value(run.finished())
 
@@ -261,7 +263,3 @@ def _record_verdict(trial: optuna.Trial, result: FitResult, verdict: Diagnosis) 
         raise TrialDiverged(
             f"trial {trial.number}: loss became NaN/Inf{where} (lr={result.history.config['lr']})"
         )
-
-
-def _or_default(seconds: float | None, default: float) -> float:
-    return default if seconds is None else seconds

@@ -28,8 +28,7 @@ from search.workers import FINISHED_STATES, WorkerSpec, check_parent_run, run_tr
 from siamese.config import SEED_PRESET, TrainConfig
 from siamese.errors import JobFailed, SiameseInputError
 from siamese.names import check_name
-from tracking.base import Tracker
-from tracking.readback import KIND_TAG, STUDY_KIND
+from tracking.base import KIND_TAG, STUDY_KIND, Tracker
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ MODEL_URI_TAG = "siamese_lab.model_uri"
 STOP_REASON_TAG = "siamese_lab.stop_reason"
 # MLflow keeps a run's display name in this tag too; setting it renames the run.
 RUN_NAME_TAG = "mlflow.runName"
+# What a study's parent run is tagged with (search.study writes it; `diagnose` reads it).
+KIND_TAG, STUDY_KIND = "siamese_lab.kind", "study"
 # The UI shows 8 characters of a run id; 6 is the shortest prefix taken for one.
 MIN_RUN_ID_PREFIX = 6
 FULL_RUN_ID_LENGTH = 32

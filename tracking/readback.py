@@ -8,13 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from siamese.errors import SiameseInputError
-from tracking.base import RunView, Tracker
+from tracking.base import KIND_TAG, STUDY_KIND, RunView, Tracker
 
 DIAGNOSIS_FILE = "diagnosis.json"
-
-
-# The tag a study's parent run carries (search.study writes it).
-KIND_TAG, STUDY_KIND = "siamese_lab.kind", "study"
 
 
 def read_diagnosis(tracker: Tracker, run_id: str) -> tuple[RunView, dict[str, Any]]:

@@ -53,6 +53,11 @@ def _flag(param: click.Parameter) -> str:
     return max(param.opts, key=len) if param.opts else str(param.name)
 
 
+def typed_flags() -> dict[str, str]:
+    """The current command's parameter names -> their flags as typed (--train-pairs)."""
+    return {p.name: _flag(p) for p in click.get_current_context().command.params if p.name}
+
+
 def home_path(typed: str) -> Path:
     """--home as typed: an empty one would be the current folder, which nobody means."""
     if not typed.strip():

@@ -17,6 +17,7 @@ from search.cli.common import (
     print_json,
     tracking_options,
     train_options,
+    typed_flags,
 )
 from search.defaults import PRUNERS, SAMPLERS, SEARCH_BASE, SPACE_PARAMS
 
@@ -169,17 +170,15 @@ def search(
     _print_next_steps(console, result, env)
 
 
-DEFAULT = ParameterSource.DEFAULT
-
-
 def _study_flags(flags: dict[str, Any], space_file: Path | None) -> dict[str, str]:
     """Parameter name -> flag as typed, for the settings a study keeps once created (all but
     --device, which each worker may choose): a resume refuses one that differs."""
     ctx = click.get_current_context()
-    as_typed = {p.name: max(p.opts, key=len) for p in ctx.command.params if p.name and p.opts}
     names = [k for k, v in flags.items() if v is not None and k != "device"]
-    names += [k for k in ("sampler", "pruner") if ctx.get_parameter_source(k) != DEFAULT]
+    typed = ("sampler", "pruner")
+    names += [k for k in typed if ctx.get_parameter_source(k) != ParameterSource.DEFAULT]
     names += ["space_file"] if space_file is not None else []
+    as_typed = typed_flags()
     return {name: as_typed[name] for name in names}
 
 

@@ -14,6 +14,7 @@ from search.cli.common import (
     print_json,
     tracking_options,
     train_options,
+    typed_flags,
 )
 from siamese.config import PRESETS, DataConfig, TrainConfig, build_config
 
@@ -86,8 +87,7 @@ def _print_resume_hint(folder: Path, home: Path) -> None:
 
 def _given_flags(values: dict[str, Any], exclude: tuple[str, ...]) -> list[str]:
     """The flags the user typed (a value other than None), as typed: --data, not source."""
-    params = click.get_current_context().command.params
-    flags = {p.name: max(p.opts, key=len) for p in params if p.opts}
+    flags = typed_flags()
     given = [k for k, v in values.items() if v is not None and k not in exclude]
     return [flags.get(k, k) for k in given]
 
