@@ -185,15 +185,21 @@ class Objective:
         ) as run_id:
             trial.set_user_attr(RUN_ID_ATTR, run_id)
             tracking = TrackingCallback(
-                self.tracker, run_id, log_model=lambda h: self._is_best_converged(trial, h)
+                self.tracker,
+                run_id,
+                log_model=lambda h: self._is_best_converged(trial, h),
+                outcome_tags=lambda h, v: outcome_tags(trial.number, h, v),
             )
             run = TrialRun(run_id, [tracking])
             try:
                 yield run
                 result = run.finished()
-                state = trial_state(result.history)
-                verdict = tracking.verdict or diagnose(result.history)
-                self._name(run_id, outcome_name(trial.number, state, verdict.label), state)
+                verdict = tracking.verdict
+                if verdict is None:  # its record was not written: the run is named here
+                    verdict = diagnose(result.history)
+                    self.tracker.set_tags(
+                        run_id, outcome_tags(trial.number, result.history, verdict)
+                    )
                 _record_verdict(trial, result, verdict)
             except TrialDiverged:  # already named, with its diagnosis
                 raise
@@ -248,6 +254,15 @@ def outcome_name(number: int, state: str, label: str) -> str:
     """A trial's run name once it ends, e.g. `trial-3 · PRUNED · diverged`: the runs table
     then tells completed, pruned and failed trials (and why) apart at a glance."""
     return f"trial-{number} · {state} · {label}"
+
+
+def outcome_tags(number: int, history: History, verdict: Diagnosis) -> dict[str, str]:
+    """The state and name of a trial's run whose training ended on its own; none for one
+    that an error or Ctrl-C ended (Objective.tracked names that one FAIL)."""
+    if history.stop_reason in ("interrupted", "error"):
+        return {}
+    state = trial_state(history)
+    return {STATE_TAG: state, RUN_NAME_TAG: outcome_name(number, state, verdict.label)}
 
 
 def _record_verdict(trial: optuna.Trial, result: FitResult, verdict: Diagnosis) -> None:

@@ -14,7 +14,7 @@ from siamese.files import signals_deferred
 from siamese.scoring import scorer_from_checkpoint
 from siamese.train import Callback, EpochRecord, History
 from siamese.train.history import strict_json
-from tracking.base import MODEL_URI_TAG, STOP_REASON_TAG, Tracker
+from tracking.base import MODEL_URI_TAG, RUN_NAME_TAG, STOP_REASON_TAG, Tracker
 from tracking.readback import DIAGNOSIS_FILE
 
 CHECKPOINT_DIR_TAG = "siamese_lab.checkpoint_dir"
@@ -44,12 +44,19 @@ def diagnosis_tags(history: History, verdict: Diagnosis) -> dict[str, str]:
 class TrackingCallback(Callback):
     """`log_model`: True logs a converged, completed run's model with its record (`train`);
     a rule (a search's "beats every converged trial so far") offers it to the tracker
-    instead (Tracker.offer_model), which may log only the last offer, at its flush."""
+    instead (Tracker.offer_model), which may log only the last offer, at its flush.
+    `outcome_tags`: tags that follow from the run's end (a trial's state and the name that
+    shows it), written with its diagnosis and used as its curves' title."""
 
     def __init__(
-        self, tracker: Tracker, run_id: str, log_model: bool | Callable[[History], bool] = True
+        self,
+        tracker: Tracker,
+        run_id: str,
+        log_model: bool | Callable[[History], bool] = True,
+        outcome_tags: Callable[[History, Diagnosis], dict[str, str]] | None = None,
     ) -> None:
         self.tracker, self.run_id, self.should_log_model = tracker, run_id, log_model
+        self.outcome_tags = outcome_tags
         self.checkpoints: dict[str, Path] = {}
         self.model_uri: str | None = None
         self.verdict: Diagnosis | None = None  # computed once, at the end of the run
@@ -90,6 +97,8 @@ class TrackingCallback(Callback):
             if path.is_file():  # a finished trial keeps best.pt only (siamese.train.keep)
                 self.tracker.log_artifact(self.run_id, path, "checkpoints")
         tags = diagnosis_tags(history, verdict)
+        if self.outcome_tags is not None:
+            tags.update(self.outcome_tags(history, verdict))
         if self._model_wanted(verdict.verdict, history) and best is not None:
             if callable(self.should_log_model):  # the best so far: a later run may beat it
                 self.tracker.offer_model(self.run_id, self.checkpoints["best"], best.val_auc)
@@ -103,7 +112,8 @@ class TrackingCallback(Callback):
         # not in the writer thread: an import there could be cut in half by Ctrl-C).
         from tracking.plots import plot_curves
 
-        records = _Records(self.tracker, self.run_id, history, verdict, plot_curves)
+        title = tags.get(RUN_NAME_TAG)  # None: the run keeps its name, read when drawn
+        records = _Records(self.tracker, self.run_id, history, verdict, plot_curves, title)
         self.tracker.defer(records.write, f"the curves and records of run {self.run_id}")
 
     def _model_wanted(self, verdict: str, history: History) -> bool:
@@ -129,16 +139,18 @@ class _Records:
         history: History,
         verdict: Diagnosis,
         plot: Callable[[History, Path, str], Path],
+        title: str | None = None,
     ) -> None:
         self.tracker, self.run_id, self.verdict, self.plot = tracker, run_id, verdict, plot
+        self.title = title
         self.history = History.from_dict(history.to_dict())
 
     def write(self) -> None:
         tracker, run_id, history = self.tracker, self.run_id, self.history
         with tempfile.TemporaryDirectory() as tmp:
             if history.records:
-                name = tracker.get_run(run_id).name
-                tracker.log_artifact(run_id, self.plot(history, Path(tmp) / "curves.png", name))
+                title = self.title or tracker.get_run(run_id).name
+                tracker.log_artifact(run_id, self.plot(history, Path(tmp) / "curves.png", title))
         diagnosis = json.dumps(strict_json(self.verdict.to_dict()), indent=2)
         tracker.log_text(run_id, diagnosis, DIAGNOSIS_FILE)
         tracker.log_text(run_id, render_text(self.verdict) + "\n", "diagnosis.txt")

@@ -8,7 +8,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,9 +20,11 @@ from siamese.config import IMAGE_HEIGHT, IMAGE_WIDTH
 from siamese.errors import SiameseInputError
 from siamese.names import check_name
 from tracking.base import FINISHED, RunView, Tracker
+from tracking.batching import PendingBatch
 from tracking.fresh_store import make_store_at_once
 from tracking.local_artifacts import link_artifact, local_artifact_dir
 from tracking.store import TrackingTarget, TrackingUnavailable, bound_http_retries, store_lock
+from tracking.writer_priority import lower_this_thread
 
 if TYPE_CHECKING:
     from torch import nn
@@ -68,9 +70,16 @@ class MlflowTracker(Tracker):
             self.client = mlflow.MlflowClient(target.uri)
             self.experiment_id = self._experiment_id()
         # One writer thread: metrics and deferred end-of-run work land in the order given.
-        # Its queue is drained when the process exits (concurrent.futures joins it).
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=WRITER_THREAD)
+        # Its queue is drained when the process exits (concurrent.futures joins it). It runs
+        # at the lowest CPU priority, beside the training (tracking.writer_priority).
+        self._pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=WRITER_THREAD, initializer=lower_this_thread
+        )
         self._pending: list[Future[object]] = []
+        # The log_batch queued last, which later writes for its run may join until the
+        # writer takes it (tracking.batching); the lock guards it and its `taken`.
+        self._open_batch: PendingBatch | None = None
+        self._queue_lock = threading.Lock()
         # A run's artifact folder never changes: looked up once, not once per artifact.
         self._artifact_dirs: dict[str, Path | None] = {}
         # (value, run id, checkpoint) of the best offer: see offer_model
@@ -124,21 +133,49 @@ class MlflowTracker(Tracker):
         self._artifact_dirs[run_id] = local_artifact_dir(run.info.artifact_uri)
         # One batch, not a call per param. MLflow caps a value at 6000 characters.
         batch = [Param(k, "None" if v is None else str(v)[:6000]) for k, v in params.items()]
-        self._write(self.client.log_batch, run_id, params=batch)
+        self._log(run_id, params=batch)
         return run_id
 
     def _write(self, call: Callable[..., object], *args: object, **kwargs: object) -> None:
         """A write for the writer thread, in order with the others: the caller (a trial
         about to train, or that just did) never waits on the store, a synced SQLite commit
         each (tens of ms) or a server. Reads, flush and a FAILED/KILLED end wait for it."""
-        self._pending.append(self._pool.submit(call, *args, **kwargs))
+        with self._queue_lock:
+            self._open_batch = None  # a later log_batch must not jump ahead of this
+            self._pending.append(self._pool.submit(call, *args, **kwargs))
+
+    def _log(
+        self,
+        run_id: str,
+        metrics: Sequence[Metric] = (),
+        params: Sequence[Param] = (),
+        tags: Sequence[RunTag] = (),
+    ) -> None:
+        """A log_batch for the writer: it joins the one queued last if it can (same run,
+        not yet taken, nothing queued after it), so writes that queue up behind each other
+        cost one transaction."""
+        with self._queue_lock:
+            batch = self._open_batch
+            if batch is not None and batch.can_take(run_id, metrics, params, tags):
+                batch.add(metrics, params, tags)
+                return
+            batch = PendingBatch(run_id)
+            batch.add(metrics, params, tags)
+            self._open_batch = batch
+            self._pending.append(self._pool.submit(self._write_batch, batch))
+
+    def _write_batch(self, batch: PendingBatch) -> None:
+        with self._queue_lock:
+            batch.taken = True  # from here on it is read, never changed
+        params, tags = list(batch.params.values()), list(batch.tags.values())
+        self.client.log_batch(batch.run_id, batch.metrics, params, tags)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         stamp = int(1000 * time.time())
         batch = [Metric(k, float(v), stamp, step) for k, v in metrics.items()]
         # Written by one background thread: training never waits on the store, and end_run
         # waits only for what is queued (MLflow's own async mode polls on shutdown, ~0.7 s).
-        self._write(self.client.log_batch, run_id, batch)
+        self._log(run_id, metrics=batch)
 
     def defer(self, work: Callable[[], None], what: str) -> None:
         def warn_on_failure() -> None:
@@ -187,7 +224,7 @@ class MlflowTracker(Tracker):
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         batch = [RunTag(k, str(v)[:8000]) for k, v in tags.items()]  # the values of now
-        self._write(self.client.log_batch, run_id, tags=batch)
+        self._log(run_id, tags=batch)
 
     def log_artifact(self, run_id: str, local_path: Path, artifact_dir: str | None = None) -> None:
         if run_id not in self._artifact_dirs:

@@ -167,6 +167,24 @@ def test_a_pruned_trial_ends_its_run_finished_and_tagged_pruned(
     assert MODEL_URI_TAG not in run.tags and ran.tracker.models == {}
 
 
+def test_a_trials_curves_carry_the_name_its_run_ends_with(
+    small_data: PairData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The curves' title is the run's final name (`trial-N · PRUNED · ...`), not the name it
+    started with: the outcome is written with the diagnosis, before the curves are drawn."""
+    titles: list[str] = []
+
+    def drawn(history: History, path: Path, title: str) -> Path:
+        titles.append(title)
+        path.write_bytes(b"a picture")
+        return path
+
+    monkeypatch.setattr("tracking.plots.plot_curves", drawn)
+    ran = run_trial(GOOD, small_data, tmp_path, pruner=AlwaysPrune())
+    assert ran.run.name.startswith(f"trial-{ran.trial.number} · PRUNED · ")
+    assert titles == [ran.run.name]
+
+
 def test_a_trial_stopped_in_its_first_epoch_is_pruned_with_its_verdict_and_step(
     small_data: PairData, tmp_path: Path
 ) -> None:

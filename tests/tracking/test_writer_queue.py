@@ -4,7 +4,10 @@ what was written before it."""
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ import pytest
 
 from tracking import FAILED, FINISHED, embedded_target
 from tracking.mlflow_tracker import MlflowTracker
+from tracking.writer_priority import LOWEST_PRIORITY
 
 
 @pytest.fixture
@@ -91,9 +95,83 @@ def test_writes_not_waited_for_when_one_fails_are_waited_for_next_time(
 
     monkeypatch.setattr(tracker.client, "log_batch", failing_then_held)
     tracker.set_tags(run_id, {"a": "1"})
+    tracker.defer(lambda: None, "work between the two, so they stay two writes")
     tracker.set_tags(run_id, {"b": "2"})
     with pytest.raises(RuntimeError, match="refused"):
         tracker.flush()
     threading.Timer(0.2, gate.set).start()
     tracker.flush()  # the second write, still queued, is waited for now
     assert gate.is_set() and tracker.get_run(run_id).tags["b"] == "2"
+
+
+def test_writes_queued_behind_each_other_are_one_batch_in_their_order(
+    tracker: MlflowTracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the writer is busy, a run's params, tags and metrics that queue up behind each
+    other are one log_batch, with the values one call at a time would leave; work queued in
+    between, another run or a param logged again start a new one."""
+    run_id = tracker.start_run("r", {}, {})
+    other = tracker.start_run("other", {}, {})
+    tracker.flush()
+    batches: list[tuple[str, int, int, int]] = []
+    write = tracker.client.log_batch
+
+    def counted(run: str, metrics: Any = (), params: Any = (), tags: Any = ()) -> None:
+        batches.append((run, len(metrics), len(params), len(tags)))
+        write(run, metrics, params, tags)
+
+    monkeypatch.setattr(tracker.client, "log_batch", counted)
+    busy = threading.Event()
+
+    def slow_curve() -> None:
+        busy.wait(timeout=60)
+
+    tracker.defer(slow_curve, "a slow curve")  # the writer is busy meanwhile
+    tracker.set_tags(run_id, {"state": "RUNNING", "k": "1"})
+    tracker.log_metrics(run_id, {"loss": 0.9, "auc": 0.6}, step=1)
+    tracker.set_tags(run_id, {"state": "COMPLETE"})  # the later value wins
+    tracker.log_metrics(run_id, {"loss": 0.5}, step=2)
+    tracker.set_tags(other, {"k": "other"})  # another run: a batch of its own
+    tracker.defer(lambda: None, "work queued after")
+    tracker.set_tags(run_id, {"after": "yes"})  # after that work, not before it
+    busy.set()
+    tracker.flush()
+    assert batches == [(run_id, 3, 0, 2), (other, 0, 0, 1), (run_id, 0, 0, 1)]
+    run = tracker.get_run(run_id)
+    assert run.tags["state"] == "COMPLETE" and run.tags["k"] == "1" and run.tags["after"] == "yes"
+    assert tracker.metric_history(run_id, "loss") == [(1, 0.9), (2, 0.5)]
+
+
+def test_a_batch_the_writer_has_taken_takes_nothing_more(
+    tracker: MlflowTracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = tracker.start_run("r", {}, {})
+    tracker.flush()
+    store = HeldStore(tracker, monkeypatch)
+    tracker.set_tags(run_id, {"a": "1"})
+    deadline = time.monotonic() + 30
+    while not store.callers and time.monotonic() < deadline:  # the writer is inside it now
+        time.sleep(0.01)
+    tracker.set_tags(run_id, {"b": "2"})
+    store.release()
+    tracker.flush()
+    assert len(store.callers) == 2
+    assert {"a", "b"} <= set(tracker.get_run(run_id).tags)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_the_writer_runs_at_the_lowest_priority_and_the_caller_keeps_its_own(
+    tracker: MlflowTracker,
+) -> None:
+    """The writer yields its core to the training beside it (tracking.writer_priority);
+    the thread that trains keeps its priority."""
+    seen: list[int] = []
+    before = own_priority()
+    tracker.defer(lambda: seen.append(own_priority()), "a probe")
+    tracker.flush()
+    assert seen == [LOWEST_PRIORITY]
+    assert own_priority() == before < LOWEST_PRIORITY
+
+
+def own_priority() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
