@@ -81,7 +81,8 @@ class TrackingCallback(Callback):
     def on_fit_end(self, history: History) -> None:
         """The run's record, written whole: a Ctrl-C or SIGTERM meanwhile is held until it
         is done and then stops the process. Cut short, it would leave a run without its
-        diagnosis, or a module half imported (matplotlib) for the study's own figures."""
+        diagnosis, or (a tracker that draws at once) matplotlib half imported for the
+        study's own figures."""
         with signals_deferred():
             self._write_record(history)
 
@@ -108,12 +109,8 @@ class TrackingCallback(Callback):
                 )
                 tags[MODEL_URI_TAG] = self.model_uri
         self.tracker.set_tags(self.run_id, tags)
-        # Here, not at the top: `train --no-track` never pays for importing matplotlib (and
-        # not in the writer thread: an import there could be cut in half by Ctrl-C).
-        from tracking.plots import plot_curves
-
         title = tags.get(RUN_NAME_TAG)  # None: the run keeps its name, read when drawn
-        records = _Records(self.tracker, self.run_id, history, verdict, plot_curves, title)
+        records = _Records(self.tracker, self.run_id, history, verdict, title)
         self.tracker.defer(records.write, f"the curves and records of run {self.run_id}")
 
     def _model_wanted(self, verdict: str, history: History) -> bool:
@@ -138,19 +135,23 @@ class _Records:
         run_id: str,
         history: History,
         verdict: Diagnosis,
-        plot: Callable[[History, Path, str], Path],
         title: str | None = None,
     ) -> None:
-        self.tracker, self.run_id, self.verdict, self.plot = tracker, run_id, verdict, plot
-        self.title = title
+        self.tracker, self.run_id, self.verdict, self.title = tracker, run_id, verdict, title
         self.history = History.from_dict(history.to_dict())
 
     def write(self) -> None:
+        # matplotlib is imported here, where it is used: `train --no-track` never pays for
+        # it, and a search's first trial does not wait for it (the MLflow tracker's writer
+        # thread imports it at low priority; Ctrl-C, raised in the main thread only, cannot
+        # cut it in half there, and an in-process tracker defers into a deferred-signal block).
+        from tracking.plots import plot_curves
+
         tracker, run_id, history = self.tracker, self.run_id, self.history
         with tempfile.TemporaryDirectory() as tmp:
             if history.records:
                 title = self.title or tracker.get_run(run_id).name
-                tracker.log_artifact(run_id, self.plot(history, Path(tmp) / "curves.png", title))
+                tracker.log_artifact(run_id, plot_curves(history, Path(tmp) / "curves.png", title))
         diagnosis = json.dumps(strict_json(self.verdict.to_dict()), indent=2)
         tracker.log_text(run_id, diagnosis, DIAGNOSIS_FILE)
         tracker.log_text(run_id, render_text(self.verdict) + "\n", "diagnosis.txt")
