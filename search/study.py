@@ -22,7 +22,7 @@ from search.report import StudyReport, build_report, save_figures
 from search.resume_check import check_unchanged
 from search.setup import StudySetup, make_pruner, make_sampler, stored_setup, write_setup
 from search.space import SPACE_PARAMS, SearchSpace, contains_original
-from search.storage import StaleTrialHandler, open_storage
+from search.storage import RUN_ID_ATTR, StaleTrialHandler, open_storage
 from search.supervisor import run_local_workers
 from search.workers import FINISHED_STATES, WorkerSpec, check_parent_run, run_trials
 from siamese.config import SEED_PRESET, TrainConfig
@@ -189,10 +189,20 @@ def _fail_if_nothing_worked(study: optuna.Study, done_before: set[int]) -> None:
     # A diverged trial failed with a diagnosis: that is a result, like any verdict.
     if ran and len(crashed) == len(ran):
         first = ran[0]
-        why = first.user_attrs.get(ERROR_ATTR, "see its MLflow run")
         raise JobFailed(
-            f"all {len(ran)} trial(s) of this search failed; trial {first.number}: {why}"
+            f"all {len(ran)} trial(s) of this search failed; trial {first.number}: "
+            f"{_why_failed(first)}"
         )
+
+
+def _why_failed(trial: optuna.trial.FrozenTrial) -> str:
+    """The error a failed trial recorded; else where to look (its run, if it has one)."""
+    if ERROR_ATTR in trial.user_attrs:
+        return str(trial.user_attrs[ERROR_ATTR])
+    run_id = trial.user_attrs.get(RUN_ID_ATTR)
+    if run_id:
+        return f"no error recorded on the trial; see its MLflow run {run_id}"
+    return "no error recorded on the trial, and it had no MLflow run yet; see the output above"
 
 
 def _check_storage(request: SearchRequest) -> None:

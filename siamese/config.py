@@ -58,10 +58,10 @@ class DataConfig:
     inject_bug: str = "none"
 
     def __post_init__(self) -> None:
-        kind = self.source.split(":", 1)[0]
+        kind, _, path = self.source.partition(":")
         _expect(
             self.source in ("digits", "shapes")
-            or (kind in ("folder", "npz") and ":" in self.source),
+            or (kind in ("folder", "npz") and path.strip() != ""),  # "folder:" is no folder
             "--data",
             "digits, shapes, folder:PATH or npz:PATH",
             self.source,

@@ -77,6 +77,10 @@ def export(out: Path, count: int, seed: int, **flags: Any) -> None:
         f"wrote {exported.pairs} test pairs ({exported.same} same, {different} different) and "
         f"{exported.images} images to {out}; no run with --seed {seed} has trained on them"
     )
+    if exported.pairs < count:
+        click.echo(
+            f"note: --pairs {count}: the test split has {exported.pairs}; all of them are here"
+        )
     click.echo(
         f"try: siamese-lab predict --model models:/siamese@champion --pairs {out / PAIRS_FILE}"
     )

@@ -88,6 +88,12 @@ def test_missing_npz_file(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("source", ["folder:", "npz:", "folder:  "])
+def test_a_data_source_without_its_path_is_refused(source: str) -> None:
+    """`folder:` with nothing after it read the current folder."""
+    _assert_bad_input(_run("data", "check", "--data", source), "--data", "folder:PATH")
+
+
 def test_unknown_data_source() -> None:
     _assert_bad_input(_run("data", "check", "--data", "mnist"), "--data", "digits, shapes")
 
@@ -155,6 +161,21 @@ def test_export_writes_held_out_test_pairs_that_read_back_as_trained(tmp_path: P
         for path, index in zip((left, right), test_index, strict=True):
             pixels = read_image_file(tmp_path / "samples" / path)
             assert np.abs(pixels - data.test.images[index]).max() <= 0.5 / 255 + 1e-6
+
+
+def test_export_says_when_the_test_split_has_fewer_pairs_than_asked(tmp_path: Path) -> None:
+    from siamese import DataConfig, prepare_data
+
+    available = len(prepare_data(DataConfig()).test_pairs)
+    out = tmp_path / "all"
+    result = _run("data", "export", "--out", str(out), "--pairs", "100000")
+    assert result.exit_code == 0, result.output
+    assert len(_exported_rows(out)) == available
+    assert f"note: --pairs 100000: the test split has {available}; all of them are here" in (
+        result.output
+    )
+    enough = _run("data", "export", "--out", str(tmp_path / "some"), "--pairs", "3")
+    assert enough.exit_code == 0 and "note:" not in enough.output
 
 
 def test_export_feeds_predict(tmp_path: Path) -> None:
