@@ -8,6 +8,7 @@ import os
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -44,6 +45,10 @@ logging.getLogger("mlflow").setLevel(logging.ERROR)
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_DEVELOPMENT = "custom_model_development"
 WRITER_THREAD = "mlflow-writer"
+# At most this many finished runs' curves and records wait for the low-priority writer when
+# a new run starts: the MLflow UI lags a busy search by that much, not more and more, and
+# a hard kill costs at most theirs.
+MAX_RUNS_BEHIND = 2
 _log = logging.getLogger(__name__)
 # A run-id prefix is looked up in this many experiments at most (MLflow pages its answers).
 MAX_EXPERIMENTS = 50_000
@@ -80,6 +85,8 @@ class MlflowTracker(Tracker):
         # writer takes it (tracking.batching); the lock guards it and its `taken`.
         self._open_batch: PendingBatch | None = None
         self._queue_lock = threading.Lock()
+        # The deferred records (curves, text) not known to be written yet, oldest first.
+        self._deferred: deque[Future[object]] = deque()
         # A run's artifact folder never changes: looked up once, not once per artifact.
         self._artifact_dirs: dict[str, Path | None] = {}
         # (value, run id, checkpoint) of the best offer: see offer_model
@@ -125,6 +132,7 @@ class MlflowTracker(Tracker):
         tags: dict[str, str],
         parent_run_id: str | None = None,
     ) -> str:
+        self._catch_up()
         all_tags = dict(tags)
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
@@ -186,6 +194,16 @@ class MlflowTracker(Tracker):
                 _log.warning("warning: could not write %s: %s: %s", what, type(exc).__name__, text)
 
         self._write(warn_on_failure)
+        self._deferred.append(self._pending[-1])
+
+    def _catch_up(self) -> None:
+        """Waits until at most MAX_RUNS_BEHIND runs' deferred records are unwritten. The
+        writer runs at the lowest priority and can fall behind a busy machine; a new run
+        then waits for the oldest, which gives it the idle cores."""
+        while self._deferred and (
+            self._deferred[0].done() or len(self._deferred) > MAX_RUNS_BEHIND
+        ):
+            self._deferred.popleft().result()  # a failure was a warning already (defer)
 
     def offer_model(self, run_id: str, checkpoint: Path, value: float) -> None:
         """Kept, not exported: a search's best converged trial so far is usually beaten

@@ -8,13 +8,14 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tracking import FAILED, FINISHED, embedded_target
-from tracking.mlflow_tracker import MlflowTracker
+from tracking.mlflow_tracker import MAX_RUNS_BEHIND, MlflowTracker
 from tracking.writer_priority import LOWEST_PRIORITY
 
 
@@ -157,6 +158,35 @@ def test_a_batch_the_writer_has_taken_takes_nothing_more(
     tracker.flush()
     assert len(store.callers) == 2
     assert {"a", "b"} <= set(tracker.get_run(run_id).tags)
+
+
+def test_a_new_run_waits_while_the_writer_is_more_than_two_runs_behind(
+    tracker: MlflowTracker,
+) -> None:
+    """The low-priority writer may fall behind on a busy machine; a new run then waits for
+    the oldest records, so the lag (and what a hard kill could cost) stays bounded."""
+    gates = [threading.Event() for _ in range(MAX_RUNS_BEHIND + 1)]
+    for gate in gates:
+        tracker.defer(_waiting_for(gate), "a slow curve")
+    started: list[str] = []
+    starting = threading.Thread(target=lambda: started.append(tracker.start_run("r", {}, {})))
+    starting.start()
+    starting.join(timeout=0.5)
+    assert starting.is_alive() and not started  # three runs' records behind: it waits
+    gates[0].set()  # the oldest is written: two behind is allowed
+    starting.join(timeout=30)
+    assert not starting.is_alive() and len(started) == 1
+    assert not gates[1].is_set()  # it did not wait for more than it had to
+    for gate in gates[1:]:
+        gate.set()
+    tracker.flush()
+
+
+def _waiting_for(gate: threading.Event) -> Callable[[], None]:
+    def work() -> None:
+        gate.wait(timeout=60)
+
+    return work
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
