@@ -105,6 +105,11 @@ class Tracker(abc.ABC):
         record (status, tags, checkpoints) never depends on it. Here: at once."""
         work()
 
+    def catch_up(self) -> None:
+        """Waits until deferred work is not too far behind (a tracker whose writer can
+        lag); before a new run trains. Here: nothing is deferred, nothing waits."""
+        return None
+
     def rename_run(self, run_id: str, name: str) -> None:
         """Change the name the runs table shows (a trial's name ends with its outcome)."""
         self.set_tags(run_id, {RUN_NAME_TAG: name})

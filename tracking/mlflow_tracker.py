@@ -45,10 +45,11 @@ logging.getLogger("mlflow").setLevel(logging.ERROR)
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_DEVELOPMENT = "custom_model_development"
 WRITER_THREAD = "mlflow-writer"
-# At most this many finished runs' curves and records wait for the low-priority writer when
-# a new run starts: the MLflow UI lags a busy search by that much, not more and more, and
-# a hard kill costs at most theirs.
-MAX_RUNS_BEHIND = 2
+# A new run waits while a finished run's curves and records have waited longer than this
+# for the low-priority writer: the MLflow UI lags a busy machine's search by about this
+# much, not more and more, and a hard kill costs at most that much of the record. (A count
+# would not do: a GPU population's members end together, dozens at once.)
+MAX_LAG_S = 30.0
 _log = logging.getLogger(__name__)
 # A run-id prefix is looked up in this many experiments at most (MLflow pages its answers).
 MAX_EXPERIMENTS = 50_000
@@ -85,8 +86,9 @@ class MlflowTracker(Tracker):
         # writer takes it (tracking.batching); the lock guards it and its `taken`.
         self._open_batch: PendingBatch | None = None
         self._queue_lock = threading.Lock()
-        # The deferred records (curves, text) not known to be written yet, oldest first.
-        self._deferred: deque[Future[object]] = deque()
+        # The deferred records (curves, text) not known to be written yet, oldest first, each
+        # with when it was queued (time.monotonic).
+        self._deferred: deque[tuple[Future[object], float]] = deque()
         # A run's artifact folder never changes: looked up once, not once per artifact.
         self._artifact_dirs: dict[str, Path | None] = {}
         # (value, run id, checkpoint) of the best offer: see offer_model
@@ -132,7 +134,6 @@ class MlflowTracker(Tracker):
         tags: dict[str, str],
         parent_run_id: str | None = None,
     ) -> str:
-        self._catch_up()
         all_tags = dict(tags)
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
@@ -169,8 +170,8 @@ class MlflowTracker(Tracker):
                 return
             batch = PendingBatch(run_id)
             batch.add(metrics, params, tags)
-            self._open_batch = batch
             self._pending.append(self._pool.submit(self._write_batch, batch))
+            self._open_batch = batch  # once queued: a batch that never was takes nothing
 
     def _write_batch(self, batch: PendingBatch) -> None:
         with self._queue_lock:
@@ -194,16 +195,19 @@ class MlflowTracker(Tracker):
                 _log.warning("warning: could not write %s: %s: %s", what, type(exc).__name__, text)
 
         self._write(warn_on_failure)
-        self._deferred.append(self._pending[-1])
+        self._deferred.append((self._pending[-1], time.monotonic()))
 
-    def _catch_up(self) -> None:
-        """Waits until at most MAX_RUNS_BEHIND runs' deferred records are unwritten. The
-        writer runs at the lowest priority and can fall behind a busy machine; a new run
-        then waits for the oldest, which gives it the idle cores."""
-        while self._deferred and (
-            self._deferred[0].done() or len(self._deferred) > MAX_RUNS_BEHIND
-        ):
-            self._deferred.popleft().result()  # a failure was a warning already (defer)
+    def catch_up(self) -> None:
+        """Waits for the deferred records queued more than MAX_LAG_S ago. The writer runs at
+        the lowest priority and can fall behind on a busy machine; waiting gives it the
+        cores this process's training leaves idle meanwhile."""
+        now = time.monotonic()
+        while self._deferred:
+            future, queued_at = self._deferred[0]
+            if not future.done() and now - queued_at <= MAX_LAG_S:
+                return
+            future.result()  # a failure was a warning already (defer)
+            self._deferred.popleft()
 
     def offer_model(self, run_id: str, checkpoint: Path, value: float) -> None:
         """Kept, not exported: a search's best converged trial so far is usually beaten
@@ -309,7 +313,9 @@ class MlflowTracker(Tracker):
             try:
                 future.result()  # re-raises a failed write here, not silently
             except BaseException:
-                self._pending[:0] = pending[done:]
+                # A write that failed is reported now; one whose wait was cut short is not
+                # done yet and stays queued with the rest.
+                self._pending[:0] = pending[done:] if future.done() else pending[done - 1 :]
                 raise
 
     def reopen_run(self, run_id: str) -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 # A bare Figure on an Agg canvas needs no pyplot, display or figure manager: safe on
 # headless machines and in any thread. Everything drawing needs is imported here, at once,
-# not on first savefig: tracking imports this module with Ctrl-C held (a half-done import
-# of matplotlib breaks every later one).
+# not on first savefig: this module is imported in the MLflow tracker's writer thread (or,
+# for a tracker that draws at once, with Ctrl-C held), where Ctrl-C cannot leave a
+# half-done import of matplotlib to break every later one.
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D

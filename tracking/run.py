@@ -73,6 +73,7 @@ def tracked_run(
         name, config.flat(), {**environment_tags(device), **(tags or {})}, parent_run_id
     )
     with final_status(tracker, run_id):
+        tracker.catch_up()  # here, where SIGTERM ends the new run KILLED, not the process
         yield run_id
 
 
