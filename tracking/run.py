@@ -11,7 +11,7 @@ import platform
 import signal
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -69,17 +69,22 @@ def tracked_run(
     parent_run_id: str | None = None,
 ) -> Iterator[str]:
     """Start a run with the config as params; end it with the status the outcome deserves."""
-    run_id = tracker.start_run(
-        name, config.flat(), {**environment_tags(device), **(tags or {})}, parent_run_id
-    )
-    with final_status(tracker, run_id):
+
+    def start() -> str:
+        all_tags = {**environment_tags(device), **(tags or {})}
+        return tracker.start_run(name, config.flat(), all_tags, parent_run_id)
+
+    with final_status(tracker, start) as run_id:
         tracker.catch_up()  # here, where SIGTERM ends the new run KILLED, not the process
         yield run_id
 
 
 @contextmanager
-def final_status(tracker: Tracker, run_id: str) -> Iterator[None]:
-    """End `run_id` FINISHED, KILLED (Ctrl-C, SIGTERM) or FAILED (any error, recorded).
+def final_status(tracker: Tracker, run: str | Callable[[], str]) -> Iterator[str]:
+    """End the run FINISHED, KILLED (Ctrl-C, SIGTERM) or FAILED (any error, recorded).
+    `run`: its id, or what starts it: then it is started here, with Ctrl-C and SIGTERM held
+    until its id is known, so no moment leaves a run RUNNING (a Ctrl-C just after the
+    store made it, before it could be ended, did).
 
     KILLED also when the error was raised while stopping after Ctrl-C (an exception whose
     context holds the interruption, e.g. a cleanup that broke on a half-done import); the
@@ -87,11 +92,18 @@ def final_status(tracker: Tracker, run_id: str) -> Iterator[None]:
     while the failure is being recorded, or while the status is written, ends it KILLED."""
     outcome: BaseException | None = None  # what ends the run (not sys.exc_info(): that
     # would be the caller's own exception when the run is used inside an except block)
+    run_id = run if isinstance(run, str) else None
     with sigterm_as_interrupt():
         try:
             try:
-                yield
+                if run_id is None:
+                    assert callable(run)
+                    with signals_deferred():  # one held meanwhile is raised here, run known
+                        run_id = run()
+                yield run_id
             except BaseException as exc:
+                if run_id is None:  # the run was never made: nothing to end
+                    raise
                 interruption = interruption_of(exc)
                 if interruption is not exc:
                     _record_error(tracker, run_id, exc, after_interruption=interruption is not None)
@@ -102,7 +114,8 @@ def final_status(tracker: Tracker, run_id: str) -> Iterator[None]:
             outcome = ending
             raise
         finally:
-            _end(tracker, run_id, _status_for(outcome))
+            if run_id is not None:
+                _end(tracker, run_id, _status_for(outcome))
 
 
 def interruption_of(exc: BaseException) -> KeyboardInterrupt | None:

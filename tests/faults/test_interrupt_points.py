@@ -69,6 +69,17 @@ class CtrlCDuring(InMemoryTracker):
         self._maybe("end_run")
         super().end_run(run_id, status)
 
+    def start_run(
+        self,
+        name: str,
+        params: dict[str, object],
+        tags: dict[str, str],
+        parent_run_id: str | None = None,
+    ) -> str:
+        run_id = super().start_run(name, params, tags, parent_run_id)  # the store has it
+        self._maybe("start_run")
+        return run_id
+
 
 def test_ctrl_c_while_a_run_writes_its_record_lands_after_it(
     tmp_path: Path, small_data: PairData
@@ -139,6 +150,26 @@ def test_ctrl_c_while_the_status_is_written_ends_the_run_killed(ends: str) -> No
         if ends != "well":
             raise RuntimeError("boom")
     assert tracker.sent and tracker.get_run(run_id).status == KILLED
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_just_after_the_store_made_the_run_ends_it_killed(signum: int) -> None:
+    """Ctrl-C or SIGTERM between the store making the run and the code that ends it: held
+    until the run's id is known, then raised, and the run ends KILLED (it stayed RUNNING)."""
+    tracker = CtrlCDuring("start_run")
+    tracker._maybe = lambda method: _send_once(tracker, method, signum)  # type: ignore[method-assign]
+    body_ran = False
+    with pytest.raises(KeyboardInterrupt), tracked_run(tracker, "t", CONFIG, "cpu"):
+        body_ran = True
+    assert tracker.sent and not body_ran
+    ((run_id, run),) = tracker.runs.items()
+    assert run.status == KILLED, run_id
+
+
+def _send_once(tracker: CtrlCDuring, method: str, signum: int) -> None:
+    if method == tracker.method and not tracker.sent:
+        tracker.sent = True
+        os.kill(os.getpid(), signum)
 
 
 def test_an_error_alone_still_ends_the_run_failed() -> None:

@@ -4,8 +4,8 @@
 Real processes, real SIGINT, real timing. The moments are found by watching the trials'
 checkpoint files (last.pt is replaced as each epoch after the first begins; at a trial's end
 its weights-only best.pt is written and last.pt removed): during an epoch, just after a
-trial has kept its best.pt (its end: artifacts, curves with matplotlib's first import,
-diagnosis), between trials, and at the end of the study (the report's figures). The exact
+trial has kept its best.pt (its end: artifacts, diagnosis; then the next trial's run),
+between trials, and at the end of the study (the report's figures). The exact
 points are hit on purpose, in-process, by tests/faults/test_interrupt_points.py."""
 
 from __future__ import annotations
@@ -49,13 +49,14 @@ class Moment:
     delay_s: float  # ... and this long after
 
 
-# On 2 idle cores a trial's end takes: its record from 0 s after it kept its best.pt,
-# matplotlib (first trial only) imported from 0.02 s to 0.2 s, the next trial from about 0.8 s.
+# On 2 idle cores a trial's end takes: its record from 0 s after it kept its best.pt (the
+# curves, with matplotlib's first import, in the writer thread meanwhile), the next trial's
+# run made from a few hundredths of a second on (a Ctrl-C there left that run RUNNING).
 MOMENTS = {
     "during an epoch": Moment(0, 1, 0.05),
     "as a trial's record starts": Moment(0, ENDED, 0.0),
-    "while matplotlib is imported": Moment(0, ENDED, 0.07),
-    "late in matplotlib's import": Moment(0, ENDED, 0.14),
+    "as the next trial's run is made": Moment(0, ENDED, 0.07),
+    "as the next trial starts": Moment(0, ENDED, 0.14),
     "between trials": Moment(0, ENDED, 0.6),
     "as the study ends": Moment(1, ENDED, 0.1),
 }
