@@ -27,6 +27,7 @@ from search.supervisor import run_local_workers
 from search.workers import FINISHED_STATES, WorkerSpec, check_parent_run, run_trials
 from siamese.config import SEED_PRESET, TrainConfig
 from siamese.errors import JobFailed, SiameseInputError
+from siamese.files import signals_deferred
 from siamese.names import check_name
 from tracking.base import KIND_TAG, STUDY_KIND, Tracker
 
@@ -113,16 +114,18 @@ def run_search(
         tracking_uri,
         tuple(session.notes),
     )
-    on_open(opened)
     parent = setup.parent_run_id
-    done_before = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED_STATES)}
     if tracker is None or parent is None:
+        on_open(opened)
+        done_before = _finished(study)
         notes = _run_workers(request, study, setup, progress, tracker)
         report = build_report(study)
     else:
         from tracking import final_status
 
         with final_status(tracker, parent):
+            on_open(opened)  # a Ctrl-C from here on ends the study's run KILLED
+            done_before = _finished(study)
             try:
                 notes = _run_workers(request, study, setup, progress, tracker)
             finally:
@@ -170,13 +173,20 @@ def _open_study(request: SearchRequest, make_tracker: TrackerFactory) -> _Sessio
         pruner=make_pruner(setup.pruner, int(setup.base["epochs"])),
     )
     notes = recover_orphans(study, tracker) if stored else []
-    parent = _parent_run(tracker, study, setup)
-    if request.baseline and request.trials > 0 and not study.trials:
-        _enqueue_baseline(study, request.space)
-    target = _started(study) + request.trials  # queued (WAITING) trials are part of the new
-    setup = replace(setup, parent_run_id=parent, target_trials=target)
-    write_setup(study, setup)
+    # Ctrl-C is held from the study's run being made (or reopened) until the setup names
+    # it: a resume then finds that run and ends it, rather than leaving it RUNNING unnamed.
+    with signals_deferred():
+        parent = _parent_run(tracker, study, setup)
+        if request.baseline and request.trials > 0 and not study.trials:
+            _enqueue_baseline(study, request.space)
+        target = _started(study) + request.trials  # queued (WAITING) trials are part of it
+        setup = replace(setup, parent_run_id=parent, target_trials=target)
+        write_setup(study, setup)
     return _Session(study, setup, tracker, stored is not None, notes)
+
+
+def _finished(study: optuna.Study) -> set[int]:
+    return {t.number for t in study.get_trials(deepcopy=False, states=FINISHED_STATES)}
 
 
 def _fail_if_nothing_worked(study: optuna.Study, done_before: set[int]) -> None:
