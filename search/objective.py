@@ -194,13 +194,8 @@ class Objective:
             try:
                 yield run
                 result = run.finished()
-                verdict = tracking.verdict
-                if verdict is None:  # its record was not written: the run is named here
-                    verdict = diagnose(result.history)
-                    self.tracker.set_tags(
-                        run_id, outcome_tags(trial.number, result.history, verdict)
-                    )
-                _record_verdict(trial, result, verdict)
+                # The record on_fit_end wrote holds the verdict, and the run's outcome name.
+                _record_verdict(trial, result, tracking.verdict or diagnose(result.history))
             except TrialDiverged:  # already named, with its diagnosis
                 raise
             except BaseException as exc:

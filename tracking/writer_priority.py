@@ -17,14 +17,12 @@ import threading
 LOWEST_PRIORITY = 19  # the highest nice value: runs when nothing at normal priority wants a core
 
 
-def lower_this_thread() -> bool:
-    """Gives the calling thread the lowest CPU priority; False where that is not possible.
+def lower_this_thread() -> None:
+    """Gives the calling thread the lowest CPU priority, where that is possible.
 
     Linux only: there a thread is a task with its own nice value, and setpriority on its
     native id changes that thread alone. Elsewhere the same call would name a process."""
     if not sys.platform.startswith("linux"):
-        return False
+        return
     with contextlib.suppress(OSError):  # a sandbox may forbid it: the writer still works
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOWEST_PRIORITY)
-        return True
-    return False
