@@ -305,6 +305,7 @@ def _run_workers(
 
 
 def _finish_parent(tracker: Tracker, run_id: str, study: optuna.Study, report: StudyReport) -> None:
+    tracker.release_writer()  # no trial is set up any more: the writer catches up meanwhile
     tracker.log_text(run_id, report.markdown(), "report.md")
     tracker.log_text(run_id, json.dumps(report.to_dict(), indent=2, default=str), "report.json")
     with tempfile.TemporaryDirectory() as tmp:

@@ -110,6 +110,16 @@ class Tracker(abc.ABC):
         lag); before a new run trains. Here: nothing is deferred, nothing waits."""
         return None
 
+    def hold_writer(self) -> None:
+        """The caller is between two trainings (a run ended, the next is being set up): a
+        tracker that writes in the background keeps its writer out of the way until
+        `release_writer`, or a short while at most (tracking.writer_gate). Here: no writer."""
+        return None
+
+    def release_writer(self) -> None:
+        """A training starts (or the caller waits for the writer): it may write again."""
+        return None
+
     def rename_run(self, run_id: str, name: str) -> None:
         """Change the name the runs table shows (a trial's name ends with its outcome)."""
         self.set_tags(run_id, {RUN_NAME_TAG: name})

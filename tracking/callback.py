@@ -67,8 +67,14 @@ class TrackingCallback(Callback):
             tags["siamese_lab.data_warnings"] = " | ".join(history.data_warnings)[:4000]
         self.tracker.set_tags(self.run_id, tags)
 
+    def on_epoch_start(self, epoch: int) -> None:
+        # The steps start: the writer works beside them, while the main thread mostly
+        # waits in torch ops (tracking.writer_gate).
+        self.tracker.release_writer()
+
     def on_epoch_end(self, record: EpochRecord, history: History) -> str | None:
         self.tracker.log_metrics(self.run_id, record.metrics(), step=record.epoch)
+        self.tracker.hold_writer()  # until the next epoch's steps (or the next run's)
         return None
 
     def on_checkpoint(self, path: Path, kind: str, epoch: int) -> None:
@@ -85,6 +91,9 @@ class TrackingCallback(Callback):
         study's own figures."""
         with signals_deferred():
             self._write_record(history)
+        # What follows until the next run trains (Optuna's tell and ask, the next model and
+        # run) goes without the writer taking turns with it.
+        self.tracker.hold_writer()
 
     def _write_record(self, history: History) -> None:
         """What the run's outcome depends on is written now: the verdict, tags, checkpoints

@@ -25,6 +25,7 @@ from tracking.batching import PendingBatch
 from tracking.fresh_store import make_store_at_once
 from tracking.local_artifacts import link_artifact, local_artifact_dir
 from tracking.store import TrackingTarget, TrackingUnavailable, bound_http_retries, store_lock
+from tracking.writer_gate import WriterGate
 from tracking.writer_priority import lower_this_thread
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ class MlflowTracker(Tracker):
             max_workers=1, thread_name_prefix=WRITER_THREAD, initializer=lower_this_thread
         )
         self._pending: list[Future[object]] = []
+        # Held by the caller between two trainings (tracking.writer_gate).
+        self._gate = WriterGate()
         # The log_batch queued last, which later writes for its run may join until the
         # writer takes it (tracking.batching); the lock guards it and its `taken`.
         self._open_batch: PendingBatch | None = None
@@ -151,7 +154,7 @@ class MlflowTracker(Tracker):
         each (tens of ms) or a server. Reads, flush and a FAILED/KILLED end wait for it."""
         with self._queue_lock:
             self._open_batch = None  # a later log_batch must not jump ahead of this
-            self._pending.append(self._pool.submit(call, *args, **kwargs))
+            self._pending.append(self._pool.submit(self._when_let, call, *args, **kwargs))
 
     def _log(
         self,
@@ -170,8 +173,20 @@ class MlflowTracker(Tracker):
                 return
             batch = PendingBatch(run_id)
             batch.add(metrics, params, tags)
-            self._pending.append(self._pool.submit(self._write_batch, batch))
+            self._pending.append(self._pool.submit(self._when_let, self._write_batch, batch))
             self._open_batch = batch  # once queued: a batch that never was takes nothing
+
+    def _when_let(self, call: Callable[..., object], *args: object, **kwargs: object) -> object:
+        """A job on the writer thread, started once the gate lets it (a held batch goes on
+        taking the writes that queue up behind it meanwhile)."""
+        self._gate.wait()
+        return call(*args, **kwargs)
+
+    def hold_writer(self) -> None:
+        self._gate.hold()
+
+    def release_writer(self) -> None:
+        self._gate.release()
 
     def _write_batch(self, batch: PendingBatch) -> None:
         with self._queue_lock:
@@ -206,6 +221,7 @@ class MlflowTracker(Tracker):
             future, queued_at = self._deferred[0]
             if not future.done() and now - queued_at <= MAX_LAG_S:
                 return
+            self._gate.release()  # it is waited for: nothing may hold it back
             future.result()  # a failure was a warning already (defer)
             self._deferred.popleft()
 
@@ -308,6 +324,7 @@ class MlflowTracker(Tracker):
     def _drain(self) -> None:
         """Waits for the writer thread's queue. Cut short (a failed write, Ctrl-C), the
         writes not waited for stay queued: the next drain waits for them."""
+        self._gate.release()  # waited for: nothing may hold it back
         pending, self._pending = self._pending, []
         for done, future in enumerate(pending, start=1):
             try:

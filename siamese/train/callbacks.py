@@ -12,6 +12,9 @@ class Callback:
     def on_fit_start(self, history: History) -> None:
         """Called once, after the data is checked and before the first step."""
 
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called before each epoch's first step (its previous epoch's files are written)."""
+
     def on_epoch_end(self, record: EpochRecord, history: History) -> str | None:
         """Called after each epoch (and its checkpoints). Return a reason to stop the run."""
         return None

@@ -180,6 +180,8 @@ class _Run:
     def loop(self) -> None:
         for epoch in range(self.start_epoch, self.config.epochs + 1):
             self.checkpoints.write_pending()  # the previous epoch's, before the weights change
+            for callback in self.callbacks:
+                callback.on_epoch_start(epoch)
             record = self.train_epoch(epoch)
             self.history.step_path = self.runner.path
             self.history.precision = self.runner.precision

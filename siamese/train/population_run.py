@@ -161,7 +161,14 @@ class Population:
         for callback in member.callbacks:
             callback.on_fit_start(member.history)
 
+    def _epoch_start(self, k: int, epoch: int) -> None:
+        for callback in self.members[k].callbacks:
+            callback.on_epoch_start(epoch)
+
     def _epoch(self, epoch: int) -> None:
+        for k, member in enumerate(self.members):
+            if member.active:
+                self._guarded(k, partial(self._epoch_start, k, epoch))
         started = time.perf_counter()
         batch, n_pairs = self.configs[0].batch_size, len(self.data.train_pairs)
         n_batches = n_pairs // batch  # whole batches only, as fit: one shape, graphable

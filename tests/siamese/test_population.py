@@ -249,6 +249,9 @@ class Recorder(Callback):
     def on_fit_start(self, history: History) -> None:
         self.calls.append(("start",))
 
+    def on_epoch_start(self, epoch: int) -> None:
+        self.calls.append(("steps", epoch))
+
     def on_epoch_end(self, record: EpochRecord, history: History) -> str | None:
         self.calls.append(("epoch", record.epoch))
         if record.epoch == self.at and self.raises is not None:
@@ -290,15 +293,22 @@ def test_a_pruned_member_stops_and_its_weights_stop_changing(
     )
     first, second = results
     assert first.history.stop_reason == "pruned" and len(first.history.records) == 1
-    assert pruner.calls == [("start",), ("epoch", 1), ("last", 1), ("best", 1), ("end", "pruned")]
+    hooks = [("start",), ("steps", 1), ("epoch", 1), ("last", 1), ("best", 1), ("end", "pruned")]
+    assert pruner.calls == hooks
     # Its weights are its epoch-1 checkpoint's: the second epoch did not move them.
     assert_same_weights(
         first.model.state_dict(), load_checkpoint(tmp_path / "p" / "last.pt")["model"], 0.0
     )
-    theirs = fit(pruned, tiny, callbacks=[Recorder(stop="pruned", at=1)])
+    alone = Recorder(stop="pruned", at=1)
+    theirs = fit(pruned, tiny, callbacks=[alone], checkpoint_dir=tmp_path / "alone")
     assert_same_history(first.history, theirs.history, rel=1e-6)
+    # The same hooks in the same order as fit's (fit reports an epoch's files before it)
+    assert [call for call in alone.calls if call not in {("last", 1), ("best", 1)}] == [
+        call for call in hooks if call not in {("last", 1), ("best", 1)}
+    ]
     assert second.history.stop_reason == "completed" and len(second.history.records) == 2
     assert watcher.calls[-1] == ("end", "completed")
+    assert [call for call in watcher.calls if call[0] == "steps"] == [("steps", 1), ("steps", 2)]
 
 
 def test_checkpoints_load_score_and_resume_in_fit(tiny: PairData, tmp_path: Path) -> None:

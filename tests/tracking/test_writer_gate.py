@@ -1,0 +1,118 @@
+"""The writer keeps out of the main thread's way between two trainings (tracking.writer_gate):
+held from an epoch's end to the next epoch's steps, never for long, and never while
+someone waits for it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from siamese import PairData, TrainConfig, fit
+from siamese.train import Callback, EpochRecord, History
+from tracking import TrackingCallback, embedded_target
+from tracking.mlflow_tracker import MlflowTracker
+from tracking.writer_gate import WriterGate
+
+
+def _waits(gate: WriterGate) -> threading.Thread:
+    waiting = threading.Thread(target=gate.wait, daemon=True)
+    waiting.start()
+    return waiting
+
+
+def test_a_held_gate_waits_until_it_is_released() -> None:
+    gate = WriterGate(max_hold_s=60)
+    gate.hold()
+    waiting = _waits(gate)
+    waiting.join(timeout=0.3)
+    assert waiting.is_alive() and gate.held
+    gate.release()
+    waiting.join(timeout=10)
+    assert not waiting.is_alive() and not gate.held
+
+
+def test_a_hold_ends_by_itself_and_holding_again_does_not_extend_it() -> None:
+    now = [100.0]
+    gate = WriterGate(max_hold_s=2.0, clock=lambda: now[0])
+    gate.hold()
+    now[0] = 101.5
+    gate.hold()  # still the first hold: its bound counts from 100.0
+    assert gate.held
+    now[0] = 102.1
+    assert not gate.held
+    gate.wait()  # returns at once: the hold has lasted too long
+
+
+def test_an_open_gate_does_not_wait() -> None:
+    gate = WriterGate(max_hold_s=60)
+    started = time.monotonic()
+    gate.wait()
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.fixture
+def tracker(tmp_path: Path) -> MlflowTracker:
+    return MlflowTracker(embedded_target(tmp_path / "home"))
+
+
+def _landed(tracker: MlflowTracker, run_id: str) -> dict[str, str]:
+    """The run's tags as the store has them now (another client: no wait for the queue)."""
+    return dict(mlflow.MlflowClient(tracker.uri).get_run(run_id).data.tags)
+
+
+def test_a_held_writer_writes_nothing_until_released(tracker: MlflowTracker) -> None:
+    tracker._gate.max_hold_s = 60
+    run_id = tracker.start_run("r", {}, {})
+    tracker.flush()
+    tracker.hold_writer()
+    tracker.set_tags(run_id, {"a": "1"})
+    time.sleep(0.5)
+    assert "a" not in _landed(tracker, run_id)
+    tracker.release_writer()
+    deadline = time.monotonic() + 30
+    while "a" not in _landed(tracker, run_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _landed(tracker, run_id)["a"] == "1"
+
+
+def test_waiting_for_the_writer_releases_it(tracker: MlflowTracker) -> None:
+    tracker._gate.max_hold_s = 60
+    run_id = tracker.start_run("r", {}, {})
+    tracker.hold_writer()
+    tracker.set_tags(run_id, {"a": "1"})
+    started = time.monotonic()
+    assert tracker.get_run(run_id).tags["a"] == "1"  # a read waits for the queue
+    assert time.monotonic() - started < 30 and not tracker._gate.held
+
+
+class GateProbe(Callback):
+    """Whether the writer is held at each hook, after the tracking callback's turn."""
+
+    def __init__(self, tracker: MlflowTracker) -> None:
+        self.tracker = tracker
+        self.seen: list[tuple[str, bool]] = []
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.seen.append((f"steps {epoch}", self.tracker._gate.held))
+
+    def on_epoch_end(self, record: EpochRecord, history: History) -> str | None:
+        self.seen.append((f"end {record.epoch}", self.tracker._gate.held))
+        return None
+
+
+def test_fit_holds_the_writer_between_its_epochs_and_after_its_run(
+    tracker: MlflowTracker, small_data: PairData
+) -> None:
+    tracker._gate.max_hold_s = 60
+    run_id = tracker.start_run("r", {}, {})
+    probe = GateProbe(tracker)
+    config = TrainConfig(epochs=2, batch_size=32, seed=0)
+    fit(config, small_data, callbacks=[TrackingCallback(tracker, run_id, False), probe])
+    assert probe.seen == [("steps 1", False), ("end 1", True), ("steps 2", False), ("end 2", True)]
+    assert tracker._gate.held  # until the next run's steps, or a wait for the writer
+    tracker.flush()
+    assert not tracker._gate.held
