@@ -78,8 +78,10 @@ def export(out: Path, count: int, seed: int, **flags: Any) -> None:
         f"{exported.images} images to {out}; no run with --seed {seed} has trained on them"
     )
     if exported.pairs < count:
+        asked = click.get_current_context().get_parameter_source("count")
+        given = "--pairs" if asked is not click.core.ParameterSource.DEFAULT else "the default"
         click.echo(
-            f"note: --pairs {count}: the test split has {exported.pairs}; all of them are here"
+            f"note: {given} {count}: the test split has {exported.pairs}; all of them are here"
         )
     click.echo(
         f"try: siamese-lab predict --model models:/siamese@champion --pairs {out / PAIRS_FILE}"
