@@ -37,9 +37,10 @@ class WriterGate:
 
     def hold(self) -> None:
         """Holds the writer from its next job on (the one it is in goes on). Holding again
-        while held keeps the first hold's start: the bound counts from there."""
+        while held keeps the first hold's start: the bound counts from there. A hold that
+        has run out is over: holding again starts a new one."""
         with self._changed:
-            if self._held_since is None:
+            if self._held_since is None or self._left() <= 0:
                 self._held_since = self._clock()
 
     def release(self) -> None:

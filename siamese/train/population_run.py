@@ -166,9 +166,15 @@ class Population:
             callback.on_epoch_start(epoch)
 
     def _epoch(self, epoch: int) -> None:
-        for k, member in enumerate(self.members):
-            if member.active:
+        active = [m.active for m in self.members]
+        for k in range(len(self.members)):
+            if active[k]:
                 self._guarded(k, partial(self._epoch_start, k, epoch))
+        if [m.active for m in self.members] != active:
+            # A member whose hook failed has ended: its weights take no more steps.
+            self.step.set_active([m.active for m in self.members])
+            if not any(m.active for m in self.members):
+                return
         started = time.perf_counter()
         batch, n_pairs = self.configs[0].batch_size, len(self.data.train_pairs)
         n_batches = n_pairs // batch  # whole batches only, as fit: one shape, graphable

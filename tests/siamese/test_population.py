@@ -242,8 +242,15 @@ def test_the_stacked_optimizer_steps_as_torch_optim_does(kind: str) -> None:
 class Recorder(Callback):
     """Every hook call, in order; stops its run with `stop` after epoch `at`."""
 
-    def __init__(self, stop: str | None = None, at: int = 1, raises: BaseException | None = None):
+    def __init__(
+        self,
+        stop: str | None = None,
+        at: int = 1,
+        raises: BaseException | None = None,
+        raises_at_start: int | None = None,
+    ):
         self.stop, self.at, self.raises = stop, at, raises
+        self.raises_at_start = raises_at_start  # the epoch whose on_epoch_start raises `raises`
         self.calls: list[tuple[Any, ...]] = []
 
     def on_fit_start(self, history: History) -> None:
@@ -251,10 +258,12 @@ class Recorder(Callback):
 
     def on_epoch_start(self, epoch: int) -> None:
         self.calls.append(("steps", epoch))
+        if epoch == self.raises_at_start and self.raises is not None:
+            raise self.raises
 
     def on_epoch_end(self, record: EpochRecord, history: History) -> str | None:
         self.calls.append(("epoch", record.epoch))
-        if record.epoch == self.at and self.raises is not None:
+        if record.epoch == self.at and self.raises is not None and self.raises_at_start is None:
             raise self.raises
         return self.stop if record.epoch >= self.at else None
 
@@ -368,6 +377,21 @@ def test_a_failing_callback_ends_its_member_alone(tiny: PairData) -> None:
     assert isinstance(results[0].error, OSError) and broken.calls[-1] == ("end", "error")
     assert results[1].error is None and results[1].history.stop_reason == "completed"
     assert fine.calls[-1] == ("end", "completed") and len(results[1].history.records) == 2
+
+
+def test_a_member_whose_epoch_start_fails_takes_no_more_steps(tiny: PairData) -> None:
+    """Its hook failed before epoch 2's steps: it ends with epoch 1's weights, as a fit run
+    whose callback raised there would, and the other member trains on."""
+    failing = Recorder(raises=OSError("tracking server gone"), raises_at_start=2)
+    first, second = cfg(optimizer="sgd", seed=1), cfg(optimizer="sgd", seed=2)
+    results = fit_population([first, second], tiny, [[failing], [Recorder()]])
+    assert results[0].history.stop_reason == "error" and len(results[0].history.records) == 1
+    assert failing.calls[-2:] == [("steps", 2), ("end", "error")]
+    one_epoch = fit(replace(first, epochs=1), tiny)
+    assert_same_weights(results[0].model.state_dict(), one_epoch.model.state_dict(), 1e-6)
+    assert results[1].history.stop_reason == "completed" and len(results[1].history.records) == 2
+    with pytest.raises(OSError, match="server gone"):  # fit: the same hook fails the run
+        fit(first, tiny, callbacks=[Recorder(raises=OSError("server gone"), raises_at_start=2)])
 
 
 def test_ctrl_c_ends_every_member_and_is_raised(tiny: PairData) -> None:

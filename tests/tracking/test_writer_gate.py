@@ -47,6 +47,27 @@ def test_a_hold_ends_by_itself_and_holding_again_does_not_extend_it() -> None:
     gate.wait()  # returns at once: the hold has lasted too long
 
 
+def test_a_hold_that_ran_out_is_over_and_a_new_one_starts() -> None:
+    now = [100.0]
+    gate = WriterGate(max_hold_s=2.0, clock=lambda: now[0])
+    gate.hold()
+    now[0] = 103.0
+    assert not gate.held
+    gate.hold()  # a new hold, counted from now
+    assert gate.held
+    now[0] = 104.9
+    assert gate.held
+
+
+def test_a_hold_runs_out_while_the_writer_waits() -> None:
+    gate = WriterGate(max_hold_s=0.5)
+    gate.hold()
+    started = time.monotonic()
+    waiting = _waits(gate)
+    waiting.join(timeout=30)
+    assert not waiting.is_alive() and 0.4 <= time.monotonic() - started < 30
+
+
 def test_an_open_gate_does_not_wait() -> None:
     gate = WriterGate(max_hold_s=60)
     started = time.monotonic()
@@ -65,18 +86,39 @@ def _landed(tracker: MlflowTracker, run_id: str) -> dict[str, str]:
 
 
 def test_a_held_writer_writes_nothing_until_released(tracker: MlflowTracker) -> None:
+    """Held, the writer starts no job: the batch queued meanwhile is not taken, and the
+    writes behind it join it (one transaction, in their order) until it is let go."""
     tracker._gate.max_hold_s = 60
     run_id = tracker.start_run("r", {}, {})
     tracker.flush()
     tracker.hold_writer()
-    tracker.set_tags(run_id, {"a": "1"})
+    tracker.set_tags(run_id, {"a": "1", "k": "first"})
     time.sleep(0.5)
+    queued = tracker._pending[-1]
+    batch = tracker._open_batch
+    assert batch is not None and not batch.taken and not queued.done()
+    tracker.set_tags(run_id, {"b": "2", "k": "second"})
+    assert tracker._pending == [queued] and tracker._open_batch is batch  # joined, not queued
     assert "a" not in _landed(tracker, run_id)
     tracker.release_writer()
-    deadline = time.monotonic() + 30
-    while "a" not in _landed(tracker, run_id) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _landed(tracker, run_id)["a"] == "1"
+    queued.result(timeout=30)
+    tags = _landed(tracker, run_id)
+    assert (tags["a"], tags["b"], tags["k"]) == ("1", "2", "second")
+
+
+def test_a_new_run_waiting_for_overdue_records_releases_the_writer(
+    tracker: MlflowTracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tracking import mlflow_tracker
+
+    monkeypatch.setattr(mlflow_tracker, "MAX_LAG_S", 0.0)
+    tracker._gate.max_hold_s = 60
+    tracker.hold_writer()
+    drawn: list[str] = []
+    tracker.defer(lambda: drawn.append("curves"), "a record now overdue")
+    started = time.monotonic()
+    tracker.catch_up()
+    assert drawn == ["curves"] and time.monotonic() - started < 30
 
 
 def test_waiting_for_the_writer_releases_it(tracker: MlflowTracker) -> None:
@@ -104,6 +146,18 @@ class GateProbe(Callback):
         return None
 
 
+class ReleaseAtTheEnd(Callback):
+    """Lets the writer go after the last epoch's end, so that only on_fit_end can hold it."""
+
+    def __init__(self, tracker: MlflowTracker, epochs: int) -> None:
+        self.tracker, self.epochs = tracker, epochs
+
+    def on_epoch_end(self, record: EpochRecord, history: History) -> str | None:
+        if record.epoch == self.epochs:
+            self.tracker.release_writer()
+        return None
+
+
 def test_fit_holds_the_writer_between_its_epochs_and_after_its_run(
     tracker: MlflowTracker, small_data: PairData
 ) -> None:
@@ -111,8 +165,9 @@ def test_fit_holds_the_writer_between_its_epochs_and_after_its_run(
     run_id = tracker.start_run("r", {}, {})
     probe = GateProbe(tracker)
     config = TrainConfig(epochs=2, batch_size=32, seed=0)
-    fit(config, small_data, callbacks=[TrackingCallback(tracker, run_id, False), probe])
+    tracking = TrackingCallback(tracker, run_id, False)
+    fit(config, small_data, callbacks=[tracking, probe, ReleaseAtTheEnd(tracker, 2)])
     assert probe.seen == [("steps 1", False), ("end 1", True), ("steps 2", False), ("end 2", True)]
-    assert tracker._gate.held  # until the next run's steps, or a wait for the writer
+    assert tracker._gate.held  # by on_fit_end: until the next run's steps or a wait for it
     tracker.flush()
     assert not tracker._gate.held
