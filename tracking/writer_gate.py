@@ -10,7 +10,8 @@ trainings (`hold`) and lets it go when the next training starts (`release`).
 
 A hold never lasts: after `MAX_HOLD_S` the writer goes on by itself (a caller that forgot
 to release, or a long stretch between trainings, costs the record that much lag at most),
-and everything that waits for the writer releases it first.
+and everything that waits for the writer releases it first (a flush among them: a process
+that exits without one waits out the hold at the writer's join, 2 s at most).
 """
 
 from __future__ import annotations
