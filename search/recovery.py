@@ -1,11 +1,12 @@
-"""Trials whose process is gone: found, closed and retried once from their checkpoint.
+"""Trials whose process is gone: found, closed and retried from their checkpoint.
 
 A trial records its owner (host, pid and the process's start time, so a reused pid is not
 mistaken for it). When the owner is provably gone - a local worker the parent saw die, or a
 RUNNING trial on this host whose process no longer exists - the trial is marked FAIL, its
 MLflow run KILLED, and a retry with the same parameters and checkpoint folder is queued. A
 trial stopped by Ctrl-C ends FAIL with `interrupted` set and is retried the same way when
-the study is resumed. Other hosts' trials are left to the database heartbeat.
+the study is resumed (each time it is interrupted; a death is retried once: see
+enqueue_retry). Other hosts' trials are left to the database heartbeat.
 """
 
 from __future__ import annotations
@@ -68,9 +69,12 @@ def _alive(pid: int) -> bool:
 
 
 def enqueue_retry(study: optuna.Study, trial: FrozenTrial) -> bool:
-    """Queue `trial` again with its parameters and checkpoint folder, unless it is itself a
-    retry or has one already: a trial is retried once."""
-    if RETRY_OF_ATTR in trial.user_attrs or _retried(study.get_trials(deepcopy=False), trial):
+    """Queue `trial` again with its parameters and checkpoint folder, unless it has a retry
+    already, or its process died and so did the one of the trial it repeats: a trial that
+    kills its worker is retried once, not forever. Ctrl-C is not a death: an interrupted
+    trial is retried however often it was interrupted."""
+    trials = study.get_trials(deepcopy=False)
+    if _retried(trials, trial) or (_died(trial) and _repeats_a_death(trials, trial)):
         return False
     attrs = {k: v for k, v in trial.user_attrs.items() if k not in NOT_INHERITED}
     study.enqueue_trial(trial.params, user_attrs={**attrs, RETRY_OF_ATTR: trial.number})
@@ -79,6 +83,18 @@ def enqueue_retry(study: optuna.Study, trial: FrozenTrial) -> bool:
 
 def _retried(trials: Iterable[FrozenTrial], trial: FrozenTrial) -> bool:
     return any(t.user_attrs.get(RETRY_OF_ATTR) == trial.number for t in trials)
+
+
+def _died(trial: FrozenTrial) -> bool:
+    return not trial.user_attrs.get(INTERRUPTED_ATTR)
+
+
+def _repeats_a_death(trials: Iterable[FrozenTrial], trial: FrozenTrial) -> bool:
+    repeated = trial.user_attrs.get(RETRY_OF_ATTR)
+    if repeated is None:
+        return False
+    original = next((t for t in trials if t.number == repeated), None)
+    return original is None or _died(original)
 
 
 def _close_run(tracker: Tracker | None, trial: FrozenTrial, why: str) -> None:
@@ -95,7 +111,7 @@ def recover_dead(study: optuna.Study, trial: FrozenTrial, tracker: Tracker | Non
     study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     _close_run(tracker, trial, why)
     retried = enqueue_retry(study, trial)
-    then = f"retried {_from_where(trial)}" if retried else "not retried (it was a retry)"
+    then = f"retried {_from_where(trial)}" if retried else "not retried (it died as a retry)"
     return f"trial {trial.number}: {why}; marked failed, its run KILLED, {then}"
 
 
