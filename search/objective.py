@@ -29,6 +29,7 @@ from siamese.interrupts import InterruptCheck
 from siamese.train import Callback, EpochRecord, FitResult, History
 from tracking import TrackingCallback, tracked_run
 from tracking.base import RUN_NAME_TAG, STATE_TAG, Tracker
+from tracking.run import Terminated
 
 ERROR_ATTR = "error"  # what ended a failed trial, in one line
 VERDICT = "verdict"  # the diagnosis verdict: converged, failed or incomplete
@@ -103,7 +104,8 @@ def recorded_failure(trial: optuna.Trial) -> Iterator[None]:
 
 def note_failure(trial: optuna.Trial, exc: BaseException) -> None:
     if isinstance(exc, KeyboardInterrupt):
-        trial.set_user_attr(INTERRUPTED_ATTR, True)
+        # Which signal: a SIGTERM (a scheduler's) is retried like a death (search.recovery).
+        trial.set_user_attr(INTERRUPTED_ATTR, "SIGTERM" if isinstance(exc, Terminated) else True)
     elif isinstance(exc, Exception):
         trial.set_user_attr(ERROR_ATTR, one_line(exc))
 

@@ -4,9 +4,9 @@ A trial records its owner (host, pid and the process's start time, so a reused p
 mistaken for it). When the owner is provably gone - a local worker the parent saw die, or a
 RUNNING trial on this host whose process no longer exists - the trial is marked FAIL, its
 MLflow run KILLED, and a retry with the same parameters and checkpoint folder is queued. A
-trial stopped by Ctrl-C ends FAIL with `interrupted` set and is retried the same way when
-the study is resumed (each time it is interrupted; a death is retried once: see
-enqueue_retry). Other hosts' trials are left to the database heartbeat.
+trial stopped by Ctrl-C or SIGTERM ends FAIL with `interrupted` set (True, or "SIGTERM")
+and is retried the same way when the study is resumed (after each Ctrl-C; a death or a
+SIGTERM once: see enqueue_retry). Other hosts' trials are left to the database heartbeat.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 import socket
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -70,31 +71,53 @@ def _alive(pid: int) -> bool:
 
 def enqueue_retry(study: optuna.Study, trial: FrozenTrial) -> bool:
     """Queue `trial` again with its parameters and checkpoint folder, unless it has a retry
-    already, or its process died and so did the one of the trial it repeats: a trial that
-    kills its worker is retried once, not forever. Ctrl-C is not a death: an interrupted
-    trial is retried however often it was interrupted."""
+    already, or it died and so did a trial it repeats: a trial that kills its worker is
+    retried once, not forever. A Ctrl-C is not a death: a trial is retried however often
+    it was interrupted. A SIGTERM is one here: a scheduler whose time limit is shorter than
+    an epoch would otherwise requeue the same trial forever."""
     trials = study.get_trials(deepcopy=False)
     if _retried(trials, trial) or (_died(trial) and _repeats_a_death(trials, trial)):
         return False
-    attrs = {k: v for k, v in trial.user_attrs.items() if k not in NOT_INHERITED}
-    study.enqueue_trial(trial.params, user_attrs={**attrs, RETRY_OF_ATTR: trial.number})
+    attrs = retry_attrs(trial)
+    study.enqueue_trial(trial.params, user_attrs=attrs)
     return True
 
 
+def retry_attrs(trial: FrozenTrial) -> dict[str, Any]:
+    """The user attributes a retry of `trial` starts with: its checkpoint folder and the
+    like, not its owner, run or outcome, and which trial it repeats."""
+    attrs = {k: v for k, v in trial.user_attrs.items() if k not in NOT_INHERITED}
+    return {**attrs, RETRY_OF_ATTR: trial.number}
+
+
 def _retried(trials: Iterable[FrozenTrial], trial: FrozenTrial) -> bool:
-    return any(t.user_attrs.get(RETRY_OF_ATTR) == trial.number for t in trials)
+    """Whether a trial repeats `trial` already: one of ours, or the heartbeat's (Optuna
+    keeps the trials it repeats in the system attribute retry_history)."""
+    return any(
+        t.user_attrs.get(RETRY_OF_ATTR) == trial.number
+        or trial.number in t.system_attrs.get("retry_history", ())
+        for t in trials
+    )
 
 
 def _died(trial: FrozenTrial) -> bool:
-    return not trial.user_attrs.get(INTERRUPTED_ATTR)
+    """Ended by its process dying or by SIGTERM, not by Ctrl-C (`interrupted` is True)."""
+    return trial.user_attrs.get(INTERRUPTED_ATTR) is not True
 
 
 def _repeats_a_death(trials: Iterable[FrozenTrial], trial: FrozenTrial) -> bool:
+    """Whether a trial that `trial` repeats (its retry_of, and so on back) died: a trial
+    missing from the study counts as one."""
+    by_number = {t.number: t for t in trials}
+    seen = {trial.number}
     repeated = trial.user_attrs.get(RETRY_OF_ATTR)
-    if repeated is None:
-        return False
-    original = next((t for t in trials if t.number == repeated), None)
-    return original is None or _died(original)
+    while repeated is not None and repeated not in seen:
+        seen.add(repeated)
+        original = by_number.get(repeated)
+        if original is None or _died(original):
+            return True
+        repeated = original.user_attrs.get(RETRY_OF_ATTR)
+    return False
 
 
 def _close_run(tracker: Tracker | None, trial: FrozenTrial, why: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.recovery import INTERRUPTED_ATTR
 from search.storage import RUN_ID_ATTR
 from siamese.errors import SiameseInputError
 
@@ -118,8 +119,8 @@ def _failure_kinds(trial: FrozenTrial) -> list[str]:
     label = str(trial.user_attrs.get("diagnosis", ""))
     if verdict == "failed":
         return label.split("+")
-    if trial.state == TrialState.FAIL:
-        return ["crashed"]
+    if trial.state == TrialState.FAIL and not trial.user_attrs.get(INTERRUPTED_ATTR):
+        return ["crashed"]  # (an interrupted trial says nothing about its parameters)
     return []
 
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import warnings
@@ -54,8 +55,8 @@ class Heartbeat:
 
 class StaleTrialHandler:
     """Runs when a worker stopped beating its heart: closes the dead trial's MLflow run (so
-    nothing stays RUNNING) and queues a retry with the same parameters. The retry inherits
-    the trial's user attributes, its checkpoint folder among them, and resumes from there."""
+    nothing stays RUNNING) and queues a retry with the same parameters (up to MAX_RETRY
+    times in a row). The retry inherits the trial's checkpoint folder and resumes from there."""
 
     def __init__(self, tracker: Any = None) -> None:
         self.tracker = tracker
@@ -71,7 +72,13 @@ class StaleTrialHandler:
                 self.tracker.end_run(run_id, FAILED)
             except Exception as exc:  # the retry matters more than the bookkeeping
                 logging.getLogger(__name__).warning("could not close run %s: %s", run_id, exc)
-        self.retry(study, trial)
+        from search.recovery import retry_attrs  # (it imports this module)
+
+        # Optuna's retry copies every user attribute: not the dead trial's owner, run or
+        # outcome, and it says which trial it repeats (recover_orphans then sees it).
+        repeated = copy.copy(trial)
+        repeated.user_attrs = retry_attrs(trial)
+        self.retry(study, repeated)
 
 
 @contextmanager
