@@ -178,6 +178,9 @@ def check_parent_run(tracker: Tracker, study_name: str, parent: str) -> None:
 def child_main(spec: WorkerSpec) -> None:
     """A local worker process: the same `join_study` as on another machine."""
     from search.env import LabEnv
+    from search.parent_watch import stop_when_the_parent_dies
+
+    stop_when_the_parent_dies()
 
     def make_tracker(recorded_uri: str | None) -> Tracker | None:
         env = LabEnv(spec.home, spec.tracking_uri)

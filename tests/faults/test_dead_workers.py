@@ -120,3 +120,37 @@ def test_an_interrupted_trial_is_retried_from_its_checkpoint_on_resume(tmp_path:
     assert resumed.returncode == 0, output
     assert "interrupted earlier; retried from its checkpoint" in output
     _assert_recovered(home, killed)
+
+
+def test_workers_stop_when_their_search_process_is_killed(tmp_path: Path) -> None:
+    """kill -9 of `search --jobs 2` itself: its workers do not train on as orphans. Each
+    stops as on SIGTERM (its trial FAIL with interrupted="SIGTERM", its run KILLED), and a
+    resumed search retries the trial."""
+    home = tmp_path / "home"
+    process = _start(home, "--jobs", "2", "--trials", "4")
+    held = _a_trial_with_a_checkpoint(home, process)
+    worker = owner_pid(held.user_attrs[OWNER_ATTR])
+    assert worker is not None and worker != process.pid
+    process.kill()
+    process.communicate(timeout=60)
+    deadline = time.monotonic() + 120
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(worker), "the worker outlived its search process"
+    trial = _study(home).trials[held.number]
+    assert trial.state == TrialState.FAIL and trial.user_attrs["interrupted"] == "SIGTERM"
+    tracker = MlflowTracker(embedded_target(home))
+    assert tracker.get_run(held.user_attrs[RUN_ID_ATTR]).status == "KILLED"
+    resumed = _start(home, "--trials", "0")
+    output, _ = resumed.communicate(timeout=WAIT_S)
+    assert resumed.returncode == 0, output
+    assert f"trial {held.number}: interrupted earlier; retried" in output
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, which init reaps, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
