@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -57,6 +58,32 @@ def check_device(flag: str, spec: str) -> str:
     except ConfigError as exc:
         raise ConfigError(f"{flag} {str(exc).removeprefix('--device ')}") from exc
     return spec
+
+
+# Local workers per CPU core beyond which `--jobs` is refused: more only share the same
+# cores, and each holds its own torch, data and stores (about 0.5 GB).
+JOBS_PER_CORE = 4
+
+
+def check_jobs(jobs: int) -> int:
+    """`jobs` if this machine can run that many local workers: a typo such as --jobs 400
+    would start 400 processes that exhaust its memory before the first trial."""
+    cores = usable_cores()
+    if jobs > JOBS_PER_CORE * cores:
+        raise ConfigError(
+            f"--jobs {jobs}: this machine has {cores} CPU core(s), room for at most "
+            f"{JOBS_PER_CORE * cores} local workers (each holds about 0.5 GB and shares the "
+            "cores); more machines join with `siamese-lab worker`"
+        )
+    return jobs
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def gpu_devices(devices: str) -> tuple[str, ...]:

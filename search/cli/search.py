@@ -129,8 +129,9 @@ def search(
     from search.progress import Progress
     from search.space import base_and_space
     from search.study import SearchRequest, run_search
-    from search.training import check_device, gpu_devices
+    from search.training import check_device, check_jobs, gpu_devices
 
+    check_jobs(jobs)
     env = current_env().with_overrides(storage_url=storage)
     workers: tuple[str | None, ...] = (
         gpu_devices(devices) if devices is not None else (None,) * jobs

@@ -54,3 +54,29 @@ def test_values_no_generator_or_optimizer_can_take_exit_2_with_one_line(
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines() == [f"error: {line}"]
     assert not (tmp_path / "home").exists()
+
+
+def test_more_local_workers_than_the_cores_can_hold_exit_2_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A typo such as --jobs 400 would start 400 processes that exhaust the memory."""
+    from search import training
+
+    monkeypatch.setattr(training, "usable_cores", lambda: 2)
+    home = tmp_path / "home"
+    result = CliRunner().invoke(cli, ["--home", str(home), "search", "--jobs", "9"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        "error: --jobs 9: this machine has 2 CPU core(s), room for at most 8 local workers "
+        "(each holds about 0.5 GB and shares the cores); more machines join with "
+        "`siamese-lab worker`"
+    ]
+    assert not home.exists()
+
+
+def test_usable_cores_are_this_process_s_share() -> None:
+    import os
+
+    from search.training import usable_cores
+
+    assert 1 <= usable_cores() <= (os.cpu_count() or 1)
