@@ -24,7 +24,13 @@ from search.setup import StudySetup, make_pruner, make_sampler, stored_setup, wr
 from search.space import SPACE_PARAMS, SearchSpace, contains_original
 from search.storage import RUN_ID_ATTR, StaleTrialHandler, open_storage
 from search.supervisor import run_local_workers
-from search.workers import FINISHED_STATES, WorkerSpec, check_parent_run, run_trials
+from search.workers import (
+    FINISHED_STATES,
+    WorkerSpec,
+    check_parent_run,
+    prepared_data,
+    run_trials,
+)
 from siamese.config import SEED_PRESET, TrainConfig
 from siamese.errors import JobFailed, SiameseInputError
 from siamese.files import signals_deferred
@@ -162,6 +168,10 @@ def _open_study(request: SearchRequest, make_tracker: TrackerFactory) -> _Sessio
     stored = stored_setup(storage, request.study_name)
     if stored is not None:
         check_unchanged(request.study_name, stored, _new_setup(request), request.typed)
+    else:
+        # Bad data is bad input before the study exists: a study stored with it could
+        # neither run nor be resumed with other data.
+        prepared_data(request.base.data)
     setup = stored or _new_setup(request)
     tracker = stale.tracker = make_tracker(setup.tracking_uri)
     study = optuna.create_study(

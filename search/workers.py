@@ -19,7 +19,7 @@ from search.population import Budget, run_populations
 from search.progress import Progress
 from search.setup import StudySetup, make_pruner, make_sampler, read_stored_setup
 from search.storage import StaleTrialHandler, open_storage
-from siamese import prepare_data
+from siamese import DataConfig, PairData, prepare_data
 from siamese.errors import SiameseInputError
 from siamese.interrupts import interrupts_remembered, raise_if_interrupted
 from siamese.names import check_name
@@ -27,6 +27,9 @@ from siamese.train import gpu, resolve_device
 from tracking.base import Tracker
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# The data this process prepared last: `search` checks a new study's data before the study
+# exists, and its trials then train on the same pairs.
+_prepared: dict[DataConfig, PairData] = {}
 # Members per population on a GPU when --population is not given. Not yet measured on one:
 # `bench/gpu_check.sh` prints pairs/s at K = 1, 8, 32 and 128 to choose it from.
 GPU_POPULATION = 32
@@ -65,7 +68,7 @@ def run_trials(
     objective = Objective(
         base=base,
         space=setup.search_space(),
-        data=prepare_data(base.data),
+        data=prepared_data(base.data),
         checkpoint_root=spec.home / "checkpoints" / spec.study_name,
         study_name=spec.study_name,
         tracker=tracker,
@@ -173,6 +176,14 @@ def check_parent_run(tracker: Tracker, study_name: str, parent: str) -> None:
             f"cannot find in {tracker.uri}; point it at the study's MLflow server (--tracking-uri "
             "or MLFLOW_TRACKING_URI), or add --no-track"
         ) from exc
+
+
+def prepared_data(config: DataConfig) -> PairData:
+    """prepare_data, once per process for the config it was last asked for."""
+    if config not in _prepared:
+        _prepared.clear()
+        _prepared[config] = prepare_data(config)
+    return _prepared[config]
 
 
 def child_main(spec: WorkerSpec) -> None:

@@ -44,6 +44,11 @@ def _expect(ok: bool, name: str, expected: str, got: object) -> None:
         raise ConfigError(f"{name}: expected {expected}, got {got!r}")
 
 
+# Pairs drawn per split at most: their indices alone take 24 bytes each (240 MB here), and
+# 10 million pairs an epoch is hours on a CPU. A typo of a few more digits was a MemoryError.
+MAX_PAIRS = 10_000_000
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which images, which pairs. `source` is digits, shapes, folder:PATH or npz:PATH."""
@@ -67,8 +72,9 @@ class DataConfig:
             self.source,
         )
         _expect(self.task in TASKS, "--task", " or ".join(TASKS), self.task)
-        _expect(self.train_pairs >= 2, "--train-pairs", "an integer >= 2", self.train_pairs)
-        _expect(self.val_pairs >= 2, "--val-pairs", "an integer >= 2", self.val_pairs)
+        pairs = f"an integer in [2, {MAX_PAIRS}]"
+        _expect(2 <= self.train_pairs <= MAX_PAIRS, "--train-pairs", pairs, self.train_pairs)
+        _expect(2 <= self.val_pairs <= MAX_PAIRS, "--val-pairs", pairs, self.val_pairs)
         _check_seed(self.seed)
         _expect(
             self.inject_bug in INJECTED_BUGS,

@@ -10,6 +10,8 @@ import gzip
 import importlib.util
 import re
 import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +163,7 @@ def load_npz_set(path: Path) -> ImageSet:
                 f"{path}: array x mixes image shapes (object array); expected one (H, W)"
             ) from exc
         raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # truncated, corrupt
         raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__})") from exc
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:

@@ -45,6 +45,14 @@ def test_out_of_range_flags_exit_2(tmp_path: Path, args: list[str], flag: str) -
             "--weight-decay: expected a finite number >= 0, got inf",
         ),
         (["train", "--margin", "inf"], "--margin: expected a positive finite number, got inf"),
+        (
+            ["train", "--train-pairs", "1000000000000"],
+            "--train-pairs: expected an integer in [2, 10000000], got 1000000000000",
+        ),
+        (
+            ["data", "check", "--val-pairs", str(10**23)],
+            f"--val-pairs: expected an integer in [2, 10000000], got {10**23}",
+        ),
     ],
 )
 def test_values_no_generator_or_optimizer_can_take_exit_2_with_one_line(
@@ -80,3 +88,19 @@ def test_usable_cores_are_this_process_s_share() -> None:
     from search.training import usable_cores
 
     assert 1 <= usable_cores() <= (os.cpu_count() or 1)
+
+
+def test_bad_data_for_a_new_study_is_refused_before_the_study_exists(tmp_path: Path) -> None:
+    """Stored with data it cannot read, a study could neither run nor be resumed with other
+    data (a resume refuses a --data that differs from the stored one)."""
+    home = tmp_path / "home"
+    missing = tmp_path / "missing.npz"
+    bad = CliRunner().invoke(cli, ["--home", str(home), "search", "--data", f"npz:{missing}"])
+    assert bad.exit_code == 2, bad.output
+    assert bad.output.strip().splitlines() == [
+        f"error: {missing}: no such file; expected an .npz with arrays x and y"
+    ]
+    assert not (home / "mlflow.db").exists()  # no study run either
+    good = CliRunner().invoke(cli, ["--home", str(home), "search", "--trials", "0"])
+    assert good.exit_code == 0, good.output
+    assert "(new)" in good.output

@@ -115,6 +115,19 @@ def test_a_file_that_is_not_an_npz_is_named_as_such(tmp_path: Path) -> None:
         load_source(f"npz:{tmp_path / 'd.npz'}")
 
 
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+def test_a_damaged_npz_is_named_as_unreadable(tmp_path: Path, damage: str) -> None:
+    np.savez(tmp_path / "d.npz", x=np.zeros((12, 40, 50), np.uint8), y=np.repeat([0, 1], 6))
+    raw = bytearray((tmp_path / "d.npz").read_bytes())
+    if damage == "truncated":
+        raw = raw[: len(raw) // 2]
+    else:  # bytes inside x's data: the zip's CRC check fails on reading
+        raw[200] ^= 0xFF
+    (tmp_path / "d.npz").write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"d\.npz: not a readable \.npz file \(BadZipFile\)"):
+        load_source(f"npz:{tmp_path / 'd.npz'}")
+
+
 def test_an_empty_npz_is_missing_its_arrays(tmp_path: Path) -> None:
     np.savez(tmp_path / "d.npz")
     with pytest.raises(DataError, match=r"missing array\(s\) \['x', 'y'\]"):
