@@ -24,6 +24,10 @@ TRACKING_VARIABLE = "MLFLOW_TRACKING_URI"
 DEFAULT_HOME_NAME = ".siamese-lab"
 
 
+# Characters a path in an sqlite:/// URI cannot carry as they are.
+URI_UNSAFE = "?#%"
+
+
 @dataclass(frozen=True)
 class LabEnv:
     """`home` holds the embedded stores and checkpoints; `tracking_uri` and `storage_url`,
@@ -48,10 +52,18 @@ class LabEnv:
         return f"the home folder {self.home} (--home or {HOME_VARIABLE})"
 
     def check_home(self) -> None:
-        """A home that is a file is bad input, whether or not the command would make it."""
+        """A home that is a file is bad input, whether or not the command would make it; so
+        is one the embedded MLflow store's URI cannot name (sqlite:///HOME/mlflow.db: a ?
+        starts its query, so the database went to the folder before it, outside the home)."""
         if self.home.exists() and not self.home.is_dir():
             raise SiameseInputError(
                 f"{self._where}: is a file; expected a folder (made if missing)"
+            )
+        unsafe = sorted(set(URI_UNSAFE) & set(str(self.home.resolve())))
+        if unsafe and self.embedded_tracking:
+            raise SiameseInputError(
+                f"{self._where}: contains {' '.join(unsafe)}, which the MLflow store's URI "
+                "cannot hold; expected a path without ? # %"
             )
 
     def ensure_home(self) -> Path:

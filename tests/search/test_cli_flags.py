@@ -104,3 +104,17 @@ def test_bad_data_for_a_new_study_is_refused_before_the_study_exists(tmp_path: P
     good = CliRunner().invoke(cli, ["--home", str(home), "search", "--trials", "0"])
     assert good.exit_code == 0, good.output
     assert "(new)" in good.output
+
+
+@pytest.mark.parametrize("char", ["?", "%", "#"])
+def test_a_home_the_store_uri_cannot_name_is_refused(tmp_path: Path, char: str) -> None:
+    """sqlite:///HOME/mlflow.db: with a ? in HOME the database went to the folder before it,
+    outside the home; a % made MLflow fail with a traceback."""
+    home = tmp_path / f"h{char}20x"
+    result = CliRunner().invoke(cli, ["--home", str(home), "train", "--epochs", "1"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"error: the home folder {home} (--home or SIAMESE_LAB_HOME): contains {char}, which "
+        "the MLflow store's URI cannot hold; expected a path without ? # %"
+    ]
+    assert list(tmp_path.iterdir()) == []  # nothing made, here or beside it
