@@ -4,6 +4,7 @@ help shows the defaults of the command they are on), JSON output, the bad-input 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import fields
@@ -22,7 +23,7 @@ from siamese.config import (
     DataConfig,
     TrainConfig,
 )
-from siamese.errors import SiameseInputError
+from siamese.errors import ConfigError, SiameseInputError
 from siamese.names import check_name
 
 if TYPE_CHECKING:
@@ -46,6 +47,22 @@ def checked_name(ctx: click.Context, param: click.Parameter, value: str | None) 
     checked while the command line is parsed, before anything is created."""
     if value is not None:
         check_name(_flag(param), value)
+    return value
+
+
+# MLflow's rule for a registered model's alias: letters, digits, _ and -, at most 255; and
+# neither "latest" nor vN, which name versions. Checked before a version is registered for it.
+_ALIAS = re.compile(r"[\w-]{1,255}")
+_RESERVED_ALIAS = re.compile(r"latest|v\d+", re.IGNORECASE)
+
+
+def checked_alias(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """An option callback for --alias (see _ALIAS)."""
+    if not _ALIAS.fullmatch(value) or _RESERVED_ALIAS.fullmatch(value):
+        raise ConfigError(
+            f"{_flag(param)} {value[:60]!r}: expected letters, digits, _ and - (at most 255), "
+            "not latest or vN (MLflow's names for versions)"
+        )
     return value
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 
 from search.cli.common import (
+    checked_alias,
     checked_name,
     current_env,
     print_json,
@@ -59,7 +60,7 @@ def diagnose_run(run_id: str, as_json: bool) -> None:
     callback=checked_name,
     help="registered model name",
 )
-@click.option("--alias", default="champion", show_default=True)
+@click.option("--alias", default="champion", show_default=True, callback=checked_alias)
 @click.option(
     "--force", is_flag=True, help="move the alias even if the current holder scores higher"
 )

@@ -118,3 +118,21 @@ def test_a_home_the_store_uri_cannot_name_is_refused(tmp_path: Path, char: str) 
         "the MLflow store's URI cannot hold; expected a path without ? # %"
     ]
     assert list(tmp_path.iterdir()) == []  # nothing made, here or beside it
+
+
+@pytest.mark.parametrize("alias", ["", "a b", "../x", "v1", "Latest"])
+def test_an_alias_mlflow_refuses_is_refused_before_a_version_is_registered(
+    tmp_path: Path, alias: str
+) -> None:
+    """MLflow checks the alias only after promote has registered a version for it: each
+    attempt left a stray version (and `latest` named the newest of them)."""
+    home = tmp_path / "home"
+    result = CliRunner().invoke(
+        cli, ["--home", str(home), "promote", "--run", "abcdef", "--alias", alias]
+    )
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"error: --alias {alias!r}: expected letters, digits, _ and - (at most 255), not "
+        "latest or vN (MLflow's names for versions)"
+    ]
+    assert not home.exists()
