@@ -95,12 +95,17 @@ def open_storage(url: str, stale_callback: StaleTrialHandler | None = None) -> B
     """`journal:PATH`, or an SQLAlchemy URL (sqlite:///..., postgresql://...)."""
     if url.startswith("journal:"):
         path = Path(url.removeprefix("journal:"))
+        if not url.removeprefix("journal:").strip() or path.is_dir():
+            raise SiameseInputError(f"--storage {url!r}: expected journal:PATH of a file")
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     if "://" not in url:
         raise SiameseInputError(
             f"--storage {url!r}: expected journal:PATH, sqlite:///PATH or postgresql://..."
         )
+    if url.startswith("sqlite") and url.partition("://")[2].strip("/") in ("", ":memory:"):
+        # An in-memory database: the study would end with the process, its trials unseen.
+        raise SiameseInputError(f"--storage {url!r}: expected sqlite:///PATH of a file")
     callback = stale_callback or StaleTrialHandler()
     beat = Heartbeat.from_environ(os.environ)
     # pool_pre_ping: a connection the server closed while a trial trained is replaced, not

@@ -136,3 +136,24 @@ def test_an_alias_mlflow_refuses_is_refused_before_a_version_is_registered(
         "latest or vN (MLflow's names for versions)"
     ]
     assert not home.exists()
+
+
+@pytest.mark.parametrize(
+    "storage,expected",
+    [
+        ("sqlite:///", "sqlite:///PATH of a file"),
+        ("sqlite:///:memory:", "sqlite:///PATH of a file"),
+        ("journal:", "journal:PATH of a file"),
+        ("journal:{tmp}", "journal:PATH of a file"),
+    ],
+)
+def test_a_storage_that_keeps_no_study_is_refused(
+    tmp_path: Path, storage: str, expected: str
+) -> None:
+    """In memory, the study ended with the process (and its heartbeat printed tracebacks);
+    journal: with no file was an IsADirectoryError traceback."""
+    url = storage.format(tmp=tmp_path)
+    args = ["--home", str(tmp_path / "home"), "search", "--storage", url, "--trials", "0"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [f"error: --storage {url!r}: expected {expected}"]
