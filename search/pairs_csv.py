@@ -18,7 +18,8 @@ class PairList:
 
 def read_pairs_csv(path: Path) -> PairList:
     try:
-        with open(path, newline="") as handle:
+        # utf-8-sig: a CSV saved by Excel starts with a BOM, which would hide the header.
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             rows = [row for row in csv.reader(handle) if row and not row[0].startswith("#")]
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or "not a UTF-8 text file"
@@ -32,6 +33,11 @@ def read_pairs_csv(path: Path) -> PairList:
     if bad is not None:
         raise SiameseInputError(
             f"--pairs {path}: row {bad} has fewer than 2 columns; expected left,right"
+        )
+    empty = next((i for i, row in enumerate(rows, 1) if not all(c.strip() for c in row[:2])), None)
+    if empty is not None:
+        raise SiameseInputError(
+            f"--pairs {path}: row {empty} has an empty image path; expected left,right"
         )
     base = path.parent
     pairs = [(base / row[0].strip(), base / row[1].strip()) for row in rows]
