@@ -85,18 +85,24 @@ class LabEnv:
     def embedded_tracking(self) -> bool:
         return self.tracking_uri is None
 
-    def tracking_target(self, recorded_uri: str | None = None) -> TrackingTarget:
-        """The user's URI, else one a study recorded, else the home folder's SQLite store."""
-        return resolve_target(self.home, self.tracking_uri or recorded_uri, self.experiment)
+    def tracking_target(
+        self, recorded_uri: str | None = None, experiment: str | None = None
+    ) -> TrackingTarget:
+        """The user's URI, else one a study recorded, else the home folder's SQLite store;
+        the experiment a study recorded, else the user's."""
+        uri = self.tracking_uri or recorded_uri
+        return resolve_target(self.home, uri, experiment or self.experiment)
 
-    def tracker(self, recorded_uri: str | None = None) -> MlflowTracker:
+    def tracker(
+        self, recorded_uri: str | None = None, experiment: str | None = None
+    ) -> MlflowTracker:
         # MLflow and its store are loaded here, not at import: a second or two, and about a
         # million objects the collector would walk again and again meanwhile.
         with gc_policy.loading():
             from tracking.mlflow_tracker import MlflowTracker
 
             self.ensure_home()
-            return MlflowTracker(self.tracking_target(recorded_uri))
+            return MlflowTracker(self.tracking_target(recorded_uri, experiment))
 
     def checkpoint_dir(self, *parts: str) -> Path:
         return self.home.joinpath("checkpoints", *parts)

@@ -18,7 +18,7 @@ from search.space import SPACE_PARAMS
 from siamese.errors import SiameseInputError
 
 # The setup's own fields a flag sets directly.
-SETUP_FIELDS = ("sampler", "pruner")
+SETUP_FIELDS = ("sampler", "pruner", "experiment")
 SPACE_FILE = "space_file"
 
 
@@ -30,7 +30,8 @@ def check_unchanged(
     if changed:
         raise SiameseInputError(
             f"--study {study}: it exists, and {', '.join(changed)} differ from the settings it "
-            "was created with (a study keeps its space, base config, sampler and pruner); "
+            "was created with (a study keeps its space, base config, sampler, pruner and MLflow "
+            "experiment); "
             "drop them to add trials to it, or name a new --study"
         )
 

@@ -92,7 +92,8 @@ RUN_NOTE_LIMIT = 8000  # MLflow's limit for a tag value
 
 # Makes the tracker for a study from the MLflow URI the study recorded (None: the user's or
 # the home folder's store); returns None when the search is not tracked.
-TrackerFactory = Callable[[str | None], Tracker | None]
+# (the MLflow URI and experiment a study recorded) -> its tracker, or None (--no-track)
+TrackerFactory = Callable[[str | None, str | None], Tracker | None]
 
 
 def run_search(
@@ -173,7 +174,7 @@ def _open_study(request: SearchRequest, make_tracker: TrackerFactory) -> _Sessio
         # neither run nor be resumed with other data.
         prepared_data(request.base.data)
     setup = stored or _new_setup(request)
-    tracker = stale.tracker = make_tracker(setup.tracking_uri)
+    tracker = stale.tracker = make_tracker(setup.tracking_uri, setup.experiment)
     study = optuna.create_study(
         study_name=request.study_name,
         storage=storage,

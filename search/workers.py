@@ -132,11 +132,11 @@ def open_for_worker(
 def join_study(
     spec: WorkerSpec,
     console: Console,
-    make_tracker: Callable[[str | None], Tracker | None],
+    make_tracker: Callable[[str | None, str | None], Tracker | None],
     on_joined: Callable[[], None] = lambda: None,
 ) -> None:
     """A worker that starts from the storage alone: `siamese-lab worker`, or a local child.
-    `make_tracker` gets the MLflow URI the study recorded; `on_joined` runs once the study
+    `make_tracker` gets the MLflow URI and experiment the study recorded; `on_joined` runs once the study
     and its MLflow store are found (before that, a mistake is the one line printed)."""
     check_name("--study", spec.study_name)  # it names a folder under the home
     check_journal_exists(spec.storage_url)
@@ -146,7 +146,7 @@ def join_study(
     stale = StaleTrialHandler()
     storage = open_storage(spec.storage_url, stale)
     setup = read_stored_setup(storage, spec.study_name, spec.storage_url)
-    tracker = stale.tracker = make_tracker(setup.tracking_uri)
+    tracker = stale.tracker = make_tracker(setup.tracking_uri, setup.experiment)
     if tracker is not None and setup.parent_run_id is not None:
         check_parent_run(tracker, spec.study_name, setup.parent_run_id)
     study = open_for_worker(storage, setup, spec.study_name)
@@ -193,9 +193,9 @@ def child_main(spec: WorkerSpec) -> None:
 
     stop_when_the_parent_dies()
 
-    def make_tracker(recorded_uri: str | None) -> Tracker | None:
+    def make_tracker(recorded_uri: str | None, experiment: str | None) -> Tracker | None:
         env = LabEnv(spec.home, spec.tracking_uri)
-        return env.tracker(recorded_uri) if spec.track else None
+        return env.tracker(recorded_uri, experiment) if spec.track else None
 
     try:
         join_study(spec, Console(soft_wrap=True), make_tracker)

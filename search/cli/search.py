@@ -10,6 +10,7 @@ import click
 from click.core import ParameterSource
 
 from search.cli.common import (
+    OVERRIDES,
     checked_name,
     current_env,
     data_options,
@@ -158,7 +159,7 @@ def search(
         typed=typed,
     )
     console = Console(stderr=as_json, quiet=as_json, soft_wrap=True)
-    make_tracker = (lambda _uri: None) if no_track else env.tracker
+    make_tracker = (lambda _uri, _experiment: None) if no_track else env.tracker
     result = run_search(
         request, make_tracker, Progress(console, None), lambda opened: _announce(console, opened)
     )
@@ -180,7 +181,10 @@ def _study_flags(flags: dict[str, Any], space_file: Path | None) -> dict[str, st
     names += [k for k in typed if ctx.get_parameter_source(k) != ParameterSource.DEFAULT]
     names += ["space_file"] if space_file is not None else []
     as_typed = typed_flags()
-    return {name: as_typed[name] for name in names}
+    study_flags = {name: as_typed[name] for name in names}
+    if "experiment" in ctx.meta.get(OVERRIDES, {}):  # its trials' runs stay beside its own
+        study_flags["experiment"] = "--experiment"
+    return study_flags
 
 
 def _as_dict(result: SearchResult) -> dict[str, Any]:
@@ -281,7 +285,7 @@ def worker(
         checkpoint_every_s=checkpoint_every_s,
     )
     console = Console(soft_wrap=True)
-    tracker = (lambda _uri: None) if no_track else env.tracker
+    tracker = (lambda _uri, _experiment: None) if no_track else env.tracker
 
     def joined() -> None:
         console.print(f"worker {worker_index} joined study {study_name!r} ({storage})")

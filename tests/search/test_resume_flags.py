@@ -35,6 +35,7 @@ def home(tmp_path: Path) -> Path:
         (["--train-pairs", "256"], "--train-pairs"),
         (["--sampler", "tpe"], "--sampler"),
         (["--lr", "1e-3"], "--lr"),  # fixing what the study searches is a change too
+        (["--experiment", "other"], "--experiment"),  # its trials would leave its run
     ],
 )
 def test_a_flag_that_differs_from_the_study_is_refused(
@@ -48,10 +49,31 @@ def test_a_flag_that_differs_from_the_study_is_refused(
 
 @pytest.mark.parametrize(
     "flags",
-    [CREATED_WITH, [], [*CREATED_WITH, "--device", "cpu"]],
-    ids=["the same command", "no flags", "another device"],
+    [CREATED_WITH, [], [*CREATED_WITH, "--device", "cpu"], ["--experiment", "siamese-lab"]],
+    ids=["the same command", "no flags", "another device", "its own experiment"],
 )
 def test_the_same_settings_resume_the_study(home: Path, flags: list[str]) -> None:
     result = _search(home, *flags)
     assert result.exit_code == 0, result.output
     assert "(resumed, with its stored space and base config)" in result.output
+
+
+@pytest.mark.slow  # three searches with MLflow, two of them with worker processes
+def test_every_trial_of_a_study_logs_to_the_study_s_experiment(tmp_path: Path) -> None:
+    """Resumed without --experiment, or by local workers (--jobs), a study's trials went to
+    the default experiment, away from the study's own run."""
+    import mlflow
+
+    home = tmp_path / "home"
+    tiny = ["--train-pairs", "128", "--val-pairs", "64", "--epochs", "1", "--no-baseline"]
+    runs = [["--experiment", "exp-a", "--trials", "1"], ["--trials", "1"], ["--jobs", "2"]]
+    for flags in runs:
+        args = ["--home", str(home), "search", "--study", "s", *tiny, *flags]
+        result = CliRunner().invoke(cli, [*args, "--trials", "2"] if "--jobs" in flags else args)
+        assert result.exit_code == 0, result.output
+    client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    counts = {
+        e.name: len(client.search_runs([e.experiment_id])) for e in client.search_experiments()
+    }
+    # The study's run and its 4-5 trials' (a second worker may start one past the target).
+    assert counts.pop("exp-a") >= 1 + 4 and not any(counts.values()), counts

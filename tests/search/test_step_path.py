@@ -79,5 +79,5 @@ def test_a_worker_makes_its_gpu_current_before_anything_else(
     (tmp_path / "j.log").touch()  # a worker joins a study's existing storage
     spec = WorkerSpec("s1", f"journal:{tmp_path / 'j.log'}", tmp_path, "cuda:1", 1)
     with pytest.raises(_Stop):
-        workers.join_study(spec, Console(), lambda uri: None)
+        workers.join_study(spec, Console(), lambda uri, experiment: None)
     assert order == ["current cuda:1", "storage"]
