@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.status import Status
 
 from search import gc_policy
+from search.recovery import INTERRUPTED_ATTR
 from siamese.errors import DiskFullError, SiameseInputError
 from siamese.train import Callback, EpochRecord, History
 
@@ -117,7 +118,10 @@ def _short(value: Any) -> str:
 
 
 def _diagnosis(trial: optuna.trial.FrozenTrial) -> str:
-    """The trial's diagnosis; a trial that failed before it had one crashed."""
+    """The trial's diagnosis; a trial that failed before it had one was interrupted (Ctrl-C
+    or SIGTERM: it is retried on resume) or crashed."""
     if "diagnosis" in trial.user_attrs:
         return str(trial.user_attrs["diagnosis"])
-    return "crashed" if trial.state == TrialState.FAIL else "-"
+    if trial.state != TrialState.FAIL:
+        return "-"
+    return "interrupted" if trial.user_attrs.get(INTERRUPTED_ATTR) else "crashed"

@@ -42,6 +42,19 @@ def test_a_trial_that_crashed_before_its_diagnosis_says_crashed() -> None:
     assert second.endswith("| crashed 1") and "- 1" not in second
 
 
+def test_an_interrupted_trial_says_interrupted_not_crashed() -> None:
+    """Ctrl-C is no crash: the trial is retried when the study is resumed."""
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    trial.set_user_attr("interrupted", True)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    out = io.StringIO()
+    Progress(Console(file=out, width=200), total=1)(study, study.trials[0])
+    first, second = out.getvalue().splitlines()
+    assert "FAIL" in first and "interrupted" in first and "crashed" not in first
+    assert second.endswith("| interrupted 1")
+
+
 def test_a_trial_stopped_in_its_first_epoch_says_where() -> None:
     study = optuna.create_study(direction="maximize")
     trial = study.ask()
