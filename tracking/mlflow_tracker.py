@@ -15,15 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from siamese.config import IMAGE_HEIGHT, IMAGE_WIDTH
 from siamese.errors import SiameseInputError
 from siamese.names import check_name
 from tracking.base import FINISHED, RunView, Tracker
 from tracking.batching import PendingBatch
 from tracking.fresh_store import make_store_at_once
 from tracking.local_artifacts import link_artifact, local_artifact_dir
+from tracking.pt2_model import log_pt2_model, pointed_at
 from tracking.store import TrackingTarget, TrackingUnavailable, bound_http_retries, store_lock
 from tracking.writer_gate import WriterGate
 from tracking.writer_priority import lower_this_thread
@@ -35,8 +33,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import mlflow
     from mlflow.entities import Metric, Param, RunTag
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
 
 # MLflow logs its schema migrations and requirement guesses at INFO/WARNING on every start.
 logging.getLogger("mlflow").setLevel(logging.ERROR)
@@ -54,14 +50,6 @@ MAX_LAG_S = 30.0
 _log = logging.getLogger(__name__)
 # A run-id prefix is looked up in this many experiments at most (MLflow pages its answers).
 MAX_EXPERIMENTS = 50_000
-PAIR_SHAPE = (-1, 2, IMAGE_HEIGHT, IMAGE_WIDTH)
-
-
-def scorer_signature() -> ModelSignature:
-    return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), PAIR_SHAPE)]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]),
-    )
 
 
 class MlflowTracker(Tracker):
@@ -277,45 +265,14 @@ class MlflowTracker(Tracker):
 
     def log_model(self, run_id: str, scorer: nn.Module, name: str = "model") -> str:
         """torch.export ("pt2") format: loading it back unpickles no code."""
-        import torch  # here: commands that only read runs never import torch
-
-        example = np.random.default_rng(0).random((2, *PAIR_SHAPE[1:]), dtype=np.float32)
-        with self.using_store(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            info = mlflow.pytorch.log_model(
-                scorer.eval().cpu(),
-                name=name,
-                signature=scorer_signature(),
-                input_example=example,
-                run_id=run_id,
-                serialization_format="pt2",
-                # Explicit requirements: inferring them runs the model in a subprocess (~5 s).
-                pip_requirements=[f"torch>={torch.__version__.split('+')[0]}", "numpy"],
-                # MLflow would load the pt2 file back and score the example (a third of
-                # log_model's time). The scorer's architecture is fixed and the load-and-score
-                # round trip is covered by the promote/predict tests instead.
-                validate_serving_input=False,
-            )
-        return str(info.model_uri)
+        with self.using_store():
+            return log_pt2_model(run_id, scorer, name)
 
     @contextmanager
     def using_store(self) -> Iterator[None]:
-        """Points MLflow's global (fluent) API at this store for a moment: log_model,
-        register_model and load_model only know the global URI. Restored afterwards, because
-        MLflow also exports it as MLFLOW_TRACKING_URI to every child process."""
-        saved = {
-            key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
-        }
-        mlflow.set_tracking_uri(self.uri)
-        os.environ["MLFLOW_EXPERIMENT_ID"] = self.experiment_id  # where a logged model lives
-        try:
+        """MLflow's global (fluent) API pointed at this store meanwhile (tracking.pt2_model)."""
+        with pointed_at(self.uri, self.experiment_id):
             yield
-        finally:
-            mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])  # type: ignore[arg-type]  # None unsets
-            if saved["MLFLOW_EXPERIMENT_ID"] is None:
-                os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
-            else:
-                os.environ["MLFLOW_EXPERIMENT_ID"] = saved["MLFLOW_EXPERIMENT_ID"]
 
     def flush(self) -> None:
         self._drain()

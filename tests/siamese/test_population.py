@@ -21,7 +21,7 @@ from torch import Tensor
 from siamese import DataConfig, PairData, TrainConfig, fit, prepare_data
 from siamese.config import SEED_PRESET
 from siamese.scoring import read_checkpoint, score, scorer_from_checkpoint
-from siamese.train import Callback, EpochRecord, History, load_checkpoint
+from siamese.train import History, load_checkpoint
 from siamese.train.population import fit_population, population_groups
 from siamese.train.population_optim import Hyper, StackedOptimizer, StackedState
 from siamese.train.step import make_optimizer
@@ -239,41 +239,6 @@ def test_the_stacked_optimizer_steps_as_torch_optim_does(kind: str) -> None:
     assert state.flat[1].isnan().all() and not state.flat[[0, 2]].isnan().any()
 
 
-class Recorder(Callback):
-    """Every hook call, in order; stops its run with `stop` after epoch `at`."""
-
-    def __init__(
-        self,
-        stop: str | None = None,
-        at: int = 1,
-        raises: BaseException | None = None,
-        raises_at_start: int | None = None,
-    ):
-        self.stop, self.at, self.raises = stop, at, raises
-        self.raises_at_start = raises_at_start  # the epoch whose on_epoch_start raises `raises`
-        self.calls: list[tuple[Any, ...]] = []
-
-    def on_fit_start(self, history: History) -> None:
-        self.calls.append(("start",))
-
-    def on_epoch_start(self, epoch: int) -> None:
-        self.calls.append(("steps", epoch))
-        if epoch == self.raises_at_start and self.raises is not None:
-            raise self.raises
-
-    def on_epoch_end(self, record: EpochRecord, history: History) -> str | None:
-        self.calls.append(("epoch", record.epoch))
-        if record.epoch == self.at and self.raises is not None and self.raises_at_start is None:
-            raise self.raises
-        return self.stop if record.epoch >= self.at else None
-
-    def on_checkpoint(self, path: Path, kind: str, epoch: int) -> None:
-        self.calls.append((kind, epoch))
-
-    def on_fit_end(self, history: History) -> None:
-        self.calls.append(("end", history.stop_reason))
-
-
 def test_a_diverging_member_changes_nothing_for_the_others(tiny: PairData) -> None:
     a, b = cfg(optimizer="sgd", lr=0.05, seed=1, epochs=1), cfg(optimizer="sgd", seed=3, epochs=1)
     wild = cfg(optimizer="sgd", lr=1e4, seed=2, epochs=1)
@@ -286,38 +251,6 @@ def test_a_diverging_member_changes_nothing_for_the_others(tiny: PairData) -> No
     assert diverged.history.stop_reason == "non_finite"
     assert_same_history(diverged.history, theirs.history, rel=1e-6)
     assert_same_weights(diverged.model.state_dict(), theirs.model.state_dict(), rel=1e-6)
-
-
-def test_a_pruned_member_stops_and_its_weights_stop_changing(
-    tiny: PairData, tmp_path: Path
-) -> None:
-    pruned, going = cfg(optimizer="sgd", seed=1), cfg(optimizer="sgd", lr=0.02, seed=2)
-    pruner, watcher = Recorder(stop="pruned", at=1), Recorder()
-    results = fit_population(
-        [pruned, going],
-        tiny,
-        [[pruner], [watcher]],
-        [tmp_path / "p", tmp_path / "g"],
-        checkpoint_every_s=None,
-    )
-    first, second = results
-    assert first.history.stop_reason == "pruned" and len(first.history.records) == 1
-    hooks = [("start",), ("steps", 1), ("epoch", 1), ("last", 1), ("best", 1), ("end", "pruned")]
-    assert pruner.calls == hooks
-    # Its weights are its epoch-1 checkpoint's: the second epoch did not move them.
-    assert_same_weights(
-        first.model.state_dict(), load_checkpoint(tmp_path / "p" / "last.pt")["model"], 0.0
-    )
-    alone = Recorder(stop="pruned", at=1)
-    theirs = fit(pruned, tiny, callbacks=[alone], checkpoint_dir=tmp_path / "alone")
-    assert_same_history(first.history, theirs.history, rel=1e-6)
-    # The same hooks in the same order as fit's (fit reports an epoch's files before it)
-    assert [call for call in alone.calls if call not in {("last", 1), ("best", 1)}] == [
-        call for call in hooks if call not in {("last", 1), ("best", 1)}
-    ]
-    assert second.history.stop_reason == "completed" and len(second.history.records) == 2
-    assert watcher.calls[-1] == ("end", "completed")
-    assert [call for call in watcher.calls if call[0] == "steps"] == [("steps", 1), ("steps", 2)]
 
 
 def test_checkpoints_load_score_and_resume_in_fit(tiny: PairData, tmp_path: Path) -> None:
@@ -337,19 +270,6 @@ def test_checkpoints_load_score_and_resume_in_fit(tiny: PairData, tmp_path: Path
     assert_same_weights(resumed.model.state_dict(), straight.model.state_dict(), TOLERANCE["adam"])
 
 
-def test_checkpoint_files_are_written_at_the_interval_and_at_the_end(
-    tiny: PairData, tmp_path: Path
-) -> None:
-    config = cfg(optimizer="sgd")
-    every, at_end = Recorder(), Recorder()
-    fit_population([config], tiny, [[every]], [tmp_path / "a"], checkpoint_every_s=0)
-    fit_population([config], tiny, [[at_end]], [tmp_path / "b"], checkpoint_every_s=None)
-    assert [c for c in every.calls if c[0] == "last"] == [("last", 1), ("last", 2)]
-    written = [c for c in at_end.calls if c[0] in ("best", "last")]
-    assert ("last", 2) in written and len(written) == 2  # its best and last, once each
-    assert at_end.calls[-1] == ("end", "completed")
-
-
 def test_members_train_in_compatible_groups(tiny: PairData) -> None:
     configs = [
         cfg(optimizer="adam", head="sq"),
@@ -366,41 +286,6 @@ def test_members_train_in_compatible_groups(tiny: PairData) -> None:
     results = fit_population(one_epoch, tiny)
     for config, result in zip(one_epoch, results, strict=True):
         assert result.history.config == config.to_dict()
-
-
-def test_a_failing_callback_ends_its_member_alone(tiny: PairData) -> None:
-    broken, fine = Recorder(raises=OSError("tracking server gone")), Recorder()
-    results = fit_population(
-        [cfg(optimizer="sgd", seed=1), cfg(optimizer="sgd", seed=2)], tiny, [[broken], [fine]]
-    )
-    assert results[0].history.stop_reason == "error"
-    assert isinstance(results[0].error, OSError) and broken.calls[-1] == ("end", "error")
-    assert results[1].error is None and results[1].history.stop_reason == "completed"
-    assert fine.calls[-1] == ("end", "completed") and len(results[1].history.records) == 2
-
-
-def test_a_member_whose_epoch_start_fails_takes_no_more_steps(tiny: PairData) -> None:
-    """Its hook failed before epoch 2's steps: it ends with epoch 1's weights, as a fit run
-    whose callback raised there would, and the other member trains on."""
-    failing = Recorder(raises=OSError("tracking server gone"), raises_at_start=2)
-    first, second = cfg(optimizer="sgd", seed=1), cfg(optimizer="sgd", seed=2)
-    results = fit_population([first, second], tiny, [[failing], [Recorder()]])
-    assert results[0].history.stop_reason == "error" and len(results[0].history.records) == 1
-    assert failing.calls[-2:] == [("steps", 2), ("end", "error")]
-    one_epoch = fit(replace(first, epochs=1), tiny)
-    assert_same_weights(results[0].model.state_dict(), one_epoch.model.state_dict(), 1e-6)
-    assert results[1].history.stop_reason == "completed" and len(results[1].history.records) == 2
-    with pytest.raises(OSError, match="server gone"):  # fit: the same hook fails the run
-        fit(first, tiny, callbacks=[Recorder(raises=OSError("server gone"), raises_at_start=2)])
-
-
-def test_ctrl_c_ends_every_member_and_is_raised(tiny: PairData) -> None:
-    stopper, other = Recorder(raises=KeyboardInterrupt()), Recorder()
-    with pytest.raises(KeyboardInterrupt):
-        fit_population(
-            [cfg(optimizer="sgd", seed=1), cfg(optimizer="sgd", seed=2)], tiny, [[stopper], [other]]
-        )
-    assert stopper.calls[-1] == ("end", "interrupted") and other.calls[-1] == ("end", "interrupted")
 
 
 def test_lean_members_keep_what_a_lean_fit_keeps(tiny: PairData, tmp_path: Path) -> None:
