@@ -15,15 +15,11 @@ import signal
 import threading
 
 
-def stop_when_the_parent_dies() -> threading.Thread | None:
-    """Starts the watch in this process (a multiprocessing child); None where this process
-    has no multiprocessing parent to watch."""
+def stop_when_the_parent_dies() -> None:
+    """Starts the watch in this process, if it is a multiprocessing child."""
     parent = multiprocessing.parent_process()
-    if parent is None:
-        return None
-    watch = threading.Thread(target=_watch, args=(parent,), name="parent-watch", daemon=True)
-    watch.start()
-    return watch
+    if parent is not None:
+        threading.Thread(target=_watch, args=(parent,), name="parent-watch", daemon=True).start()
 
 
 def _watch(parent: multiprocessing.process.BaseProcess) -> None:

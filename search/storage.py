@@ -94,8 +94,9 @@ def quiet_optuna() -> Iterator[None]:
 def open_storage(url: str, stale_callback: StaleTrialHandler | None = None) -> BaseStorage:
     """`journal:PATH`, or an SQLAlchemy URL (sqlite:///..., postgresql://...)."""
     if url.startswith("journal:"):
-        path = Path(url.removeprefix("journal:"))
-        if not url.removeprefix("journal:").strip() or path.is_dir():
+        given = url.removeprefix("journal:")
+        path = Path(given)
+        if not given.strip() or path.is_dir():
             raise SiameseInputError(f"--storage {url!r}: expected journal:PATH of a file")
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))

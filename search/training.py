@@ -65,8 +65,8 @@ def check_device(flag: str, spec: str) -> str:
 JOBS_PER_CORE = 4
 
 
-def check_jobs(jobs: int) -> int:
-    """`jobs` if this machine can run that many local workers: a typo such as --jobs 400
+def check_jobs(jobs: int) -> None:
+    """Bad input unless this machine can run `jobs` local workers: a typo such as --jobs 400
     would start 400 processes that exhaust its memory before the first trial."""
     cores = usable_cores()
     if jobs > JOBS_PER_CORE * cores:
@@ -75,7 +75,6 @@ def check_jobs(jobs: int) -> int:
             f"{JOBS_PER_CORE * cores} local workers (each holds about 0.5 GB and shares the "
             "cores); more machines join with `siamese-lab worker`"
         )
-    return jobs
 
 
 def usable_cores() -> int:

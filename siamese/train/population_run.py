@@ -166,14 +166,13 @@ class Population:
             callback.on_epoch_start(epoch)
 
     def _epoch(self, epoch: int) -> None:
-        active = [m.active for m in self.members]
-        for k in range(len(self.members)):
-            if active[k]:
-                self._guarded(k, partial(self._epoch_start, k, epoch))
-        if [m.active for m in self.members] != active:
-            # A member whose hook failed has ended: its weights take no more steps.
-            self.step.set_active([m.active for m in self.members])
-            if not any(m.active for m in self.members):
+        before = [m.active for m in self.members]
+        for k in (k for k, active in enumerate(before) if active):
+            self._guarded(k, partial(self._epoch_start, k, epoch))
+        after = [m.active for m in self.members]
+        if after != before:  # a member whose hook failed has ended: it takes no more steps
+            self.step.set_active(after)
+            if not any(after):
                 return
         started = time.perf_counter()
         batch, n_pairs = self.configs[0].batch_size, len(self.data.train_pairs)
