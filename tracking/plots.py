@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from pathlib import Path
+
+import numpy as np
 
 # A bare Figure on an Agg canvas needs no pyplot, display or figure manager: safe on
 # headless machines and in any thread. Everything drawing needs is imported here, at once,
@@ -17,6 +20,20 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 
 from siamese.diagnosis_rules import COLLAPSE_STD, HEALTHY_UPDATE_RATIO
 from siamese.train.history import EpochRecord, History
+
+# matplotlib's notes about its own drawing, which reached the user's terminal in the middle
+# of a search's progress lines: a "best" legend place that took over a second to find (a
+# loaded machine: `search --jobs 8` on 2 cores), and a panel whose values are all one (a run
+# stuck at chance: AUC and accuracy 0.5 on the chance line), which matplotlib widens itself.
+_MATPLOTLIB_NOTES = ('Creating legend with loc="best"', "Attempting to set identical low and high")
+
+
+def hush_matplotlib_notes() -> None:
+    for note in _MATPLOTLIB_NOTES:
+        warnings.filterwarnings("ignore", message=note, category=UserWarning)
+
+
+hush_matplotlib_notes()
 
 # (panel, record field, label): the curves, one line each; the panels are loss, validation,
 # update ratio (log scale) and output spread, in reading order.
@@ -79,11 +96,14 @@ class CurvesFigure:
         with self.lock:
             for line, (_, field, _) in zip(self.lines, CURVES, strict=True):
                 line.set_data(epochs, [_value(r, field) for r in history.records])
-            for ax in self.axes:
-                ax.relim()
-                ax.autoscale_view()
-            self.title.set_text(title)
-            self.fig.savefig(path, dpi=80, pil_kwargs={"compress_level": 1})
+            # The panel of one value again: numpy's divide-by-zero on the way to widening it
+            # (np.errstate is per thread: the writer thread draws).
+            with np.errstate(divide="ignore", invalid="ignore"):
+                for ax in self.axes:
+                    ax.relim()
+                    ax.autoscale_view()
+                self.title.set_text(title)
+                self.fig.savefig(path, dpi=80, pil_kwargs={"compress_level": 1})
         return path
 
 

@@ -4,6 +4,7 @@ not depend on the runs drawn before it."""
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 
 from siamese.train.history import EpochRecord, History
-from tracking.plots import CurvesFigure
+from tracking.plots import CurvesFigure, hush_matplotlib_notes
 
 
 def _history(epochs: int, scale: float, nan_at: int | None = None) -> History:
@@ -71,3 +72,39 @@ def test_each_panel_shows_all_of_its_runs_data(tmp_path: Path, order: list[str])
                 drawn = drawn[np.isfinite(drawn)]
                 span = drawn.max() - drawn.min()
                 assert (y1 - y0) <= 3 * max(span, 0.1 * abs(drawn.max()), 0.02), name
+
+
+def test_a_run_stuck_at_chance_draws_without_warnings(tmp_path: Path) -> None:
+    # The same loss, AUC and accuracy (0.5, on the chance line) every epoch: panels with
+    # nothing to scale. matplotlib's notes about them (numpy's divide-by-zero among them)
+    # went to the user's terminal, between a search's progress lines.
+    stuck = History(
+        {},
+        records=[
+            EpochRecord(e, 0.69, 0.69, 0.5, 0.5, {"conv1": 0.0}, 1e-3, 0.0, 0.0, 0.2, 0.5, 1.0, 1.0)
+            for e in range(1, 4)
+        ],
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # what a plain `siamese-lab` process shows
+        hush_matplotlib_notes()  # as importing tracking.plots does there
+        path = CurvesFigure().draw(stuck, tmp_path / "stuck.png", "stuck")
+    assert path.is_file() and _pixels(path).std() > 0  # a picture, not a blank
+    assert [str(w.message) for w in caught] == []
+
+
+@pytest.mark.parametrize(
+    "note",
+    [
+        'Creating legend with loc="best" can be slow with large amounts of data.',
+        "Attempting to set identical low and high ylims makes transformation singular; "
+        "automatically expanding.",
+    ],
+)
+def test_matplotlibs_notes_about_its_drawing_are_hushed_and_nothing_else(note: str) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        hush_matplotlib_notes()
+        warnings.warn(note, UserWarning, stacklevel=1)
+        warnings.warn("a warning of the user's own", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["a warning of the user's own"]
