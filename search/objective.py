@@ -125,12 +125,15 @@ class Objective:
     checkpoint_every_s: float | None = None
     # The best val_auc this process logged a model for (see _is_best_converged).
     _best_logged: float = field(default=-math.inf, init=False, repr=False)
+    # A trial failed on a full disk: the worker asks for no more (search.workers).
+    disk_full: bool = field(default=False, init=False, repr=False)
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
             return self.run(self.plan(trial))
         except DiskFullError:
-            trial.study.stop()  # every next trial would fail the same way
+            self.disk_full = True  # every next trial would fail the same way
+            trial.study.stop()
             raise
 
     def plan(self, trial: optuna.Trial) -> TrialPlan:

@@ -59,7 +59,7 @@ def run_populations(
     while budget.timeout is None or time.monotonic() - started < budget.timeout:
         raise_if_interrupted()  # a Ctrl-C dropped in a finalizer stops before the next batch
         fail_stale_trials(study)
-        room = _room(study, budget, size, asked)
+        room = room_left(study, budget, size, asked)
         if room <= 0:
             return
         asked += room
@@ -67,7 +67,10 @@ def run_populations(
             return
 
 
-def _room(study: optuna.Study, budget: Budget, size: int, asked: int) -> int:
+def room_left(study: optuna.Study, budget: Budget, size: int, asked: int) -> int:
+    """How many trials a worker that has asked `asked` may ask now, at most `size`. The
+    study's target counts running trials: every worker's, so that together they stop at it
+    (two that finish at the same moment may each start one more)."""
     room = size
     if budget.n_trials is not None:
         room = min(room, budget.n_trials - asked)

@@ -5,6 +5,7 @@ function, `run_trials`, with the study opened once in the process that runs it."
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,9 @@ import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 
+from search.heartbeats import fail_stale_trials
 from search.objective import Objective
-from search.population import Budget, run_populations
+from search.population import Budget, room_left, run_populations
 from search.progress import Progress
 from search.setup import StudySetup, make_pruner, make_sampler, read_stored_setup
 from search.storage import StaleTrialHandler, open_storage
@@ -78,13 +80,13 @@ def run_trials(
         checkpoint_every_s=spec.checkpoint_every_s,
     )
     size = spec.population or default_population(objective.device)
+    budget = worker_budget(setup, spec)
     try:
         with interrupts_remembered():
             if size > 1:
-                budget = Budget(setup.target_trials, spec.n_trials, spec.timeout)
                 run_populations(study, objective, size, budget, progress)
             else:
-                _optimize(study, objective, setup, spec, progress)
+                _optimize(study, objective, budget, progress)
     finally:
         if tracker is not None:  # the last trials' deferred records land before we return
             tracker.flush()
@@ -96,25 +98,39 @@ def default_population(device: str) -> int:
     return GPU_POPULATION if device.startswith("cuda") else 1
 
 
+def worker_budget(setup: StudySetup, spec: WorkerSpec) -> Budget:
+    """`worker --trials N` runs N trials whatever the study's target (a study made with
+    `search --trials 0` is joined by workers that each bring theirs); without it, a worker
+    runs until the study's target."""
+    target = setup.target_trials if spec.n_trials is None else None
+    return Budget(target, spec.n_trials, spec.timeout)
+
+
 def _optimize(
-    study: optuna.Study,
-    objective: Objective,
-    setup: StudySetup,
-    spec: WorkerSpec,
-    progress: Progress,
+    study: optuna.Study, objective: Objective, budget: Budget, progress: Progress
 ) -> None:
+    """One trial at a time while the budget has room. Asked trial by trial, not by one
+    `optimize` with Optuna's MaxTrialsCallback: that counts finished trials only, so each
+    of N workers started one more while the others' last trials ran (`--jobs 8 --trials 24`
+    ran 31), and nothing stopped a worker's first trial past the target."""
     # A Ctrl-C that landed in a finalizer and was dropped stops the search after the trial.
     callbacks: list[Any] = [progress, lambda _study, _trial: raise_if_interrupted()]
-    if setup.target_trials is not None:
-        target = optuna.study.MaxTrialsCallback(setup.target_trials, states=FINISHED_STATES)
-        callbacks.append(target)
-    study.optimize(
-        objective,
-        n_trials=spec.n_trials,
-        timeout=spec.timeout,
-        callbacks=callbacks,
-        catch=(Exception,),
-    )
+    started, asked = time.monotonic(), 0
+    while budget.timeout is None or time.monotonic() - started < budget.timeout:
+        fail_stale_trials(study)  # a dead worker's trial counts as running until then
+        if objective.disk_full or not _may_ask(study, budget, asked):
+            return
+        asked += 1
+        study.optimize(objective, n_trials=1, callbacks=callbacks, catch=(Exception,))
+
+
+def _may_ask(study: optuna.Study, budget: Budget, asked: int) -> bool:
+    """Room in the budget, or a queued trial: a dead worker's retry runs past the study's
+    target (its failed original counts toward it), as long as this worker's own count allows."""
+    if room_left(study, budget, 1, asked) > 0:
+        return True
+    own_room = budget.n_trials is None or asked < budget.n_trials
+    return own_room and bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 def open_for_worker(

@@ -242,7 +242,7 @@ def _print_next_steps(console: Console, result: SearchResult, env: LabEnv) -> No
 @click.option(
     "--trials",
     type=click.IntRange(min=1),
-    help="at most this many trials (default: until the study's target)",
+    help="this many trials, whatever the study's target (default: until the study's target)",
 )
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), callback=_not_nan)
 @click.option("--device", help="auto, cpu, cuda or cuda:N (default: the study's)")
