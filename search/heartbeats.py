@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import optuna
+from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage
+
+
+def hush_experimental_note() -> None:
+    """Optuna calls its public `fail_stale_trials` experimental, once per process, on the
+    user's terminal; `optimize` makes the same check before every trial without a word."""
+    warnings.filterwarnings("ignore", message=".*fail_stale_trials", category=ExperimentalWarning)
+
+
+hush_experimental_note()
 
 
 def heartbeat_interval(storage: BaseStorage) -> int | None:

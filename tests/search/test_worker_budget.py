@@ -4,6 +4,7 @@ every worker's running trials, so N workers stop together at `--trials`, not N-1
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -12,6 +13,7 @@ import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 
+from search.heartbeats import fail_stale_trials, hush_experimental_note
 from search.objective import Objective
 from search.progress import Progress
 from search.setup import StudySetup
@@ -85,3 +87,17 @@ def test_a_queued_retry_runs_past_the_target_within_the_workers_own_count() -> N
     capped = Quick()
     run(study, capped, target=2, n_trials=0)  # `worker --trials` caps retries too
     assert capped.calls == 0
+
+
+def test_failing_stale_trials_says_nothing_on_the_users_terminal(tmp_path: Path) -> None:
+    with warnings.catch_warnings():  # (the storage's own note on its experimental argument)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(
+            f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=60
+        )
+    study = optuna.create_study(storage=storage)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # what a plain `siamese-lab` process shows
+        hush_experimental_note()  # as importing search.heartbeats does there
+        fail_stale_trials(study)
+    assert [str(w.message) for w in caught] == []
