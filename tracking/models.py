@@ -15,6 +15,26 @@ if TYPE_CHECKING:
     from tracking.mlflow_tracker import MlflowTracker
 
 LOGGED_MODEL_NAME = "model"  # TrackingCallback logs the scorer under this name
+LOGGED_MODEL_ID_PREFIX = "m-"  # MLflow 3's logged-model ids: models:/m-...
+
+
+def checked_model_reference(model: str) -> str:
+    """`--model` as `predict` loads it: a `file://` URI becomes its path (it was taken for a
+    relative path and reported missing), and a registered model named without a version or
+    an alias is refused (MLflow took the name for a logged model's id: "Logged model with ID
+    'siamese' not found")."""
+    if model.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(model).path)
+    rest = model.removeprefix("models:/")
+    a_bare_name = not any(mark in rest for mark in "@/")
+    if rest != model and a_bare_name and not rest.startswith(LOGGED_MODEL_ID_PREFIX):
+        raise SiameseInputError(
+            f"--model {model}: a registered model needs a version or an alias, "
+            f"e.g. models:/{rest}/1 or models:/{rest}@champion"
+        )
+    return model
 
 
 def load_scorer(model: str) -> nn.Module:

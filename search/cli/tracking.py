@@ -134,8 +134,9 @@ def predict(
     from search.pairs_csv import PairList, read_pairs_csv
     from siamese.model import DEFAULT_THRESHOLD
     from siamese.scoring import decision_threshold, score, stack_pairs
-    from tracking.models import load_scorer
+    from tracking.models import checked_model_reference, load_scorer
 
+    model_uri = checked_model_reference(model_uri)
     if pairs_csv is not None and images:
         raise click.UsageError("give two images LEFT RIGHT, or --pairs FILE.csv, not both")
     if pairs_csv is not None:

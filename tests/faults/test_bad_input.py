@@ -327,3 +327,25 @@ def test_a_real_process_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     )
     one_error_line(done.stderr, done.returncode, done.stdout + done.stderr, f"{notes}: ")
     assert done.stdout == "" and not (tmp_path / "home").exists()
+
+
+def test_predict_names_a_registered_model_given_without_version_or_alias(tmp_path: Path) -> None:
+    left = tmp_path / "left.png"
+    Image.new("L", (50, 40), 128).save(left)
+    result = _invoke(
+        tmp_path / "home", "predict", "--model", "models:/siamese", str(left), str(left)
+    )
+    bad_input(result, "--model models:/siamese: a registered model needs a version or an alias")
+    assert "models:/siamese@champion" in result.output
+    assert not (tmp_path / "home").exists()
+
+
+def test_predict_takes_a_file_uri_for_its_checkpoint(tmp_path: Path) -> None:
+    left = tmp_path / "left.png"
+    Image.new("L", (50, 40), 128).save(left)
+    notes = tmp_path / "my notes.pt"
+    notes.write_text("not a checkpoint\n")
+    uri = notes.as_uri()  # file:///.../my%20notes.pt
+    result = _invoke(tmp_path / "home", "predict", "--model", uri, str(left), str(left))
+    bad_input(result, f"{notes}: ")  # read as that file (it was "no such checkpoint file")
+    assert "no such checkpoint file" not in result.output
