@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from siamese import Diagnosis, PairData, diagnose, fit, prepare_data
-from siamese.config import TrainConfig, is_device_spec, with_overrides
+from siamese.config import TrainConfig, build_config, is_device_spec, with_overrides
 from siamese.errors import CheckpointError, ConfigError
 from siamese.interrupts import InterruptCheck, interrupts_remembered
 from siamese.scoring import CheckedCheckpoint, check_payload
@@ -106,21 +106,26 @@ def resume_request(
     path: Path,
     epochs: int | None,
     device: str | None,
-    fixed_flags: Sequence[str] = (),
+    typed: Mapping[str, Any] | None = None,
     precision: str | None = None,
+    flag_names: Mapping[str, str] | None = None,
 ) -> TrainRequest:
     """Continue from a checkpoint: its config (only --epochs, --device and --precision may
-    change: they say how long and how, not what is learned), its
-    folder, a new run. `fixed_flags` are the other flags the user gave: a resume cannot
-    honour them, so they are refused instead of ignored. The checkpoint is read and checked
-    whole here, before any data is loaded, any run is created or any epoch is trained."""
-    if fixed_flags:
-        raise ConfigError(
-            f"--resume {path}: {', '.join(fixed_flags)} cannot change on a resume (the "
-            f"checkpoint fixes them); only {', '.join(RESUME_FLAGS[:-1])} and "
-            f"{RESUME_FLAGS[-1]} can"
-        )
+    change: they say how long and how, not what is learned), its folder, a new run.
+    `typed` holds the other flags the user gave (config field or "preset": value, named on
+    the command line as `flag_names` says): one that would change the checkpoint's config
+    cannot be honoured, so it is refused instead of ignored; one that repeats it is fine.
+    The checkpoint is read and checked whole here, before any data is loaded, any run is
+    created or any epoch is trained."""
     start, checked = _resume_point(path)  # weights that do not fit its config fail here
+    changing = _changing(checked.config, typed or {})
+    if changing:
+        names = flag_names or {}
+        raise ConfigError(
+            f"--resume {path}: {', '.join(names.get(k, k) for k in changing)} cannot change "
+            f"on a resume (the checkpoint fixes them); only {', '.join(RESUME_FLAGS[:-1])} "
+            f"and {RESUME_FLAGS[-1]} can"
+        )
     config = with_overrides(checked.config, epochs=epochs, device=device, precision=precision)
     done = _epoch_reached(start, checked.payload)
     if config.epochs <= done:
@@ -131,6 +136,21 @@ def resume_request(
     check_device("--device", config.device)
     # `start`, not `path`: fit then loads the sound file directly, without a second warning.
     return TrainRequest(config, path.parent, start, new_run_name())
+
+
+def _changing(config: TrainConfig, typed: Mapping[str, Any]) -> list[str]:
+    """The keys of `typed` that, each applied alone to `config`, give another config (or
+    one that cannot be: --target without --task one-vs-rest)."""
+
+    def changes(key: str, value: Any) -> bool:
+        try:
+            if key == "preset":
+                return build_config(value, {}, defaults=config) != config
+            return build_config(None, {key: value}, defaults=config) != config
+        except ConfigError:
+            return True
+
+    return [key for key, value in typed.items() if changes(key, value)]
 
 
 def _resume_point(path: Path) -> tuple[Path, CheckedCheckpoint]:

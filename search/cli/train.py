@@ -54,9 +54,10 @@ def train(
     env = current_env()
     if resume is not None:
         changeable = ("epochs", "device", "precision")
-        fixed = _given_flags({"preset": preset, **flags}, exclude=changeable)
+        given = {"preset": preset, **flags}
+        typed = {k: v for k, v in given.items() if v is not None and k not in changeable}
         request = resume_request(
-            resume, flags["epochs"], flags["device"], fixed, flags["precision"]
+            resume, flags["epochs"], flags["device"], typed, flags["precision"], typed_flags()
         )
     else:
         name = new_run_name()
@@ -83,13 +84,6 @@ def _print_resume_hint(folder: Path, home: Path) -> None:
     last = folder / "last.pt"
     if last.is_file():
         click.echo(f"continue it: siamese-lab --home {home} train --resume {last}", err=True)
-
-
-def _given_flags(values: dict[str, Any], exclude: tuple[str, ...]) -> list[str]:
-    """The flags the user typed (a value other than None), as typed: --data, not source."""
-    flags = typed_flags()
-    given = [k for k, v in values.items() if v is not None and k not in exclude]
-    return [flags.get(k, k) for k in given]
 
 
 def _as_dict(outcome: TrainOutcome) -> dict[str, Any]:

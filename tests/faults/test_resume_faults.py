@@ -64,6 +64,27 @@ def test_flags_a_resume_cannot_honour_are_refused(
     assert not (tmp_path / "home").exists()  # no MLflow store, so no run
 
 
+def test_flags_that_repeat_the_checkpoints_config_are_fine(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "ck" / "last.pt"
+    copy.parent.mkdir()
+    copy.write_bytes(checkpoint.read_bytes())
+    # The fixture's own values (sq head, adam, lr 1e-3, TINY's pairs), as a user retypes them.
+    same = ["--head", "sq", "--optimizer", "adam", "--lr", "1e-3", "--train-pairs", "64"]
+    result = _train(tmp_path / "home", "--resume", str(copy), "--epochs", "2", *same, "--no-track")
+    assert result.exit_code == 0, result.output
+    mixed = ["--head", "sq", "--lr", "0.5", "--val-pairs", "32", "--dropout", "0.2"]
+    refused = _train(tmp_path / "home", "--resume", str(copy), "--epochs", "3", *mixed)
+    bad_input(refused, f"--resume {copy}: --lr, --dropout cannot change on a resume")
+
+
+def test_a_missing_checkpoint_is_named_before_any_flag(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pt"
+    result = _train(tmp_path / "home", "--resume", str(missing), "--train-pairs", "256")
+    bad_input(result, f"{missing}: no such checkpoint file")
+
+
 def test_a_resume_with_nothing_left_to_train_says_so(checkpoint: Path, tmp_path: Path) -> None:
     result = _train(tmp_path / "home", "--resume", str(checkpoint))
     bad_input(result, "already holds epoch 1 of 1", "give --epochs above 1")
