@@ -150,6 +150,12 @@ def _check_table(path: Path, name: str, table: object) -> None:
         raise ConfigError(
             f"--space {path}: [{name}] unknown key(s) {sorted(unknown)}; expected {sorted(allowed)}"
         )
+    ranged = sorted(set(table) - {"value"})
+    if "value" in table and ranged:
+        raise ConfigError(
+            f"--space {path}: [{name}] value fixes it, so {', '.join(ranged)} would be ignored; "
+            "give value alone, or a range without value"
+        )
     value = table.get("value")
     if allowed is FLOAT_KEYS and value is not None and not _is_number(value):
         raise ConfigError(f"--space {path}: [{name}] value = {value!r}: expected a number")

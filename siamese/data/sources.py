@@ -15,6 +15,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.npyio import NpzFile
 from PIL import Image, UnidentifiedImageError
 
 from siamese.config import IMAGE_HEIGHT, IMAGE_WIDTH
@@ -143,6 +144,24 @@ def _npz_images(path: Path, raw: np.ndarray) -> np.ndarray:
     return raw.astype(np.float32)
 
 
+# What an object array (numpy's pickled data, never loaded) means in each array.
+_OBJECT_ARRAY = {
+    "x": "array x mixes image shapes (object array); expected one (H, W)",
+    "y": "array y holds Python objects (object array); expected one number or string per image",
+}
+
+
+def _npz_array(path: Path, archive: NpzFile, key: str) -> np.ndarray:
+    try:
+        array: np.ndarray = archive[key]
+    except ValueError as exc:
+        if "pickle" not in str(exc).lower():
+            raise
+        why = _OBJECT_ARRAY.get(key, f"array {key} holds Python objects (object array)")
+        raise DataError(f"{path}: {why}") from exc
+    return array
+
+
 def load_npz_set(path: Path) -> ImageSet:
     """Arrays `x` (N, H, W) and `y` (N,). uint8 pixels are scaled by 1/255, floats kept."""
     try:
@@ -154,14 +173,10 @@ def load_npz_set(path: Path) -> ImageSet:
                     f"{path}: not an .npz file; expected numpy.savez output with arrays x and y"
                 )
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
+            arrays = {k: _npz_array(path, archive, k) for k in archive.files}
     except FileNotFoundError as exc:
         raise DataError(f"{path}: no such file; expected an .npz with arrays x and y") from exc
     except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise DataError(
-                f"{path}: array x mixes image shapes (object array); expected one (H, W)"
-            ) from exc
         raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # truncated, corrupt
         raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__})") from exc

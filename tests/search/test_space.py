@@ -63,6 +63,8 @@ def test_toml_narrows_and_fixes_and_the_command_line_wins(tmp_path: Path) -> Non
         ('[lr]\nvalue = "abc"\n', "expected a number"),
         ("[lr]\nvalue = true\n", "expected a number"),
         ('[lr]\nlog = "yes"\n', "expected true or false"),
+        ("[lr]\nvalue = 1e-3\nlow = 1e-5\nhigh = 1e-1\n", "value fixes it, so high, low would"),
+        ('[head]\nvalue = "sq"\nchoices = ["abs"]\n', r"\[head\] value fixes it, so choices"),
     ],
 )
 def test_bad_space_files_name_the_file(tmp_path: Path, text: str, needle: str) -> None:

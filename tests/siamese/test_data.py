@@ -142,6 +142,15 @@ def test_an_npz_of_mixed_image_shapes_says_so(tmp_path: Path) -> None:
         load_source(f"npz:{tmp_path / 'd.npz'}")
 
 
+def test_an_npz_whose_labels_are_python_objects_names_y(tmp_path: Path) -> None:
+    y = np.empty(2, dtype=object)
+    y[0], y[1] = {"a": 1}, None
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 40, 50), dtype=np.uint8), y=y)
+    with pytest.raises(DataError, match=r"d\.npz: array y holds Python objects") as raised:
+        load_source(f"npz:{tmp_path / 'd.npz'}")
+    assert "image shapes" not in str(raised.value)
+
+
 def test_injected_bug_feeds_identical_pairs_and_is_warned() -> None:
     data = prepare_data(DataConfig(train_pairs=64, val_pairs=32, inject_bug="same-image"))
     assert data.identical_train_pair_fraction == 1.0
