@@ -105,7 +105,11 @@ def _print_outcome(console: Console, outcome: TrainOutcome, home: Path) -> None:
     best = outcome.result.history.best
     if best is not None:
         console.print(f"best val_auc {best.val_auc:.4f} at epoch {best.epoch}")
-    console.print(f"checkpoints: {outcome.checkpoint_dir}")
+    kept = outcome.result.best_checkpoint or outcome.result.last_checkpoint
+    if kept is not None:
+        console.print(f"checkpoints: {outcome.checkpoint_dir}")
+    else:  # checkpoints never hold diverged weights: no epoch ended with a finite loss
+        console.print("checkpoints: none (no epoch ended with a finite loss)")
     console.print(render_text(outcome.diagnosis), markup=False, highlight=False)
     if outcome.run_id is None:
         return

@@ -19,7 +19,8 @@ def test_train_prints_a_table_and_the_diagnosis(tmp_path: Path) -> None:
     result = _train(tmp_path, "--epochs", "2")
     assert result.exit_code == 0, result.output
     assert "val_auc" in result.output and "Diagnosis:" in result.output
-    assert list((tmp_path / "checkpoints").glob("*/last.pt"))
+    (kept,) = list((tmp_path / "checkpoints").glob("*/last.pt"))
+    assert f"checkpoints: {kept.parent}" in result.output
 
 
 def test_seed_preset_says_why_in_plain_words(tmp_path: Path) -> None:
@@ -64,6 +65,15 @@ def test_flags_override_the_preset(tmp_path: Path) -> None:
     result = _train(tmp_path, "--preset", "seed", "--lr", "0.01", "--epochs", "1", "--json")
     config = json.loads(result.stdout)["config"]
     assert config["head"] == "relu2" and config["optimizer"] == "sgd" and config["lr"] == 0.01
+
+
+def test_a_run_that_diverges_in_its_first_epoch_names_no_checkpoint_folder(
+    tmp_path: Path,
+) -> None:
+    result = _train(tmp_path, "--lr", "1e308", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    assert "checkpoints: none (no epoch ended with a finite loss)" in result.output
+    assert not (tmp_path / "checkpoints").exists()
 
 
 def test_diverging_run_exits_zero_with_diverged(tmp_path: Path) -> None:
