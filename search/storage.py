@@ -139,7 +139,7 @@ def study_names(storage: BaseStorage) -> list[str]:
     return [s.study_name for s in optuna.get_all_study_summaries(storage)]
 
 
-def _exists_on_disk(url: str) -> bool:
+def exists_on_disk(url: str) -> bool:
     """A home storage that was never created holds no study; opening it would create it."""
     for prefix in ("sqlite:///", "journal:"):
         if url.startswith(prefix):
@@ -150,7 +150,7 @@ def _exists_on_disk(url: str) -> bool:
 def find_study(name: str, candidates: tuple[str, ...]) -> tuple[optuna.Study, str]:
     """The study of that name in the first storage holding it, and that storage's URL."""
     for url in candidates:
-        if not _exists_on_disk(url):
+        if not exists_on_disk(url):
             continue
         opened = open_storage(url)
         if study_exists(opened, name):

@@ -22,7 +22,7 @@ from search.report import StudyReport, build_report, save_figures
 from search.resume_check import check_unchanged
 from search.setup import StudySetup, make_pruner, make_sampler, stored_setup, write_setup
 from search.space import SPACE_PARAMS, SearchSpace, contains_original
-from search.storage import RUN_ID_ATTR, StaleTrialHandler, open_storage
+from search.storage import RUN_ID_ATTR, StaleTrialHandler, exists_on_disk, open_storage
 from search.supervisor import run_local_workers
 from search.workers import (
     FINISHED_STATES,
@@ -165,8 +165,12 @@ def _open_study(request: SearchRequest, make_tracker: TrackerFactory) -> _Sessio
     """The study, created or resumed, with its setup written: the MLflow store is reached
     before anything is created, so a store that fails leaves no half-made study."""
     stale = StaleTrialHandler()
-    storage = open_storage(request.storage_url, stale)
-    stored = stored_setup(storage, request.study_name)
+    # A home's journal (or SQLite file) that is not there yet holds no study: it is made
+    # once the data and the MLflow store are known good, so a refusal leaves no empty one.
+    storage = (
+        open_storage(request.storage_url, stale) if exists_on_disk(request.storage_url) else None
+    )
+    stored = None if storage is None else stored_setup(storage, request.study_name)
     if stored is not None:
         check_unchanged(request.study_name, stored, _new_setup(request), request.typed)
     else:
@@ -175,6 +179,7 @@ def _open_study(request: SearchRequest, make_tracker: TrackerFactory) -> _Sessio
         prepared_data(request.base.data)
     setup = stored or _new_setup(request)
     tracker = stale.tracker = make_tracker(setup.tracking_uri, setup.experiment)
+    storage = storage or open_storage(request.storage_url, stale)
     study = optuna.create_study(
         study_name=request.study_name,
         storage=storage,

@@ -90,10 +90,22 @@ def test_an_unreachable_mlflow_leaves_no_half_made_study(tmp_path: Path) -> None
     failed = _search(home, "--study", "h", "--trials", "1", "--tracking-uri", uri)
     assert failed.exit_code == 2, failed.output
     assert uri in failed.output and "Traceback" not in failed.output
+    assert not (home / "optuna-journal.log").exists()  # a new home: not even an empty one
     storage = open_storage(LabEnv(home).study_storage_url())
     assert not study_exists(storage, "h")
     rerun = _search(home, "--study", "h", "--trials", "0", "--no-track")
     assert "(new)" in rerun.output
+
+
+def test_bad_data_for_a_new_home_leaves_no_study_file(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    failed = _search(home, "--study", "d", "--trials", "1", "--data", f"npz:{tmp_path / 'no.npz'}")
+    assert failed.exit_code == 2, failed.output
+    assert not (home / "optuna-journal.log").exists()
+    journal = tmp_path / "elsewhere" / "j.log"
+    args = ["--storage", f"journal:{journal}", "--data", f"npz:{tmp_path / 'no.npz'}"]
+    assert _search(home, "--study", "d", "--trials", "1", *args).exit_code == 2
+    assert not journal.exists()
 
 
 def test_a_study_created_but_never_set_up_starts_as_new_with_its_baseline(
