@@ -26,7 +26,6 @@ from siamese.train.device_data import DeviceData
 from siamese.train.evaluate import INITIAL_TOWER, EvalResult, evaluate
 from siamese.train.history import EpochRecord, History
 from siamese.train.keeper import CheckpointKeeper
-from siamese.train.normalization import pixel_stats
 from siamese.train.step import StepRunner, load_optimizer_state, make_optimizer, uses_graph
 
 # Config fields a resumed run may change: they decide how long, where and in which number
@@ -95,7 +94,8 @@ class _Run:
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
         self.model = build_model(config)
-        self.model.set_normalization(*pixel_stats(data.train.images))
+        train_images = torch.as_tensor(data.train.images)
+        self.model.set_normalization(float(train_images.mean()), float(train_images.std()))
         self.model.to(self.device).train()
         params = list(self.model.parameters())
         self.optimizer = make_optimizer(config, params, capturable=uses_graph(self.device))

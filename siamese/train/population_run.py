@@ -29,7 +29,6 @@ from siamese.train.device_data import DeviceData
 from siamese.train.evaluate import EvalResult, evaluate
 from siamese.train.history import EpochRecord, History
 from siamese.train.loop import INITIAL_EVAL_PAIRS, _end, epoch_order, resolve_device
-from siamese.train.normalization import pixel_stats
 from siamese.train.population_checks import MemberSums, may_evaluate
 from siamese.train.population_masks import DeviceMasks, Masks, ReplayMasks, masked_template
 from siamese.train.population_members import Member, MemberResult, Snapshot
@@ -98,8 +97,8 @@ class Population:
 
     def _build(self, masks: str, vmapped: bool | None) -> None:
         first, device = self.configs[0], self.device
-        mean, std = pixel_stats(self.data.train.images)
-        starts = [start_member(c, mean, std) for c in self.configs]
+        images = torch.as_tensor(self.data.train.images)
+        starts = [start_member(c, float(images.mean()), float(images.std())) for c in self.configs]
         self.template = masked_template(quiet_model(first, device))
         self.scratch = quiet_model(first, device)  # members are evaluated and saved through it
         self.stack = Stack(self.template, starts, device)
