@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,20 +19,9 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 
 from siamese.diagnosis_rules import COLLAPSE_STD, HEALTHY_UPDATE_RATIO
 from siamese.train.history import EpochRecord, History
+from tracking.drawing_notes import hush_matplotlib_notes
 
-# matplotlib's notes about its own drawing, which reached the user's terminal in the middle
-# of a search's progress lines: a "best" legend place that took over a second to find (a
-# loaded machine: `search --jobs 8` on 2 cores), and a panel whose values are all one (a run
-# stuck at chance: AUC and accuracy 0.5 on the chance line), which matplotlib widens itself.
-_MATPLOTLIB_NOTES = ('Creating legend with loc="best"', "Attempting to set identical low and high")
-
-
-def hush_matplotlib_notes() -> None:
-    for note in _MATPLOTLIB_NOTES:
-        warnings.filterwarnings("ignore", message=note, category=UserWarning)
-
-
-hush_matplotlib_notes()
+hush_matplotlib_notes()  # for a program that draws without the command line
 
 # (panel, record field, label): the curves, one line each; the panels are loss, validation,
 # update ratio (log scale) and output spread, in reading order.

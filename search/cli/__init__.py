@@ -22,6 +22,7 @@ from click.shell_completion import CompletionItem
 from search.cli.common import BadInput, home_path
 from search.env import LabEnv
 from siamese.errors import JobFailed, SiameseInputError
+from tracking.drawing_notes import hush_matplotlib_notes
 
 # name -> (module, attribute, the line `--help` lists; tests/search/test_cli_lazy.py checks
 # that it is the command's own)
@@ -84,6 +85,7 @@ class LabGroup(click.Group):
         self, args: Sequence[str] | None = None, prog_name: str | None = None, **kwargs: Any
     ) -> Any:
         kwargs.pop("standalone_mode", None)  # always ours: CliRunner passes it too
+        hush_matplotlib_notes()  # from the main thread, before any command (see the module)
         try:
             code = super().main(args, prog_name, standalone_mode=False, **kwargs)
         except click.UsageError as exc:

@@ -69,7 +69,7 @@ _population_option = click.option(
     type=click.IntRange(min=0),
     default=12,
     show_default=True,
-    help="trials to add to the study (with several workers a target: running ones finish)",
+    help="trials to add to the study (workers count each other's running trials too)",
 )
 @click.option(
     "--timeout",

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from siamese.train.history import EpochRecord, History
-from tracking.plots import CurvesFigure, hush_matplotlib_notes
+from tracking.drawing_notes import hush_matplotlib_notes
+from tracking.plots import CurvesFigure
 
 
 def _history(epochs: int, scale: float, nan_at: int | None = None) -> History:
@@ -108,3 +109,18 @@ def test_matplotlibs_notes_about_its_drawing_are_hushed_and_nothing_else(note: s
         warnings.warn(note, UserWarning, stacklevel=1)
         warnings.warn("a warning of the user's own", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["a warning of the user's own"]
+
+
+def test_the_command_line_hushes_them_from_its_main_thread() -> None:
+    # Installed only where the curves are drawn (the writer thread), the filters were lost
+    # when the main thread was inside a catch_warnings block (Optuna's, around each trial).
+    from click.testing import CliRunner
+
+    from search.cli import cli
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.resetwarnings()
+        warnings.simplefilter("default")
+        assert CliRunner().invoke(cli, ["--version"]).exit_code == 0
+        warnings.warn('Creating legend with loc="best" can be slow', UserWarning, stacklevel=1)
+    assert caught == []
