@@ -22,6 +22,7 @@ from tracking.batching import PendingBatch
 from tracking.fresh_store import make_store_at_once
 from tracking.local_artifacts import link_artifact, local_artifact_dir
 from tracking.pt2_model import log_pt2_model, pointed_at
+from tracking.sqlite_busy import quiet_retried_refusals, retried
 from tracking.store import TrackingTarget, TrackingUnavailable, bound_http_retries, store_lock
 from tracking.writer_gate import WriterGate
 from tracking.writer_priority import lower_this_thread
@@ -60,6 +61,7 @@ class MlflowTracker(Tracker):
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         self.target = target
         self.uri = target.uri
+        quiet_retried_refusals()
         with store_lock(target):  # the first contact creates the schema: one process at a time
             make_store_at_once(target.uri)  # a fresh home's store: seconds, not migrations
             self.client = mlflow.MlflowClient(target.uri)
@@ -128,7 +130,9 @@ class MlflowTracker(Tracker):
         all_tags = dict(tags)
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        run = retried(
+            lambda: self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        )
         run_id = str(run.info.run_id)
         self._artifact_dirs[run_id] = local_artifact_dir(run.info.artifact_uri)
         # One batch, not a call per param. MLflow caps a value at 6000 characters.
@@ -168,7 +172,7 @@ class MlflowTracker(Tracker):
         """A job on the writer thread, started once the gate lets it (a held batch goes on
         taking the writes that queue up behind it meanwhile)."""
         self._gate.wait()
-        return call(*args, **kwargs)
+        return retried(lambda: call(*args, **kwargs))
 
     def hold_writer(self) -> None:
         self._gate.hold()
@@ -192,7 +196,7 @@ class MlflowTracker(Tracker):
     def defer(self, work: Callable[[], None], what: str) -> None:
         def warn_on_failure() -> None:
             try:
-                work()
+                retried(work)
             except Exception as exc:
                 text = " ".join(str(exc).split())[:300]
                 _log.warning("warning: could not write %s: %s: %s", what, type(exc).__name__, text)
