@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.status import Status
 
 from search import gc_policy
-from search.recovery import INTERRUPTED_ATTR
+from search.recovery import INTERRUPTED_ATTR, RETRY_OF_ATTR
 from siamese.errors import DiskFullError, SiameseInputError
 from siamese.train import Callback, EpochRecord, History
 
@@ -93,8 +93,12 @@ class Progress(Callback):
         early = trial.user_attrs.get("early_stop")
         if isinstance(early, dict):  # stopped inside epoch 1, its statistics proving a failure
             params += f"  (stopped at {float(early.get('fraction', 0)):.0%} of epoch {early.get('epoch')})"
+        repeated = trial.user_attrs.get(RETRY_OF_ATTR)
+        if repeated is not None:  # a dead worker's retry may run past the target: say why
+            params += f"  (retry of trial {repeated})"
+        total = max(self.total, len(finished)) if self.total else "?"
         self.console.print(
-            f"trial {trial.number:>3} [{len(finished)}/{self.total or '?'}] {trial.state.name:<8} val_auc {value:<7} "
+            f"trial {trial.number:>3} [{len(finished)}/{total}] {trial.state.name:<8} val_auc {value:<7} "
             f"{_diagnosis(trial):<22} {params}",
             highlight=False,
         )

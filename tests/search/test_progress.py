@@ -65,3 +65,18 @@ def test_a_trial_stopped_in_its_first_epoch_says_where() -> None:
     Progress(Console(file=out, width=200), total=1)(study, study.trials[0])
     first = out.getvalue().splitlines()[0]
     assert "PRUNED" in first and first.endswith("(stopped at 25% of epoch 1)")
+
+
+def test_a_retry_past_the_target_says_so_and_the_count_never_passes_the_total() -> None:
+    study = optuna.create_study(direction="maximize")
+    _finish(study, 0.9, "converged")
+    dead = study.ask()
+    study.tell(dead, state=optuna.trial.TrialState.FAIL)  # its worker died
+    retry = study.ask()
+    retry.set_user_attr("retry_of", dead.number)
+    retry.set_user_attr("diagnosis", "converged")
+    study.tell(retry, 0.8)
+    out = io.StringIO()
+    Progress(Console(file=out, width=200), total=2)(study, study.trials[retry.number])
+    first = out.getvalue().splitlines()[0]
+    assert first.startswith("trial   2 [3/3] COMPLETE") and first.endswith("(retry of trial 1)")
