@@ -141,9 +141,10 @@ def study_names(storage: BaseStorage) -> list[str]:
 
 def exists_on_disk(url: str) -> bool:
     """A home storage that was never created holds no study; opening it would create it."""
-    for prefix in ("sqlite:///", "journal:"):
-        if url.startswith(prefix):
-            return Path(url.removeprefix(prefix)).exists()
+    if url.startswith("journal:"):
+        return Path(url.removeprefix("journal:")).exists()
+    if url.startswith("sqlite:///"):  # its query (?timeout=30) is no part of the file's name
+        return Path(url.removeprefix("sqlite:///").partition("?")[0]).exists()
     return True
 
 

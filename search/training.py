@@ -7,14 +7,14 @@ import os
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from siamese import Diagnosis, PairData, diagnose, fit, prepare_data
-from siamese.config import TrainConfig, build_config, is_device_spec, with_overrides
+from siamese.config import PRESETS, TrainConfig, build_config, is_device_spec, with_overrides
 from siamese.errors import CheckpointError, ConfigError
 from siamese.interrupts import InterruptCheck, interrupts_remembered
 from siamese.scoring import CheckedCheckpoint, check_payload
@@ -139,18 +139,36 @@ def resume_request(
 
 
 def _changing(config: TrainConfig, typed: Mapping[str, Any]) -> list[str]:
-    """The keys of `typed` that, each applied alone to `config`, give another config (or
-    one that cannot be: --target without --task one-vs-rest)."""
+    """The keys of `typed` (config fields, or "preset") that would give the resumed run
+    another config than `config`: none when all of them together rebuild it (the command
+    that made the checkpoint, `--preset fixed --dropout 0.1` included), else the ones whose
+    fields differ, or every one when they cannot build a config at all."""
+    preset = typed.get("preset")
+    values = {k: v for k, v in typed.items() if k != "preset"}
+    # The checkpoint's config as build_config leaves any config (an older version kept a
+    # --target beside --task same-class, which build_config drops): only flags may differ.
+    stored = build_config(None, {}, defaults=config)
+    try:
+        rebuilt = build_config(preset, values, defaults=config)
+    except ConfigError:
+        return list(typed)
+    differing = _differing_fields(stored, rebuilt)
+    if not differing:
+        return []
+    named = [k for k in values if k in differing]
+    if preset is not None and any(f in differing and f not in values for f in PRESETS[preset]):
+        named.insert(0, "preset")
+    return named or list(typed)
 
-    def changes(key: str, value: Any) -> bool:
-        try:
-            if key == "preset":
-                return build_config(value, {}, defaults=config) != config
-            return build_config(None, {key: value}, defaults=config) != config
-        except ConfigError:
-            return True
 
-    return [key for key, value in typed.items() if changes(key, value)]
+def _differing_fields(a: TrainConfig, b: TrainConfig) -> set[str]:
+    """Names of the fields (a TrainConfig's, or its DataConfig's) that differ."""
+    differing = {
+        f.name for f in fields(a) if f.name != "data" and getattr(a, f.name) != getattr(b, f.name)
+    }
+    return differing | {
+        f.name for f in fields(a.data) if getattr(a.data, f.name) != getattr(b.data, f.name)
+    }
 
 
 def _resume_point(path: Path) -> tuple[Path, CheckedCheckpoint]:

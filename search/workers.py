@@ -206,8 +206,10 @@ def child_main(spec: WorkerSpec) -> None:
     """A local worker process: the same `join_study` as on another machine."""
     from search.env import LabEnv
     from search.parent_watch import stop_when_the_parent_dies
+    from tracking.drawing_notes import hush_matplotlib_notes
 
     stop_when_the_parent_dies()
+    hush_matplotlib_notes()  # from this process's main thread, as the command line does
 
     def make_tracker(recorded_uri: str | None, experiment: str | None) -> Tracker | None:
         env = LabEnv(spec.home, spec.tracking_uri)

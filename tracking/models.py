@@ -23,11 +23,21 @@ def checked_model_reference(model: str) -> str:
     relative path and reported missing), and a registered model named without a version or
     an alias is refused (MLflow took the name for a logged model's id: "Logged model with ID
     'siamese' not found")."""
-    if model.startswith("file://"):
+    if model.startswith("file:"):
         from urllib.parse import unquote, urlparse
 
-        return unquote(urlparse(model).path)
+        parsed = urlparse(model)
+        if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
+            raise SiameseInputError(
+                f"--model {model}: expected a local checkpoint as file:///ABSOLUTE/PATH.pt "
+                "(or the path itself)"
+            )
+        return unquote(parsed.path)
     rest = model.removeprefix("models:/")
+    if rest == "":
+        raise SiameseInputError(
+            f"--model {model}: expected models:/NAME@ALIAS, models:/NAME/VERSION or models:/m-ID"
+        )
     a_bare_name = not any(mark in rest for mark in "@/")
     if rest != model and a_bare_name and not rest.startswith(LOGGED_MODEL_ID_PREFIX):
         raise SiameseInputError(

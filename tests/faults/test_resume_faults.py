@@ -79,6 +79,30 @@ def test_flags_that_repeat_the_checkpoints_config_are_fine(
     bad_input(refused, f"--resume {copy}: --lr, --dropout cannot change on a resume")
 
 
+def test_the_command_that_made_the_checkpoint_may_be_repeated(tmp_path: Path) -> None:
+    made = ["--preset", "fixed", "--dropout", "0.1"]  # a preset, partly overridden
+    result = _train(tmp_path / "a", *TINY, *made, "--no-track", "--json")
+    assert result.exit_code == 0, result.output
+    last = Path(json.loads(result.stdout)["checkpoints"]["last"])
+    again = _train(tmp_path / "a", "--resume", str(last), "--epochs", "2", *made, "--no-track")
+    assert again.exit_code == 0, again.output
+    preset_alone = _train(
+        tmp_path / "a", "--resume", str(last), "--epochs", "3", "--preset", "fixed"
+    )
+    bad_input(preset_alone, "--preset cannot change on a resume")  # its dropout is 0.3
+
+
+def test_an_older_checkpoint_with_a_target_beside_same_class_takes_repeated_flags(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    payload = load_checkpoint(checkpoint)
+    payload["config"]["data"]["target"] = "3"  # kept by versions before 0.2.0's check
+    old = tmp_path / "ck" / "old.pt"
+    save_checkpoint(old, payload)
+    result = _train(tmp_path / "home", "--resume", str(old), "--epochs", "2", "--lr", "1e-3")
+    assert result.exit_code == 0, result.output
+
+
 def test_a_missing_checkpoint_is_named_before_any_flag(tmp_path: Path) -> None:
     missing = tmp_path / "missing.pt"
     result = _train(tmp_path / "home", "--resume", str(missing), "--train-pairs", "256")

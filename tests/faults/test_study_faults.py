@@ -14,6 +14,7 @@ from search.env import LabEnv
 from search.setup import make_sampler, stored_setup, write_setup
 from search.storage import open_storage, study_exists
 from siamese.errors import DiskFullError
+from tests.faults.expect import bad_input
 
 TINY = ["--epochs", "1", "--train-pairs", "64", "--val-pairs", "32", "--device", "cpu"]
 
@@ -144,3 +145,13 @@ def test_a_search_whose_every_trial_diverged_is_a_result(tmp_path: Path) -> None
     result = _search(tmp_path / "home", *args, *hot)
     assert result.exit_code == 0, result.output
     assert "diverged" in result.output
+
+
+def test_a_sqlite_storage_with_a_query_is_found_again(tmp_path: Path) -> None:
+    # Its query (?timeout=30) is no part of the file's name: the study must resume, not
+    # start again as new over the stored one.
+    url = f"sqlite:///{tmp_path / 'q.db'}?timeout=30"
+    made = _search(tmp_path / "home", "--storage", url, "--trials", "0", "--train-pairs", "64")
+    assert made.exit_code == 0, made.output
+    again = _search(tmp_path / "home", "--storage", url, "--trials", "0", "--train-pairs", "96")
+    bad_input(again, "--train-pairs")  # the stored study's setting, as for any resume

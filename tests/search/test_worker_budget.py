@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 from rich.console import Console
 
@@ -101,3 +102,18 @@ def test_failing_stale_trials_says_nothing_on_the_users_terminal(tmp_path: Path)
         hush_experimental_note()  # as importing search.heartbeats does there
         fail_stale_trials(study)
     assert [str(w.message) for w in caught] == []
+
+
+def test_a_local_worker_process_hushes_matplotlibs_notes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Spawned, it runs child_main, not the command line that installs the filters.
+    import search.parent_watch
+    import search.workers
+
+    monkeypatch.setattr(search.parent_watch, "stop_when_the_parent_dies", lambda: None)
+    monkeypatch.setattr(search.workers, "join_study", lambda *args, **kwargs: None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.resetwarnings()
+        warnings.simplefilter("default")
+        search.workers.child_main(WorkerSpec("s", "journal:x", Path(".")))
+        warnings.warn('Creating legend with loc="best" can be slow', UserWarning, stacklevel=1)
+    assert caught == []
