@@ -91,15 +91,13 @@ def quiet_optuna() -> Iterator[None]:
         yield
 
 
-def open_storage(url: str, stale_callback: StaleTrialHandler | None = None) -> BaseStorage:
-    """`journal:PATH`, or an SQLAlchemy URL (sqlite:///..., postgresql://...)."""
+def check_storage_url(url: str) -> None:
+    """A storage URL that cannot hold a study is bad input, said before anything is made."""
     if url.startswith("journal:"):
         given = url.removeprefix("journal:")
-        path = Path(given)
-        if not given.strip() or path.is_dir():
+        if not given.strip() or Path(given).is_dir():
             raise SiameseInputError(f"--storage {url!r}: expected journal:PATH of a file")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        return
     if "://" not in url:
         raise SiameseInputError(
             f"--storage {url!r}: expected journal:PATH, sqlite:///PATH or postgresql://..."
@@ -107,6 +105,25 @@ def open_storage(url: str, stale_callback: StaleTrialHandler | None = None) -> B
     if url.startswith("sqlite") and url.partition("://")[2].strip("/") in ("", ":memory:"):
         # An in-memory database: the study would end with the process, its trials unseen.
         raise SiameseInputError(f"--storage {url!r}: expected sqlite:///PATH of a file")
+    file = _sqlite_file(url)
+    if file is not None and not file.parent.is_dir():  # SQLite makes the file, not its folder
+        raise SiameseInputError(f"--storage {url}: no folder {file.parent} to hold it")
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a sqlite:///PATH URL (its ?query is no part of the name); None otherwise."""
+    if not url.startswith("sqlite:///"):
+        return None
+    return Path(url.removeprefix("sqlite:///").partition("?")[0])
+
+
+def open_storage(url: str, stale_callback: StaleTrialHandler | None = None) -> BaseStorage:
+    """`journal:PATH`, or an SQLAlchemy URL (sqlite:///..., postgresql://...)."""
+    check_storage_url(url)
+    if url.startswith("journal:"):
+        path = Path(url.removeprefix("journal:"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
     callback = stale_callback or StaleTrialHandler()
     beat = Heartbeat.from_environ(os.environ)
     # pool_pre_ping: a connection the server closed while a trial trained is replaced, not
@@ -143,9 +160,8 @@ def exists_on_disk(url: str) -> bool:
     """A home storage that was never created holds no study; opening it would create it."""
     if url.startswith("journal:"):
         return Path(url.removeprefix("journal:")).exists()
-    if url.startswith("sqlite:///"):  # its query (?timeout=30) is no part of the file's name
-        return Path(url.removeprefix("sqlite:///").partition("?")[0]).exists()
-    return True
+    file = _sqlite_file(url)
+    return file.exists() if file is not None else True
 
 
 def find_study(name: str, candidates: tuple[str, ...]) -> tuple[optuna.Study, str]:

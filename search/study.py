@@ -22,7 +22,13 @@ from search.report import StudyReport, build_report, save_figures
 from search.resume_check import check_unchanged
 from search.setup import StudySetup, make_pruner, make_sampler, stored_setup, write_setup
 from search.space import SPACE_PARAMS, SearchSpace, contains_original
-from search.storage import RUN_ID_ATTR, StaleTrialHandler, exists_on_disk, open_storage
+from search.storage import (
+    RUN_ID_ATTR,
+    StaleTrialHandler,
+    check_storage_url,
+    exists_on_disk,
+    open_storage,
+)
 from search.supervisor import run_local_workers
 from search.workers import (
     FINISHED_STATES,
@@ -232,6 +238,7 @@ def _why_failed(trial: optuna.trial.FrozenTrial) -> str:
 
 
 def _check_storage(request: SearchRequest) -> None:
+    check_storage_url(request.storage_url)
     jobs = len(request.devices)
     if jobs > 1 and request.storage_url.startswith("sqlite"):
         raise SiameseInputError(

@@ -155,3 +155,15 @@ def test_a_sqlite_storage_with_a_query_is_found_again(tmp_path: Path) -> None:
     assert made.exit_code == 0, made.output
     again = _search(tmp_path / "home", "--storage", url, "--trials", "0", "--train-pairs", "96")
     bad_input(again, "--train-pairs")  # the stored study's setting, as for any resume
+
+
+def test_a_new_sqlite_storage_in_a_missing_folder_is_refused_before_anything_is_made(
+    tmp_path: Path,
+) -> None:
+    home, missing = tmp_path / "home", tmp_path / "no" / "such"
+    url = f"sqlite:///{missing / 's.db'}"
+    bad_input(_search(home, "--storage", url, "--trials", "1"), f"no folder {missing} to hold it")
+    assert not (home / "mlflow.db").exists() and not missing.exists()
+    memory = _search(home, "--storage", "sqlite:///:memory:", "--trials", "1")
+    bad_input(memory, "expected sqlite:///PATH of a file")
+    assert not (home / "mlflow.db").exists()
