@@ -141,8 +141,19 @@ def diverged(h: History, records: list[EpochRecord]) -> Finding | None:
             "optimizer": str(opt),
         },
         f"train_loss {what} in epoch {hit.epoch} with {opt} lr={lr}",
-        f"lower the learning rate 10-100x (lr={lr} -> {_fmt(float(lr or 1) / 100)}); "
-        "typical starting points: sgd 1e-2, adam 1e-3",
+        _lower_lr_fix(float(lr or 1), str(opt)),
+    )
+
+
+def _lower_lr_fix(lr: float, optimizer: str) -> str:
+    """100x lower, unless that is still far above the usual start for the optimizer (a
+    typo's lr=1e308 became "-> 1e+306"): then the usual start."""
+    usual = 1e-2 if optimizer == "sgd" else 1e-3
+    if lr / 100 > 10 * usual:
+        return f"start from a usual learning rate for {optimizer}: lr={_fmt(lr)} -> {_fmt(usual)}"
+    return (
+        f"lower the learning rate 10-100x (lr={_fmt(lr)} -> {_fmt(lr / 100)}); "
+        "typical starting points: sgd 1e-2, adam 1e-3"
     )
 
 

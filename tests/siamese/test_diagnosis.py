@@ -125,6 +125,14 @@ def test_diverged_on_nan() -> None:
     assert d.kinds == ["diverged"] and "lr=50" in d.findings[0].evidence_text
 
 
+def test_a_diverged_runs_fix_never_names_an_absurd_learning_rate() -> None:
+    blown = [rec(1, train_loss=math.nan, val_loss=math.nan, val_auc=math.nan)]
+    typo = diagnose(history(blown, lr=1e308)).findings[0]
+    assert typo.fix == "start from a usual learning rate for adam: lr=1e+308 -> 0.001"
+    high = diagnose(history(blown, lr=0.5)).findings[0]
+    assert high.fix.startswith("lower the learning rate 10-100x (lr=0.5 -> 0.005)")
+
+
 def test_diverged_on_exploding_loss() -> None:
     assert kinds(history([rec(1, train_loss=0.6), rec(2, train_loss=9.0)])) == ["diverged"]
 
