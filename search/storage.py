@@ -107,7 +107,9 @@ def check_storage_url(url: str) -> None:
         raise SiameseInputError(f"--storage {url!r}: expected sqlite:///PATH of a file")
     file = _sqlite_file(url)
     if file is not None and not file.parent.is_dir():  # SQLite makes the file, not its folder
-        raise SiameseInputError(f"--storage {url}: no folder {file.parent} to hold it")
+        raise SiameseInputError(
+            f"--storage {url}: no folder {file.parent} to hold it; expected an existing folder"
+        )
 
 
 def _sqlite_file(url: str) -> Path | None:

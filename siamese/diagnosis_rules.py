@@ -145,15 +145,20 @@ def diverged(h: History, records: list[EpochRecord]) -> Finding | None:
     )
 
 
+# Where a run usually starts: SGD, and the adaptive optimizers (Adam and the others).
+USUAL_LR = {"sgd": 1e-2, "adam": 1e-3}
+
+
 def _lower_lr_fix(lr: float, optimizer: str) -> str:
     """100x lower, unless that is still far above the usual start for the optimizer (a
     typo's lr=1e308 became "-> 1e+306"): then the usual start."""
-    usual = 1e-2 if optimizer == "sgd" else 1e-3
+    usual = USUAL_LR["sgd" if optimizer == "sgd" else "adam"]
     if lr / 100 > 10 * usual:
         return f"start from a usual learning rate for {optimizer}: lr={_fmt(lr)} -> {_fmt(usual)}"
+    typical = ", ".join(f"{name} {_fmt(value)}" for name, value in USUAL_LR.items())
     return (
         f"lower the learning rate 10-100x (lr={_fmt(lr)} -> {_fmt(lr / 100)}); "
-        "typical starting points: sgd 1e-2, adam 1e-3"
+        f"typical starting points: {typical}"
     )
 
 

@@ -33,11 +33,11 @@ def checked_model_reference(model: str) -> str:
                 "(or the path itself)"
             )
         return unquote(parsed.path)
-    rest = model.removeprefix("models:/")
-    if rest == "":
+    if model == "models:/":
         raise SiameseInputError(
             f"--model {model}: expected models:/NAME@ALIAS, models:/NAME/VERSION or models:/m-ID"
         )
+    rest = model.removeprefix("models:/")
     a_bare_name = not any(mark in rest for mark in "@/")
     if rest != model and a_bare_name and not rest.startswith(LOGGED_MODEL_ID_PREFIX):
         raise SiameseInputError(
