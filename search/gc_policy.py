@@ -13,8 +13,8 @@ interpreter's teardown at exit walks them again (1.5-2 s). Two steps make that a
   first: the load leaves a few dozen objects of garbage (28-36 measured), and finding them
   would walk everything loaded (0.25 s before the first trial);
 - `freeze_once(AFTER_FIRST_TRIAL)` when the first trial has ended, everything a trial needs
-  loaded (torch.optim's torch._dynamo, matplotlib, scikit-learn's metrics): a collection
-  of what is not frozen yet (0.1 s), then the freeze.
+  loaded (matplotlib, scikit-learn's metrics): a collection of what is not frozen yet
+  (0.1 s), then the freeze.
 
 Each freeze happens once per process: what later trials allocate is collected as before,
 and a process that loads twice (tests, a notebook) does not freeze everything it holds.

@@ -21,6 +21,7 @@ from siamese.config import TrainConfig
 from siamese.model import SiameseNet
 from siamese.train import gpu
 from siamese.train.device_data import DeviceData
+from siamese.train.lean_optim import lean
 from siamese.train.precision import autocast, resolve_precision
 
 # Layer names for the per-layer gradient norms, by parameter-name prefix: the model's own
@@ -217,13 +218,14 @@ def make_optimizer(
     fast: dict[str, Any] = {"capturable": True} if capturable else {"fused": True}
     momentum = config.momentum
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, momentum=momentum, **common, **({} if capturable else fast))
+        sgd_fast = {} if capturable else fast
+        return lean(torch.optim.SGD)(params, momentum=momentum, **common, **sgd_fast)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, **common, **fast)
+        return lean(torch.optim.Adam)(params, **common, **fast)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, **common, **fast)
+        return lean(torch.optim.AdamW)(params, **common, **fast)
     rmsprop_fast = {"capturable": True} if capturable else {"foreach": True}  # no fused RMSprop
-    return torch.optim.RMSprop(params, momentum=momentum, **common, **rmsprop_fast)
+    return lean(torch.optim.RMSprop)(params, momentum=momentum, **common, **rmsprop_fast)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
