@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
+import weakref
 from pathlib import Path
 
 from torch import nn
@@ -19,6 +20,9 @@ class InMemoryTracker(Tracker):
         self.history: dict[str, dict[str, list[tuple[int, float]]]] = {}
         self.models: dict[str, nn.Module] = {}
         self._artifacts = Path(tempfile.mkdtemp(prefix="siamese-lab-memory-"))
+        # Its artifacts (checkpoints among them, 45 MB a test) go with it: at garbage
+        # collection, or at the latest when the process exits.
+        weakref.finalize(self, shutil.rmtree, self._artifacts, ignore_errors=True)
 
     def start_run(
         self,

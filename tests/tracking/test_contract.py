@@ -208,3 +208,19 @@ def test_run_ids_starting_with_keeps_to_its_limit(monkeypatch: pytest.MonkeyPatc
     tracker = _memory_tracker_with_ids(monkeypatch, run_ids)
     assert tracker.run_ids_starting_with("abcdef", limit=3) == run_ids[:3]
     assert len(tracker.run_ids_starting_with("abcdef")) == 10
+
+
+def test_the_in_memory_tracker_takes_its_artifact_folder_with_it(tmp_path: Path) -> None:
+    """Each one held a checkpoint or two (45 MB) in a temp folder that outlived it: a test
+    run left thousands of them."""
+    import gc
+
+    tracker = InMemoryTracker()
+    run_id = tracker.start_run("r", {}, {})
+    (tmp_path / "best.pt").write_bytes(b"weights")
+    tracker.log_artifact(run_id, tmp_path / "best.pt", "checkpoints")
+    folder = tracker._artifacts
+    assert (folder / run_id / "checkpoints" / "best.pt").is_file()
+    del tracker
+    gc.collect()
+    assert not folder.exists()
