@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,7 +62,10 @@ def load_scorer(model: str) -> nn.Module:
     import mlflow
 
     try:
-        loaded = mlflow.pytorch.load_model(model, map_location="cpu")
+        # Into a folder of our own: MLflow's default is a temp folder it never removes (a
+        # copy of the model left in /tmp by every predict). The model is in memory after.
+        with tempfile.TemporaryDirectory(prefix="siamese-lab-model-") as local:
+            loaded = mlflow.pytorch.load_model(model, dst_path=local, map_location="cpu")
     except mlflow.exceptions.MlflowException as exc:
         raise SiameseInputError(f"--model {model}: {str(exc).splitlines()[0][:200]}") from exc
     if not isinstance(loaded, nn.Module):

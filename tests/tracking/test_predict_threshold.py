@@ -83,3 +83,25 @@ def test_a_registry_model_without_a_threshold_decides_at_half_and_says_so(
         f"0.9820  same       {left}  {left}",
         "decided at the threshold P(same) >= 0.5000",
     ]
+
+
+def test_loading_a_logged_model_leaves_no_copy_behind(
+    tmp_path: Path, tracker: MlflowTracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow downloads a model into a temp folder it never removes: every predict left an
+    8 MB copy in /tmp. The scorer still scores once its files are gone."""
+    import tempfile
+
+    from tracking.models import load_logged_scorer
+
+    net = build_model(TrainConfig(head="contrastive"))
+    run_id = log_converged_run(tracker, PairScorer(net))
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    scorer = load_logged_scorer(tracker, f"runs:/{run_id}/model")
+    assert list(temp.iterdir()) == []
+    same_image_twice = torch.rand(1, 1, 40, 50).expand(1, 2, 40, 50)  # distance 0
+    with torch.no_grad():
+        p_same = float(scorer(same_image_twice).squeeze())
+    assert p_same == pytest.approx(0.982, abs=1e-3)
