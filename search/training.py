@@ -7,7 +7,7 @@ import os
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,16 @@ def resume_request(
     check_device("--device", config.device)
     # `start`, not `path`: fit then loads the sound file directly, without a second warning.
     return TrainRequest(config, path.parent, start, new_run_name())
+
+
+def kept_in_home(request: TrainRequest, checkpoints: Path) -> TrainRequest:
+    """A resumed run goes on in its checkpoint's folder when that lies in this home's
+    `checkpoints` folder. A checkpoint from elsewhere (another home, a copy) is left as it
+    was, and the run continues in a new folder of this home: a run writes only inside the
+    home it is tracked in (it replaced the other home's last.pt and best.pt)."""
+    if request.checkpoint_dir.resolve().is_relative_to(checkpoints.resolve()):
+        return request
+    return replace(request, checkpoint_dir=checkpoints / request.run_name)
 
 
 def _changing(config: TrainConfig, typed: Mapping[str, Any]) -> list[str]:

@@ -46,6 +46,7 @@ def train(
     from search.training import (
         TrainRequest,
         check_device,
+        kept_in_home,
         new_run_name,
         resume_request,
         run_training,
@@ -59,6 +60,7 @@ def train(
         request = resume_request(
             resume, flags["epochs"], flags["device"], typed, flags["precision"], typed_flags()
         )
+        request = kept_in_home(request, env.checkpoint_dir())
     else:
         name = new_run_name()
         config = build_config(preset, flags)

@@ -133,3 +133,27 @@ def test_digits_reach_the_issue_auc_in_five_epochs(
     assert payload["config"]["epochs"] == 5 and payload["config"]["data"]["train_pairs"] == 2048
     assert max(r["val_auc"] for r in payload["history"]["records"]) >= floor
     assert payload["diagnosis"]["verdict"] == "converged"
+
+
+def test_resuming_another_homes_checkpoint_leaves_that_home_as_it_was(tmp_path: Path) -> None:
+    """The resumed run is this home's: it wrote into the other home's checkpoint folder,
+    replacing its last.pt and best.pt."""
+    first = json.loads(_train(tmp_path / "a", "--epochs", "1", "--json").stdout)
+    folder = Path(first["checkpoints"]["last"]).parent
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    result = _train(
+        tmp_path / "b", "--resume", first["checkpoints"]["last"], "--epochs", "2", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    resumed = json.loads(result.stdout)["checkpoints"]
+    assert Path(resumed["last"]).parent.parent == tmp_path / "b" / "checkpoints"
+    assert Path(resumed["best"]).is_file()
+
+
+def test_resuming_in_the_same_home_goes_on_in_the_runs_folder(tmp_path: Path) -> None:
+    first = json.loads(_train(tmp_path, "--epochs", "1", "--json").stdout)
+    last = first["checkpoints"]["last"]
+    result = _train(tmp_path, "--resume", last, "--epochs", "2", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["checkpoints"]["last"] == last
