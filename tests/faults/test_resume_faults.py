@@ -162,6 +162,6 @@ def test_a_resume_may_change_the_precision(checkpoint: Path, tmp_path: Path) -> 
     args = ["--resume", str(copy), "--epochs", "2", "--precision", "fp32", "--no-track"]
     result = _train(tmp_path / "home", *args, "--json")
     assert result.exit_code == 0, result.output
-    saved = load_checkpoint(copy)
+    saved = load_checkpoint(Path(json.loads(result.stdout)["checkpoints"]["last"]))
     assert saved["epoch"] == 2 and saved["config"]["precision"] == "fp32"
     assert saved["history"]["precision"] == "fp32"
