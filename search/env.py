@@ -28,6 +28,30 @@ DEFAULT_HOME_NAME = ".siamese-lab"
 URI_UNSAFE = "?#%"
 
 
+# The folders `ensure_home` made in this process, deepest first (see remove_made_homes).
+_made_folders: list[Path] = []
+
+
+def forget_made_homes() -> None:
+    """A new command starts: the folders earlier ones made are theirs."""
+    _made_folders.clear()
+
+
+def remove_made_homes() -> None:
+    """Removes the home folders this command made, where they are still empty: a command
+    refused as bad input leaves nothing behind. A folder anything was written into stays
+    (os.rmdir never removes contents, another process's included), and so do its parents."""
+    while _made_folders:
+        folder = _made_folders.pop(0)
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            _made_folders.clear()
+            return
+
+
 @dataclass(frozen=True)
 class LabEnv:
     """`home` holds the embedded stores and checkpoints; `tracking_uri` and `storage_url`,
@@ -70,6 +94,7 @@ class LabEnv:
         """The home folder, made if missing; one line (bad input) where it cannot be."""
         self.check_home()
         where = self._where
+        missing = [p for p in (self.home, *self.home.parents) if not p.exists()]
         try:
             self.home.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -77,6 +102,7 @@ class LabEnv:
                 f"{where}: cannot be made ({exc.strerror or exc}); expected a folder this user "
                 "can write"
             ) from exc
+        _made_folders.extend(missing)  # deepest first
         if not os.access(self.home, os.W_OK | os.X_OK):
             raise SiameseInputError(f"{where}: not writable by this user")
         return self.home

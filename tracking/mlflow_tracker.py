@@ -19,7 +19,7 @@ from siamese.errors import SiameseInputError
 from siamese.names import check_name
 from tracking.base import FINISHED, RunView, Tracker
 from tracking.batching import PendingBatch
-from tracking.fresh_store import make_store_at_once
+from tracking.fresh_store import make_store_at_once, sqlite_path
 from tracking.local_artifacts import link_artifact, local_artifact_dir
 from tracking.pt2_model import log_pt2_model, pointed_at
 from tracking.sqlite_busy import quiet_retried_refusals, retried
@@ -52,6 +52,9 @@ _log = logging.getLogger(__name__)
 # A run-id prefix is looked up in this many experiments at most (MLflow pages its answers).
 MAX_EXPERIMENTS = 50_000
 
+# The experiment MLflow makes in every new store (id 0).
+MLFLOW_DEFAULT = "Default"
+
 
 class MlflowTracker(Tracker):
     def __init__(self, target: TrackingTarget) -> None:
@@ -62,6 +65,7 @@ class MlflowTracker(Tracker):
         self.target = target
         self.uri = target.uri
         quiet_retried_refusals()
+        self._refuse_default_in_a_new_store()  # before the lock and the store are made
         with store_lock(target):  # the first contact creates the schema: one process at a time
             make_store_at_once(target.uri)  # a fresh home's store: seconds, not migrations
             self.client = mlflow.MlflowClient(target.uri)
@@ -107,6 +111,15 @@ class MlflowTracker(Tracker):
                     f"({str(exc).splitlines()[0][:160]}); start it, fix the URI, or use --no-track"
                 ) from exc
             raise
+
+    def _refuse_default_in_a_new_store(self) -> None:
+        """MLflow makes its Default experiment when it first opens a store, with its artifacts
+        under the directory that process runs in: refused (below) once the store exists, so
+        said now for a store not made yet, which the refusal would leave behind."""
+        store = sqlite_path(self.target.uri)
+        if self.target.experiment != MLFLOW_DEFAULT or store is None or store.exists():
+            return
+        self._check_artifacts_in_home(str(Path.cwd() / "mlruns" / "0"))  # as MLflow names it
 
     def _check_artifacts_in_home(self, location: str) -> None:
         """The embedded store keeps every artifact in its home. MLflow's own Default

@@ -20,7 +20,7 @@ import click
 from click.shell_completion import CompletionItem
 
 from search.cli.common import BadInput, home_path
-from search.env import LabEnv
+from search.env import LabEnv, forget_made_homes, remove_made_homes
 from siamese.errors import JobFailed, SiameseInputError
 from tracking.drawing_notes import hush_matplotlib_notes
 
@@ -86,15 +86,19 @@ class LabGroup(click.Group):
     ) -> Any:
         kwargs.pop("standalone_mode", None)  # always ours: CliRunner passes it too
         hush_matplotlib_notes()  # from the main thread, before any command (see the module)
+        forget_made_homes()
         try:
             code = super().main(args, prog_name, standalone_mode=False, **kwargs)
         except click.UsageError as exc:
+            remove_made_homes()  # bad input leaves no empty home behind
             click.echo(f"error: {exc.format_message()}", err=True)
             sys.exit(2)
         except (KeyboardInterrupt, click.Abort):
             click.echo("interrupted", err=True)
             sys.exit(130)
         except click.ClickException as exc:
+            if exc.exit_code == 2:
+                remove_made_homes()
             exc.show()
             sys.exit(exc.exit_code)
         except JobFailed as exc:

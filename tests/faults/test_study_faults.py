@@ -163,7 +163,28 @@ def test_a_new_sqlite_storage_in_a_missing_folder_is_refused_before_anything_is_
     home, missing = tmp_path / "home", tmp_path / "no" / "such"
     url = f"sqlite:///{missing / 's.db'}"
     bad_input(_search(home, "--storage", url, "--trials", "1"), f"no folder {missing} to hold it")
-    assert not (home / "mlflow.db").exists() and not missing.exists()
+    assert not home.exists() and not missing.exists()  # not even an empty home folder
     memory = _search(home, "--storage", "sqlite:///:memory:", "--trials", "1")
     bad_input(memory, "expected sqlite:///PATH of a file")
-    assert not (home / "mlflow.db").exists()
+    assert not home.exists()
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--data", "npz:{tmp}/missing.npz"], "no such file"),
+        (["--storage", "sqlite:///{tmp}/no/such/s.db"], "no folder"),
+    ],
+    ids=["data", "storage"],
+)
+def test_a_refused_search_leaves_no_home_it_made_and_keeps_one_it_found(
+    tmp_path: Path, args: list[str], needle: str
+) -> None:
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    new_home = tmp_path / "new" / "home"
+    bad_input(_search(new_home, *args, "--trials", "1"), needle)
+    assert not (tmp_path / "new").exists()  # the folders it made for the home, parents too
+    found = tmp_path / "found"
+    found.mkdir()
+    bad_input(_search(found, *args, "--trials", "1"), needle)
+    assert found.is_dir() and not list(found.iterdir())
