@@ -20,6 +20,7 @@ import click
 from click.shell_completion import CompletionItem
 
 from search.cli.common import BadInput, home_path
+from search.cli.reader_gone import reader_may_leave
 from search.env import LabEnv, forget_made_homes, remove_made_homes
 from siamese.errors import JobFailed, SiameseInputError
 from tracking.drawing_notes import hush_matplotlib_notes
@@ -88,7 +89,8 @@ class LabGroup(click.Group):
         hush_matplotlib_notes()  # from the main thread, before any command (see the module)
         forget_made_homes()
         try:
-            code = super().main(args, prog_name, standalone_mode=False, **kwargs)
+            with reader_may_leave():  # `train | head -3` trains on (see the module)
+                code = super().main(args, prog_name, standalone_mode=False, **kwargs)
         except click.UsageError as exc:
             remove_made_homes()  # bad input leaves no empty home behind
             click.echo(f"error: {exc.format_message()}", err=True)

@@ -1,0 +1,63 @@
+"""A command whose reader leaves (`siamese-lab train | head -1`) carries on to its end."""
+
+import io
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from search.cli.reader_gone import ReaderTolerantStream
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["--epochs", "2", "--train-pairs", "64", "--val-pairs", "32", "--device", "cpu"]
+
+
+def test_train_piped_into_a_reader_that_quits_still_finishes_its_run(tmp_path: Path) -> None:
+    """It died at its next print with BrokenPipeError: a FAILED run, no checkpoint."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SIAMESE_LAB"))}
+    command = [sys.executable, "-m", "search.cli", "--home", str(home), "train", *TINY]
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline().startswith(b"training on cpu")
+    process.stdout.close()  # what `| head -1` does once it has its line
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=300) == 0, stderr
+    assert "Traceback" not in stderr
+    with sqlite3.connect(home / "mlflow.db") as db:
+        assert db.execute("SELECT status FROM runs").fetchall() == [("FINISHED",)]
+    (folder,) = (home / "checkpoints").iterdir()
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt"]
+
+
+class _ClosedPipe(io.StringIO):
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd, self.refusals = fd, 0
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def flush(self) -> None:
+        if os.readlink(f"/proc/self/fd/{self.fd}") != os.devnull:
+            self.refusals += 1
+            raise BrokenPipeError(32, "Broken pipe")
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc (Linux)")
+def test_after_the_reader_left_everything_goes_to_dev_null(tmp_path: Path) -> None:
+    fd = os.open(tmp_path / "pipe-stand-in", os.O_WRONLY | os.O_CREAT)
+    try:
+        inner = _ClosedPipe(fd)
+        stream = ReaderTolerantStream(inner)
+        assert stream.write("epoch 1\n") == len("epoch 1\n")
+        stream.flush()  # refused once, then the descriptor names /dev/null
+        stream.flush()
+        assert inner.refusals == 1 and os.readlink(f"/proc/self/fd/{fd}") == os.devnull
+    finally:
+        os.close(fd)
