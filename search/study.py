@@ -314,6 +314,7 @@ def _run_workers(
             track=tracker is not None,
             population=request.population,
             checkpoint_every_s=request.checkpoint_every_s,
+            quiet=progress.console.quiet,
         )
         for index, device in enumerate(request.devices)
     ]

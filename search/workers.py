@@ -54,6 +54,8 @@ class WorkerSpec:
     population: int | None = None
     # How often a running trial rewrites its last.pt (--checkpoint-every); None: the default.
     checkpoint_every_s: float | None = None
+    # No progress lines (search --json: its standard output is the one JSON object).
+    quiet: bool = False
 
 
 def run_trials(
@@ -206,6 +208,7 @@ def child_main(spec: WorkerSpec) -> None:
     """A local worker process: the same `join_study` as on another machine."""
     from search.env import LabEnv
     from search.parent_watch import stop_when_the_parent_dies
+    from search.reader_gone import reader_may_leave
     from tracking.drawing_notes import hush_matplotlib_notes
 
     stop_when_the_parent_dies()
@@ -216,7 +219,8 @@ def child_main(spec: WorkerSpec) -> None:
         return env.tracker(recorded_uri, experiment) if spec.track else None
 
     try:
-        join_study(spec, Console(soft_wrap=True), make_tracker)
+        with reader_may_leave():  # `search --jobs N | head` trains on in every worker
+            join_study(spec, Console(soft_wrap=True, quiet=spec.quiet), make_tracker)
     except KeyboardInterrupt:  # stopped by the parent: its run already ended KILLED
         sys.exit(130)
     except SiameseInputError as exc:

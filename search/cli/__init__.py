@@ -20,8 +20,8 @@ import click
 from click.shell_completion import CompletionItem
 
 from search.cli.common import BadInput, home_path
-from search.cli.reader_gone import reader_may_leave
 from search.env import LabEnv, forget_made_homes, remove_made_homes
+from search.reader_gone import reader_may_leave
 from siamese.errors import JobFailed, SiameseInputError
 from tracking.drawing_notes import hush_matplotlib_notes
 
@@ -88,31 +88,36 @@ class LabGroup(click.Group):
         kwargs.pop("standalone_mode", None)  # always ours: CliRunner passes it too
         hush_matplotlib_notes()  # from the main thread, before any command (see the module)
         forget_made_homes()
+        with reader_may_leave():  # `train | head -3` trains on (search.reader_gone)
+            code = self._exit_status(args, prog_name, **kwargs)
+        sys.exit(code)
+
+    def _exit_status(self, args: Sequence[str] | None, prog_name: str | None, **kwargs: Any) -> int:
+        """The command's exit status; its error, if any, said in one line on stderr."""
         try:
-            with reader_may_leave():  # `train | head -3` trains on (see the module)
-                code = super().main(args, prog_name, standalone_mode=False, **kwargs)
+            code = super().main(args, prog_name, standalone_mode=False, **kwargs)
         except click.UsageError as exc:
             remove_made_homes()  # bad input leaves no empty home behind
             click.echo(f"error: {exc.format_message()}", err=True)
-            sys.exit(2)
+            return 2
         except (KeyboardInterrupt, click.Abort):
             click.echo("interrupted", err=True)
-            sys.exit(130)
+            return 130
         except click.ClickException as exc:
             if exc.exit_code == 2:
                 remove_made_homes()
             exc.show()
-            sys.exit(exc.exit_code)
+            return exc.exit_code
         except JobFailed as exc:
             click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
+            return 1
         except OSError as exc:
             if exc.errno not in FULL_DISK:
                 raise
             # Not bad input (2) but no bug either: one line naming where, no traceback.
             click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-        sys.exit(code if isinstance(code, int) else 0)
+            return 1
+        return code if isinstance(code, int) else 0
 
     def invoke(self, ctx: click.Context) -> Any:
         # The one place where bad input (the library's SiameseInputError) becomes exit 2.

@@ -72,7 +72,7 @@ def train(
     try:
         outcome = run_training(request, tracker, [EpochPrinter(console)])
     except KeyboardInterrupt:
-        _print_resume_hint(request.checkpoint_dir, env.home)
+        _print_resume_hint(request.checkpoint_dir, request.resume, env.home)
         raise click.Abort() from None  # the group says "interrupted" (exit 130)
     if as_json:
         print_json(_as_dict(outcome))
@@ -80,12 +80,14 @@ def train(
     _print_outcome(console, outcome, env.home)
 
 
-def _print_resume_hint(folder: Path, home: Path) -> None:
+def _print_resume_hint(folder: Path, resumed: Path | None, home: Path) -> None:
     """Where a Ctrl-C left the run, and the command that continues it (the group then
-    prints "interrupted")."""
+    prints "interrupted"): its last.pt, or the file it was resumed from when it was stopped
+    before it wrote one (a resume into a new folder)."""
     last = folder / "last.pt"
-    if last.is_file():
-        click.echo(f"continue it: siamese-lab --home {home} train --resume {last}", err=True)
+    start = last if last.is_file() else resumed
+    if start is not None and start.is_file():
+        click.echo(f"continue it: siamese-lab --home {home} train --resume {start}", err=True)
 
 
 def _as_dict(outcome: TrainOutcome) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """A command whose reader leaves (`siamese-lab train | head -1`) carries on to its end."""
 
 import io
+import json
 import os
 import sqlite3
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from search.cli.reader_gone import ReaderTolerantStream
+from search.reader_gone import ReaderTolerantStream
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--epochs", "2", "--train-pairs", "64", "--val-pairs", "32", "--device", "cpu"]
@@ -61,3 +62,58 @@ def test_after_the_reader_left_everything_goes_to_dev_null(tmp_path: Path) -> No
         assert inner.refusals == 1 and os.readlink(f"/proc/self/fd/{fd}") == os.devnull
     finally:
         os.close(fd)
+
+
+def _lab(home: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "search.cli", "--home", str(home), *args]
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SIAMESE_LAB"))}
+
+
+JOBS = ["search", "--jobs", "2", "--no-baseline", "--no-track", "--epochs", "1"]
+JOBS += ["--train-pairs", "64", "--val-pairs", "32", "--device", "cpu"]
+
+
+@pytest.mark.slow
+def test_the_workers_of_search_jobs_train_on_when_the_reader_quits(tmp_path: Path) -> None:
+    """Each local worker writes its trial lines to the same pipe: a worker died at its
+    first line after the reader left, and its replacements too (4 of 8 trials ran)."""
+    home = tmp_path / "home"
+    process = subprocess.Popen(
+        _lab(home, *JOBS, "--trials", "6"),
+        cwd=REPO,
+        env=_clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().startswith(b"study ")
+    process.stdout.close()
+    assert process.wait(timeout=600) == 0
+    report = subprocess.run(
+        _lab(home, "report", "--study", "siamese-lab", "--json"),
+        cwd=REPO,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    summary = json.loads(report.stdout)
+    assert summary["n_trials"] == 6 and "FAIL" not in summary["states"], summary["states"]
+
+
+@pytest.mark.slow
+def test_search_jobs_json_prints_one_json_object(tmp_path: Path) -> None:
+    """The workers printed their trial lines before it on standard output."""
+    done = subprocess.run(
+        _lab(tmp_path / "home", *JOBS, "--trials", "2", "--json"),
+        cwd=REPO,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["report"]["n_trials"] == 2

@@ -157,3 +157,20 @@ def test_resuming_in_the_same_home_goes_on_in_the_runs_folder(tmp_path: Path) ->
     result = _train(tmp_path, "--resume", last, "--epochs", "2", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["checkpoints"]["last"] == last
+
+
+def test_the_resume_hint_names_the_resumed_file_until_the_new_folder_has_a_last_pt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A resume into a new folder stopped in its first epoch has no last.pt there yet."""
+    from search.cli.train import _print_resume_hint
+
+    source, folder = tmp_path / "a" / "last.pt", tmp_path / "b" / "run"
+    source.parent.mkdir()
+    source.write_bytes(b"checkpoint")
+    folder.mkdir(parents=True)
+    _print_resume_hint(folder, source, tmp_path / "b")
+    assert capsys.readouterr().err.strip().endswith(f"train --resume {source}")
+    (folder / "last.pt").write_bytes(b"checkpoint")
+    _print_resume_hint(folder, source, tmp_path / "b")
+    assert capsys.readouterr().err.strip().endswith(f"train --resume {folder / 'last.pt'}")

@@ -4,8 +4,10 @@ When the program reading the output exits (head, a pager closed early), the next
 stdout raises BrokenPipeError, and the command died there: its MLflow run FAILED with no
 checkpoint, and a search's trial with it. The work does not depend on who reads its
 progress, so from that write on stdout goes to /dev/null and the command carries on to its
-end (its run, checkpoints and exit status as without the pipe). stderr is left alone: an
-error still shows where there is a terminal.
+end (its run, checkpoints and exit status as without the pipe). stderr is treated alike,
+on its own: an error still shows where stderr is a terminal, and `2>&1 | head` gives both
+streams the one pipe. Local workers (`search --jobs N`) write to the same pipe: each
+process wraps its own streams.
 """
 
 from __future__ import annotations
@@ -51,18 +53,23 @@ class ReaderTolerantStream:
         return getattr(self._stream, name)
 
 
-@contextmanager
-def reader_may_leave() -> Iterator[None]:
-    """sys.stdout tolerant of its reader leaving while the block runs (a real stream only:
-    one without a descriptor, such as a test runner's, has no pipe to lose)."""
-    stream = sys.stdout
+def _tolerant(stream: TextIO) -> TextIO:
+    """`stream` made tolerant of its reader leaving; as it is where it has no descriptor (a
+    test runner's), and so no pipe to lose."""
     try:
         stream.fileno()
     except (AttributeError, OSError, ValueError):
-        yield
-        return
-    sys.stdout = ReaderTolerantStream(stream)
+        return stream
+    return ReaderTolerantStream(stream)  # type: ignore[return-value]
+
+
+@contextmanager
+def reader_may_leave() -> Iterator[None]:
+    """sys.stdout and sys.stderr tolerant of their reader leaving while the block runs
+    (stderr too: `2>&1 | head` gives both the one pipe)."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _tolerant(sys.stdout), _tolerant(sys.stderr)
     try:
         yield
     finally:
-        sys.stdout = stream
+        sys.stdout, sys.stderr = saved
