@@ -164,6 +164,8 @@ def join_study(
     stale = StaleTrialHandler()
     storage = open_storage(spec.storage_url, stale)
     setup = read_stored_setup(storage, spec.study_name, spec.storage_url)
+    if spec.track and setup.parent_run_id is not None:
+        check_parent_store(spec, setup.tracking_uri, setup.parent_run_id)
     tracker = stale.tracker = make_tracker(setup.tracking_uri, setup.experiment)
     if tracker is not None and setup.parent_run_id is not None:
         check_parent_run(tracker, spec.study_name, setup.parent_run_id)
@@ -189,11 +191,27 @@ def check_parent_run(tracker: Tracker, study_name: str, parent: str) -> None:
     try:
         tracker.get_run(parent)
     except SiameseInputError as exc:
-        raise SiameseInputError(
-            f"study {study_name!r} logs its trials under MLflow run {parent}, which this process "
-            f"cannot find in {tracker.uri}; point it at the study's MLflow server (--tracking-uri "
-            "or MLFLOW_TRACKING_URI), or add --no-track"
-        ) from exc
+        raise _parent_not_found(study_name, parent, tracker.uri) from exc
+
+
+def check_parent_store(spec: WorkerSpec, recorded_uri: str | None, parent: str) -> None:
+    """The same, said before an embedded store is made for it: a store that is not there
+    holds no parent run, and making one would leave it behind."""
+    from search.env import LabEnv
+    from tracking.fresh_store import sqlite_path
+
+    target = LabEnv(spec.home, spec.tracking_uri).tracking_target(recorded_uri)
+    store = sqlite_path(target.uri)
+    if store is not None and not store.is_file():
+        raise _parent_not_found(spec.study_name, parent, target.uri)
+
+
+def _parent_not_found(study_name: str, parent: str, uri: str) -> SiameseInputError:
+    return SiameseInputError(
+        f"study {study_name!r} logs its trials under MLflow run {parent}, which this process "
+        f"cannot find in {uri}; point it at the study's MLflow server (--tracking-uri "
+        "or MLFLOW_TRACKING_URI), or add --no-track"
+    )
 
 
 def prepared_data(config: DataConfig) -> PairData:

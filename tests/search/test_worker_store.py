@@ -39,6 +39,7 @@ def test_a_worker_on_its_own_embedded_store_is_told_to_use_the_studys(tmp_path: 
     assert joined.exit_code == 2, joined.output
     assert "logs its trials under MLflow run" in joined.output
     assert "--tracking-uri" in joined.output and "--no-track" in joined.output
+    assert not machine_b.exists()  # refused before a store (or the home) was made for it
     with_store = CliRunner().invoke(
         cli,
         [
