@@ -7,6 +7,9 @@ MLflow run KILLED, and a retry with the same parameters and checkpoint folder is
 trial stopped by Ctrl-C or SIGTERM ends FAIL with `interrupted` set (True, or "SIGTERM")
 and is retried the same way when the study is resumed (after each Ctrl-C; a death or a
 SIGTERM once: see enqueue_retry). Other hosts' trials are left to the database heartbeat.
+A RUNNING trial that never recorded an owner (its process died between Optuna's `ask` and
+the owner's write, milliseconds apart) is taken for dead once it is `ORPHAN_AFTER_S` old:
+it counted as running for good, so a search came out one trial short and nothing retried it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,9 @@ from search.storage import CHECKPOINT_ATTR, RUN_ID_ATTR
 from tracking.base import ERROR_TAG, KILLED, RUN_NAME_TAG, STATE_TAG, Tracker
 
 OWNER_ATTR = "owner"
+# A trial records its owner milliseconds after it is asked for; one this old without an
+# owner has no process (the grace of the database heartbeat, 120 s, for the same doubt).
+ORPHAN_AFTER_S = 120.0
 INTERRUPTED_ATTR = "interrupted"
 RETRY_OF_ATTR = "retry_of"
 # What a retry must not inherit from the trial it repeats.
@@ -154,14 +161,29 @@ def recover_process(study: optuna.Study, pid: int, tracker: Tracker | None, why:
     return [recover_dead(study, t, tracker, why) for t in owned]
 
 
-def recover_orphans(study: optuna.Study, tracker: Tracker | None) -> list[str]:
-    """On resume: RUNNING trials of this host whose process is gone, and interrupted
+def recover_orphans(
+    study: optuna.Study, tracker: Tracker | None, now: datetime | None = None
+) -> list[str]:
+    """On resume: RUNNING trials of this host whose process is gone, those that never
+    recorded a process (`ORPHAN_AFTER_S` after they started, as of `now`), and interrupted
     trials not yet retried."""
     notes = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if owner_is_gone(trial.user_attrs.get(OWNER_ATTR)):
+        token = trial.user_attrs.get(OWNER_ATTR)
+        if owner_is_gone(token):
             notes.append(recover_dead(study, trial, tracker, "its process is gone"))
+        elif token is None and _older_than(trial, ORPHAN_AFTER_S, now):
+            why = "it never recorded a process (its worker died as it started)"
+            notes.append(recover_dead(study, trial, tracker, why))
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         if trial.user_attrs.get(INTERRUPTED_ATTR) and enqueue_retry(study, trial):
             notes.append(f"trial {trial.number}: interrupted earlier; retried {_from_where(trial)}")
     return notes
+
+
+def _older_than(trial: FrozenTrial, seconds: float, now: datetime | None) -> bool:
+    started = trial.datetime_start
+    if started is None:
+        return False
+    current = now or datetime.now(started.tzinfo)
+    return current - started > timedelta(seconds=seconds)

@@ -140,3 +140,25 @@ def test_an_interrupted_trial_is_no_crash_on_the_failure_map() -> None:
         crashed.tell(trial, state=TrialState.FAIL)
     assert [r.kind for r in failure_map(interrupted.trials)] == []
     assert "crashed" in {r.kind for r in failure_map(crashed.trials)}
+
+
+def test_a_running_trial_that_never_recorded_its_process_is_retried_once_old_enough() -> None:
+    """Its worker died between `ask` and the owner's write: it counted as running for good
+    (the search ended a trial short, and nothing retried it)."""
+    from datetime import timedelta
+
+    from search.recovery import ORPHAN_AFTER_S
+
+    study = _study()
+    orphan = _ends(study, interrupted=False)  # RUNNING, no owner
+    assert OWNER_ATTR not in orphan.user_attrs
+    assert recover_orphans(study, None) == []  # just asked: its owner may be on its way
+    assert orphan.datetime_start is not None
+    later = orphan.datetime_start + timedelta(seconds=ORPHAN_AFTER_S + 1)
+    (note,) = recover_orphans(study, None, now=later)
+    assert note.startswith(f"trial {orphan.number}: it never recorded a process")
+    assert study.trials[orphan.number].state == TrialState.FAIL
+    assert _retries_of(study, orphan.number)
+    owned = study.ask()  # a live worker's trial, just as old, is left alone
+    owned.set_user_attr(OWNER_ATTR, "another-host:1:2")
+    assert recover_orphans(study, None, now=later + timedelta(hours=1)) == []
