@@ -51,8 +51,38 @@ def resolve_target(
     """A given URI (a server, another store), else the embedded store in the home folder.
     The caller resolves flags and environment variables (search.env.LabEnv), once."""
     if tracking_uri:
+        check_tracking_uri(tracking_uri)
         return TrackingTarget(tracking_uri, None, experiment)
     return embedded_target(home, experiment)
+
+
+# What MLflow can track to besides a server (http, https): its SQLAlchemy stores, Databricks.
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+OTHER_SCHEMES = ("http", "https", "databricks", "databricks-uc")
+EXPECTED_URI = (
+    "expected http(s)://HOST:PORT of an MLflow server, sqlite:///PATH of a file, "
+    "or a database URL (postgresql://..., mysql://...)"
+)
+
+
+def check_tracking_uri(uri: str) -> None:
+    """A URI MLflow cannot keep runs at is one line, before anything is made or trained:
+    an unknown scheme and MLflow 3's file store (`file:`, in maintenance) ended in MLflow's
+    traceback, and an in-memory SQLite store in tracebacks after the whole training (its
+    tables gone with the first connection), with its artifacts in ./mlruns."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
+    where = f"--tracking-uri/MLFLOW_TRACKING_URI {uri}"
+    if scheme == "file" or (scheme == "" and uri):
+        raise SiameseInputError(
+            f"{where}: MLflow's file store is in maintenance mode and not supported; {EXPECTED_URI}"
+        )
+    if scheme not in DATABASE_SCHEMES + OTHER_SCHEMES:
+        raise SiameseInputError(f"{where}: not a tracking URI MLflow knows; {EXPECTED_URI}")
+    path = uri.split("?", 1)[0].removeprefix(f"{uri.split(':', 1)[0]}:").lstrip("/")
+    if scheme == "sqlite" and path in ("", ":memory:"):
+        raise SiameseInputError(
+            f"{where}: an in-memory store keeps nothing once the process ends; {EXPECTED_URI}"
+        )
 
 
 def bound_http_retries() -> None:

@@ -349,3 +349,30 @@ def test_predict_takes_a_file_uri_for_its_checkpoint(tmp_path: Path) -> None:
     result = _invoke(tmp_path / "home", "predict", "--model", uri, str(left), str(left))
     bad_input(result, f"{notes}: ")  # read as that file (it was "no such checkpoint file")
     assert "no such checkpoint file" not in result.output
+
+
+@pytest.mark.parametrize(
+    "uri,needle",
+    [
+        ("foo://bar", "not a tracking URI MLflow knows"),
+        ("file:///tmp/mlruns", "MLflow's file store is in maintenance mode"),
+        ("sqlite:///:memory:", "an in-memory store keeps nothing"),
+    ],
+)
+@pytest.mark.parametrize(
+    "args",
+    [["train", *TINY], ["search", "--trials", "1", *TINY], ["diagnose", "abcdef12"]],
+    ids=lambda a: a[0],
+)
+def test_a_tracking_uri_mlflow_cannot_keep_runs_at_is_refused_before_anything_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uri: str, needle: str, args: list[str]
+) -> None:
+    """MLflow's traceback (an unknown scheme, its file store), or tracebacks after the whole
+    training with its checkpoints in ./mlruns (sqlite:///:memory:)."""
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "new" / "home"
+    bad_input(
+        _invoke(home, *args, "--tracking-uri", uri),
+        f"--tracking-uri/MLFLOW_TRACKING_URI {uri}: {needle}",
+    )
+    assert not list(tmp_path.iterdir())  # no home, no ./mlruns, no lock file
