@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -196,10 +196,15 @@ def _epoch_reached(path: Path, payload: dict[str, Any]) -> int:
 
 
 def run_training(
-    request: TrainRequest, tracker: Tracker | None, callbacks: list[Callback]
+    request: TrainRequest,
+    make_tracker: Callable[[], Tracker | None],
+    callbacks: list[Callback],
 ) -> TrainOutcome:
+    """`make_tracker` is called once the data are checked: data refused on a new home left
+    the MLflow store made for the run behind."""
     config = request.config
     data = prepare_data(config.data)  # every pre-flight check, before any training
+    tracker = make_tracker()
     device = str(resolve_device(config.device))
     callbacks = [InterruptCheck(), *callbacks]  # a Ctrl-C dropped in a finalizer still stops
     with interrupts_remembered():

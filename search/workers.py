@@ -20,7 +20,7 @@ from search.objective import Objective
 from search.population import Budget, room_left, run_populations
 from search.progress import Progress
 from search.setup import StudySetup, make_pruner, make_sampler, read_stored_setup
-from search.storage import StaleTrialHandler, open_storage
+from search.storage import StaleTrialHandler, exists_on_disk, open_storage
 from siamese import DataConfig, PairData, prepare_data
 from siamese.errors import SiameseInputError
 from siamese.interrupts import interrupts_remembered, raise_if_interrupted
@@ -157,7 +157,7 @@ def join_study(
     `make_tracker` gets the MLflow URI and experiment the study recorded; `on_joined` runs once the study
     and its MLflow store are found (before that, a mistake is the one line printed)."""
     check_name("--study", spec.study_name)  # it names a folder under the home
-    check_journal_exists(spec.storage_url)
+    check_storage_file_exists(spec.storage_url)
     # Its GPU (--devices, --device) is the process's current device before anything touches
     # CUDA: no context on GPU 0 beside it, and every capture on the right device.
     gpu.make_current(spec.device)
@@ -174,15 +174,16 @@ def join_study(
     run_trials(study, setup, spec, Progress(console, None), tracker)  # it sets the total
 
 
-def check_journal_exists(url: str) -> None:
-    """A worker joins a study that exists: a journal file that does not is a mistyped path,
-    not a new storage to make (and leave behind, empty)."""
-    path = Path(url.removeprefix("journal:"))
-    if url.startswith("journal:") and not path.is_file():
-        raise SiameseInputError(
-            f"--storage {url}: no such journal file; expected the storage of a study that "
-            "`siamese-lab search` created"
-        )
+def check_storage_file_exists(url: str) -> None:
+    """A worker joins a study that exists: a journal or SQLite file that does not is a
+    mistyped path, not a new storage to make (and leave behind, empty)."""
+    if exists_on_disk(url):
+        return
+    kind = "journal" if url.startswith("journal:") else "SQLite"
+    raise SiameseInputError(
+        f"--storage {url}: no such {kind} file; expected the storage of a study that "
+        "`siamese-lab search` created"
+    )
 
 
 def check_parent_run(tracker: Tracker, study_name: str, parent: str) -> None:

@@ -96,6 +96,9 @@ class LabGroup(click.Group):
         """The command's exit status; its error, if any, said in one line on stderr."""
         try:
             code = super().main(args, prog_name, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `siamese-lab`, `siamese-lab data`
+            click.echo(exc.format_message())
+            return 0
         except click.UsageError as exc:
             remove_made_homes()  # bad input leaves no empty home behind
             click.echo(f"error: {exc.format_message()}", err=True)

@@ -68,9 +68,9 @@ def train(
         request = TrainRequest(config, env.checkpoint_dir(name), None, name)
     env.ensure_home()  # once the flags are checked: bad input now, not after the first epoch
     console = Console(stderr=as_json, quiet=as_json, soft_wrap=True)
-    tracker = None if no_track else env.tracker()
+    make_tracker = (lambda: None) if no_track else env.tracker
     try:
-        outcome = run_training(request, tracker, [EpochPrinter(console)])
+        outcome = run_training(request, make_tracker, [EpochPrinter(console)])
     except KeyboardInterrupt:
         _print_resume_hint(request.checkpoint_dir, request.resume, env.home)
         raise click.Abort() from None  # the group says "interrupted" (exit 130)

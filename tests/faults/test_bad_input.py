@@ -172,12 +172,16 @@ def test_a_home_that_cannot_be_made_is_refused(tmp_path: Path) -> None:
     bad_input(result, f"the home folder {home}", "cannot be made")
 
 
-def test_a_worker_for_a_journal_that_does_not_exist_makes_nothing(tmp_path: Path) -> None:
-    journal = tmp_path / "typo.log"
-    args = ["worker", "--study", "s", "--storage", f"journal:{journal}", "--no-track"]
+@pytest.mark.parametrize("kind", ["journal", "SQLite"])
+def test_a_worker_for_a_storage_file_that_does_not_exist_makes_nothing(
+    tmp_path: Path, kind: str
+) -> None:
+    """A missing SQLite file became an empty Optuna database, left behind."""
+    url = f"journal:{tmp_path / 'typo.log'}" if kind == "journal" else f"sqlite:///{tmp_path}/t.db"
+    args = ["worker", "--study", "s", "--storage", url, "--no-track"]
     result = _invoke(tmp_path / "home", *args)
-    bad_input(result, f"--storage journal:{journal}: no such journal file")
-    assert not list(tmp_path.iterdir())  # neither the journal nor the home
+    bad_input(result, f"--storage {url}: no such {kind} file")
+    assert not list(tmp_path.iterdir())  # neither the storage nor the home
 
 
 @pytest.mark.parametrize("value", ["nan", "-1", "soon"])
@@ -376,3 +380,20 @@ def test_a_tracking_uri_mlflow_cannot_keep_runs_at_is_refused_before_anything_is
         f"--tracking-uri/MLFLOW_TRACKING_URI {uri}: {needle}",
     )
     assert not list(tmp_path.iterdir())  # no home, no ./mlruns, no lock file
+
+
+def test_train_refused_for_its_data_leaves_no_home_behind(tmp_path: Path) -> None:
+    """The MLflow store was made for the run before the data were read: a new home kept it."""
+    home = tmp_path / "new" / "home"
+    missing = tmp_path / "missing.npz"
+    bad_input(_invoke(home, "train", *TINY, "--data", f"npz:{missing}"), str(missing))
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("args", [[], ["data"]], ids=["siamese-lab", "data"])
+def test_a_group_without_its_command_prints_its_help(args: list[str]) -> None:
+    """It printed the whole help as one `error: Usage: ...` on stderr, exit 2."""
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Usage: ") and "Commands:" in result.stdout
+    assert result.stderr == ""
