@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import optuna
+from optuna.storages import BaseStorage
 
 from search.objective import ERROR_ATTR, VERDICT
 from search.progress import Progress
@@ -28,6 +29,7 @@ from search.storage import (
     check_storage_url,
     exists_on_disk,
     open_storage,
+    study_exists,
 )
 from search.supervisor import run_local_workers
 from search.workers import (
@@ -185,15 +187,9 @@ def _open_study(request: SearchRequest, make_tracker: TrackerFactory) -> _Sessio
         prepared_data(request.base.data)
     setup = stored or _new_setup(request)
     tracker = stale.tracker = make_tracker(setup.tracking_uri, setup.experiment)
+    exists = storage is not None and study_exists(storage, request.study_name)
     storage = storage or open_storage(request.storage_url, stale)
-    study = optuna.create_study(
-        study_name=request.study_name,
-        storage=storage,
-        direction="maximize",
-        load_if_exists=True,
-        sampler=make_sampler(setup.sampler, setup.seed),
-        pruner=make_pruner(setup.pruner, int(setup.base["epochs"])),
-    )
+    study = _load_or_create(storage, request.study_name, setup, exists)
     notes = recover_orphans(study, tracker) if stored else []
     # Ctrl-C is held from the study's run being made (or reopened) until the setup names
     # it: a resume then finds that run and ends it, rather than leaving it RUNNING unnamed.
@@ -205,6 +201,25 @@ def _open_study(request: SearchRequest, make_tracker: TrackerFactory) -> _Sessio
         setup = replace(setup, parent_run_id=parent, target_trials=target)
         write_setup(study, setup)
     return _Session(study, setup, tracker, stored is not None, notes)
+
+
+def _load_or_create(
+    storage: BaseStorage, name: str, setup: StudySetup, exists: bool
+) -> optuna.Study:
+    """Loaded when it exists: create_study(load_if_exists=True) appends a creation record
+    to a journal on every resume (and on a resume refused after it)."""
+    sampler = make_sampler(setup.sampler, setup.seed)
+    pruner = make_pruner(setup.pruner, int(setup.base["epochs"]))
+    if exists:
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    return optuna.create_study(
+        study_name=name,
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,  # another process may create it meanwhile
+        sampler=sampler,
+        pruner=pruner,
+    )
 
 
 def _finished(study: optuna.Study) -> set[int]:

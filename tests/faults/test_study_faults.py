@@ -188,3 +188,17 @@ def test_a_refused_search_leaves_no_home_it_made_and_keeps_one_it_found(
     found.mkdir()
     bad_input(_search(found, *args, "--trials", "1"), needle)
     assert found.is_dir() and not list(found.iterdir())
+
+
+def test_resuming_a_study_adds_no_second_creation_to_its_journal(tmp_path: Path) -> None:
+    """create_study(load_if_exists=True) appended a creation record on every resume, and on
+    a resume refused after it."""
+    import json
+
+    home = tmp_path / "home"
+    small = ["--trials", "0", "--train-pairs", "64", "--no-track"]
+    for _ in range(3):
+        done = _search(home, *small)
+        assert done.exit_code == 0, done.output
+    ops = [json.loads(line)["op_code"] for line in (home / "optuna-journal.log").open()]
+    assert ops.count(0) == 1  # JournalOperation.CREATE_STUDY
