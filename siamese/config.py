@@ -193,15 +193,23 @@ def build_config(
     base = defaults or TrainConfig()
     if preset:
         base = replace(base, **PRESETS[preset])
-    data = with_overrides(base.data, seed=values.get("seed"), **data_values)
+    data = build_data_config(data_values, values.get("seed"), base.data)
+    return with_overrides(base, data=data, **values)
+
+
+def build_data_config(
+    values: dict[str, Any], seed: int | None, defaults: DataConfig | None = None
+) -> DataConfig:
+    """`defaults` with every data value that is not None (the data flags a user typed)."""
+    data = with_overrides(defaults or DataConfig(), seed=seed, **values)
     # Typed without --task one-vs-rest it would be ignored (configs saved that way still load).
-    typed_target = data_values.get("target")
+    typed_target = values.get("target")
     _expect(
         typed_target is None or data.task == "one-vs-rest",
         "--target",
         "nothing without --task one-vs-rest",
         typed_target,
     )
-    if data.task == "same-class" and data_values.get("target") is None:
+    if data.task == "same-class" and typed_target is None:
         data = replace(data, target=None)  # a target only means something for one-vs-rest
-    return with_overrides(base, data=data, **values)
+    return data

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from search.cli.common import data_options, print_json
-from siamese.config import DataConfig, with_overrides
+from siamese.config import DataConfig, build_data_config
 
 
 @click.group()
@@ -24,7 +24,7 @@ def check(seed: int, as_json: bool, **flags: Any) -> None:
     """Run the pre-flight data checks without training (exit 2 on an error)."""
     from siamese.data import prepare_data
 
-    config = with_overrides(DataConfig(), seed=seed, **flags)
+    config = build_data_config(flags, seed)
     summary = prepare_data(config).summary()
     if as_json:
         print_json({"data": config.source, **summary})
@@ -70,7 +70,7 @@ def export(out: Path, count: int, seed: int, **flags: Any) -> None:
 
     if flags.get("inject_bug") not in (None, "none"):
         raise click.UsageError("--inject-bug: not for export; its pairs would show one image twice")
-    config = with_overrides(DataConfig(), seed=seed, **flags)
+    config = build_data_config(flags, seed)
     exported = export_test_pairs(prepare_data(config), out, count)
     different = exported.pairs - exported.same
     click.echo(

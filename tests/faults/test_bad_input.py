@@ -154,10 +154,20 @@ def test_an_empty_home_is_refused_not_taken_for_the_current_folder(
     assert not list(tmp_path.iterdir())
 
 
-def test_target_without_one_vs_rest_is_refused(tmp_path: Path) -> None:
-    result = _invoke(tmp_path / "home", "train", "--no-track", *TINY, "--target", "3")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--home", "{tmp}/home", "train", "--no-track", *TINY],
+        ["data", "check"],  # it checked the same-class pairs and said "ok"
+        ["data", "export", "--out", "{tmp}/pairs"],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_target_without_one_vs_rest_is_refused(tmp_path: Path, args: list[str]) -> None:
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = CliRunner().invoke(cli, [*args, "--target", "3"])
     bad_input(result, "--target: expected nothing without --task one-vs-rest, got '3'")
-    assert not (tmp_path / "home").exists()
+    assert not list(tmp_path.iterdir())
 
 
 def test_predict_refuses_pairs_and_images_together(tmp_path: Path) -> None:
