@@ -41,6 +41,14 @@ def lean(optimizer_class: type[Opt]) -> type[Opt]:
         with torch.set_grad_enabled(bool(self.defaults["differentiable"])):
             return plain_step(self, closure)
 
-    methods: dict[str, Any] = {"step": step}
+    methods: dict[str, Any] = {"step": step, "__module__": __name__}
     methods.update({name: undecorated(getattr(optimizer_class, name)) for name in UNDECORATED})
     return type(optimizer_class.__name__, (optimizer_class,), methods)
+
+
+# The trainer's four, under their own names here: pickle finds a class by module and name,
+# as it finds torch's (an optimizer pickles as torch.optim's do, in any process).
+SGD = lean(torch.optim.SGD)
+Adam = lean(torch.optim.Adam)
+AdamW = lean(torch.optim.AdamW)
+RMSprop = lean(torch.optim.RMSprop)

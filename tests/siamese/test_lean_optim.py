@@ -99,3 +99,17 @@ def test_training_a_model_never_imports_torch_dynamo() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "dynamo imported: False" in done.stdout
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_lean_optimizer_pickles_like_torch_optims(kind: str) -> None:
+    import pickle
+
+    model = torch.nn.Linear(3, 1)
+    config = TrainConfig(optimizer=kind)
+    optimizer = make_optimizer(config, list(model.parameters()), capturable=False)
+    model(torch.ones(2, 3)).sum().backward()
+    optimizer.step()
+    again = pickle.loads(pickle.dumps(optimizer))
+    assert type(again) is type(optimizer) and isinstance(again, STOCK[kind][0])
+    assert str(again.state_dict()) == str(optimizer.state_dict())
