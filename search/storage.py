@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import warnings
@@ -33,6 +34,8 @@ from siamese.errors import SiameseInputError
 from tracking.base import ERROR_TAG, FAILED, STATE_TAG
 
 MAX_RETRY = 3
+# Bytes of a journal's first line read to tell it is one (a record is a few hundred).
+JOURNAL_LINE_PEEK = 1 << 20
 # The tracker writes a trial's run id here; the stale-trial handler and `promote` read it.
 RUN_ID_ATTR = "mlflow_run_id"
 # A trial's checkpoint folder, recorded before it trains: its retry resumes from there.
@@ -119,11 +122,35 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(url.removeprefix("sqlite:///").partition("?")[0])
 
 
+def _check_is_journal(url: str, path: Path) -> None:
+    """An existing file that is not an Optuna journal (notes, a CSV) is one line: Optuna
+    failed on it with a JSONDecodeError traceback (and would append its records to it)."""
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(JOURNAL_LINE_PEEK)
+    except (FileNotFoundError, IsADirectoryError):
+        return  # a new journal; a folder is refused by check_storage_url
+    except OSError as exc:
+        raise SiameseInputError(f"--storage {url}: cannot read ({exc.strerror or exc})") from exc
+    if not first.strip():
+        return  # empty: a journal nothing was written to yet
+    try:
+        record = json.loads(first)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or "op_code" not in record:
+        raise SiameseInputError(
+            f"--storage {url}: not an Optuna journal (its first line is no journal record); "
+            "expected a journal file that `siamese-lab search` created, or a new file name"
+        )
+
+
 def open_storage(url: str, stale_callback: StaleTrialHandler | None = None) -> BaseStorage:
     """`journal:PATH`, or an SQLAlchemy URL (sqlite:///..., postgresql://...)."""
     check_storage_url(url)
     if url.startswith("journal:"):
         path = Path(url.removeprefix("journal:"))
+        _check_is_journal(url, path)
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     callback = stale_callback or StaleTrialHandler()

@@ -202,3 +202,18 @@ def test_resuming_a_study_adds_no_second_creation_to_its_journal(tmp_path: Path)
         assert done.exit_code == 0, done.output
     ops = [json.loads(line)["op_code"] for line in (home / "optuna-journal.log").open()]
     assert ops.count(0) == 1  # JournalOperation.CREATE_STUDY
+
+
+@pytest.mark.parametrize("command", ["search", "worker"])
+def test_a_journal_that_is_not_one_is_refused_and_left_as_it_was(
+    tmp_path: Path, command: str
+) -> None:
+    """Optuna failed on it with a JSONDecodeError traceback."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\nline two\n")
+    url = f"journal:{notes}"
+    args = ["--study", "s", "--storage", url, "--no-track"]
+    home = tmp_path / "home"
+    result = CliRunner().invoke(cli, [command, "--home", str(home), *args])
+    bad_input(result, f"--storage {url}: not an Optuna journal")
+    assert notes.read_text() == "my notes\nline two\n" and not home.exists()
