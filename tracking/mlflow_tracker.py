@@ -127,7 +127,7 @@ class MlflowTracker(Tracker):
         that process ran in (./mlruns): 30 MB of checkpoints and models a run would write
         there, outside the home, so it is refused (as is a home moved since)."""
         root = self.target.artifact_root
-        if root is not None and not location.startswith(root):
+        if self.target.embedded and root is not None and not location.startswith(root):
             raise SiameseInputError(
                 f"--experiment {self.target.experiment}: its artifacts go to {location}, "
                 f"outside the home folder's {root}; choose another experiment name"

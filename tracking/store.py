@@ -30,8 +30,11 @@ class TrackingUnavailable(SiameseInputError):
 @dataclass(frozen=True)
 class TrackingTarget:
     uri: str
-    artifact_root: str | None  # only for the embedded store
+    # Where new experiments keep their artifacts: the home's folder for the embedded store,
+    # one beside the database for another SQLite file; None: the server's own.
+    artifact_root: str | None
     experiment: str = DEFAULT_EXPERIMENT
+    embedded: bool = False  # the home's own store: every artifact in the home
 
     @property
     def is_http(self) -> bool:
@@ -41,7 +44,7 @@ class TrackingTarget:
 def embedded_target(home: Path, experiment: str = DEFAULT_EXPERIMENT) -> TrackingTarget:
     home = home.resolve()
     return TrackingTarget(
-        f"sqlite:///{home / 'mlflow.db'}", (home / "mlartifacts").as_uri(), experiment
+        f"sqlite:///{home / 'mlflow.db'}", (home / "mlartifacts").as_uri(), experiment, True
     )
 
 
@@ -52,8 +55,17 @@ def resolve_target(
     The caller resolves flags and environment variables (search.env.LabEnv), once."""
     if tracking_uri:
         check_tracking_uri(tracking_uri)
-        return TrackingTarget(tracking_uri, None, experiment)
+        return TrackingTarget(tracking_uri, _beside_database(tracking_uri), experiment)
     return embedded_target(home, experiment)
+
+
+def _beside_database(uri: str) -> str | None:
+    """`mlartifacts` beside a `sqlite:///PATH` store's file: MLflow's default, ./mlruns under
+    whatever folder a process runs in, scattered a shared store's checkpoints over the
+    folders its commands ran from. None for a server (its own root) or another database."""
+    if not uri.startswith("sqlite:///") or "?" in uri:
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
 
 
 # What MLflow can track to besides a server (http, https): its SQLAlchemy stores, Databricks.

@@ -28,3 +28,22 @@ def test_the_default_experiment_is_refused_before_a_run_writes_outside_the_home(
     trained = CliRunner().invoke(cli, ["--home", str(home), "train", *TINY, "--experiment", "mine"])
     assert trained.exit_code == 0, trained.output
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_another_sqlite_store_keeps_its_artifacts_beside_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's default, ./mlruns under the folder each command ran from, scattered a shared
+    store's checkpoints and models over those folders."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    store = tmp_path / "shared" / "runs.db"
+    store.parent.mkdir()
+    uri = f"sqlite:///{store}"
+    args = ["--home", str(tmp_path / "home"), "train", *TINY, "--tracking-uri", uri]
+    trained = CliRunner().invoke(cli, args)
+    assert trained.exit_code == 0, trained.output
+    assert not list(elsewhere.iterdir())  # no ./mlruns
+    kept = [p.name for p in (store.parent / "mlartifacts").rglob("*.pt")]
+    assert "best.pt" in kept
