@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from search.env import LabEnv
     from search.study import OpenedStudy, SearchResult
+    from tracking.base import Tracker
 
 
 def _storage_option(help_text: str, required: bool = False) -> Any:
@@ -267,6 +268,8 @@ def worker(
 
     from search.training import check_device
     from search.workers import WorkerSpec, join_study
+    from siamese.errors import SiameseInputError
+    from tracking.store import DEFAULT_EXPERIMENT
 
     if device is not None:
         check_device("--device", device)
@@ -285,7 +288,19 @@ def worker(
         checkpoint_every_s=checkpoint_every_s,
     )
     console = Console(soft_wrap=True)
-    tracker = (lambda _uri, _experiment: None) if no_track else env.tracker
+    typed_experiment = click.get_current_context().meta.get(OVERRIDES, {}).get("experiment")
+
+    def tracker(recorded_uri: str | None, experiment: str | None) -> Tracker | None:
+        if no_track:
+            return None
+        # A worker logs where its study does: another --experiment was silently ignored.
+        logs_to = experiment or DEFAULT_EXPERIMENT
+        if typed_experiment is not None and typed_experiment != logs_to:
+            raise SiameseInputError(
+                f"--experiment {typed_experiment}: study {study_name!r} logs its trials to "
+                f"experiment {logs_to!r}, and so do its workers; leave --experiment out"
+            )
+        return env.tracker(recorded_uri, experiment)
 
     def joined() -> None:
         console.print(f"worker {worker_index} joined study {study_name!r} ({storage})")

@@ -57,3 +57,18 @@ def test_a_worker_on_its_own_embedded_store_is_told_to_use_the_studys(tmp_path: 
         ],
     )
     assert with_store.exit_code == 0, with_store.output
+
+
+def test_a_worker_given_another_experiment_than_its_studys_is_refused(tmp_path: Path) -> None:
+    """It logged to the study's experiment and said nothing of the flag."""
+    home = tmp_path / "home"
+    storage = f"journal:{home / 'optuna-journal.log'}"
+    made = ["search", "--home", str(home), "--study", "s", "--trials", "0", *TINY]
+    created = CliRunner().invoke(cli, [*made, "--experiment", "mine"])
+    assert created.exit_code == 0, created.output
+    worker = ["worker", "--home", str(home), "--study", "s", "--storage", storage]
+    refused = CliRunner().invoke(cli, [*worker, "--experiment", "other"])
+    assert refused.exit_code == 2, refused.output
+    assert "--experiment other: study 's' logs its trials to experiment 'mine'" in refused.output
+    same = CliRunner().invoke(cli, [*worker, "--experiment", "mine", "--trials", "1"])
+    assert same.exit_code == 0, same.output
