@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from siamese.errors import SiameseInputError
+from tracking.fresh_store import sqlite_path
 
 DEFAULT_EXPERIMENT = "siamese-lab"
 # Seconds and retries for one HTTP call to a tracking server (MLflow: 120 s, 7 retries).
@@ -63,9 +64,8 @@ def _beside_database(uri: str) -> str | None:
     """`mlartifacts` beside a `sqlite:///PATH` store's file: MLflow's default, ./mlruns under
     whatever folder a process runs in, scattered a shared store's checkpoints over the
     folders its commands ran from. None for a server (its own root) or another database."""
-    if not uri.startswith("sqlite:///") or "?" in uri:
-        return None
-    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    store = sqlite_path(uri)
+    return None if store is None else (store.resolve().parent / "mlartifacts").as_uri()
 
 
 # What MLflow can track to besides a server (http, https): its SQLAlchemy stores, Databricks.
@@ -90,8 +90,8 @@ def check_tracking_uri(uri: str) -> None:
         )
     if scheme not in DATABASE_SCHEMES + OTHER_SCHEMES:
         raise SiameseInputError(f"{where}: not a tracking URI MLflow knows; {EXPECTED_URI}")
-    path = uri.split("?", 1)[0].removeprefix(f"{uri.split(':', 1)[0]}:").lstrip("/")
-    if scheme == "sqlite" and path in ("", ":memory:"):
+    database = uri.split(":", 1)[1].split("?", 1)[0].lstrip("/")
+    if scheme == "sqlite" and database in ("", ":memory:"):
         raise SiameseInputError(
             f"{where}: an in-memory store keeps nothing once the process ends; {EXPECTED_URI}"
         )

@@ -182,18 +182,6 @@ def test_a_home_that_cannot_be_made_is_refused(tmp_path: Path) -> None:
     bad_input(result, f"the home folder {home}", "cannot be made")
 
 
-@pytest.mark.parametrize("kind", ["journal", "SQLite"])
-def test_a_worker_for_a_storage_file_that_does_not_exist_makes_nothing(
-    tmp_path: Path, kind: str
-) -> None:
-    """A missing SQLite file became an empty Optuna database, left behind."""
-    url = f"journal:{tmp_path / 'typo.log'}" if kind == "journal" else f"sqlite:///{tmp_path}/t.db"
-    args = ["worker", "--study", "s", "--storage", url, "--no-track"]
-    result = _invoke(tmp_path / "home", *args)
-    bad_input(result, f"--storage {url}: no such {kind} file")
-    assert not list(tmp_path.iterdir())  # neither the storage nor the home
-
-
 @pytest.mark.parametrize("value", ["nan", "-1", "soon"])
 @pytest.mark.parametrize("command", ["search", "worker"])
 def test_a_checkpoint_interval_that_is_not_seconds_is_refused(
@@ -363,41 +351,6 @@ def test_predict_takes_a_file_uri_for_its_checkpoint(tmp_path: Path) -> None:
     result = _invoke(tmp_path / "home", "predict", "--model", uri, str(left), str(left))
     bad_input(result, f"{notes}: ")  # read as that file (it was "no such checkpoint file")
     assert "no such checkpoint file" not in result.output
-
-
-@pytest.mark.parametrize(
-    "uri,needle",
-    [
-        ("foo://bar", "not a tracking URI MLflow knows"),
-        ("file:///tmp/mlruns", "MLflow's file store is in maintenance mode"),
-        ("sqlite:///:memory:", "an in-memory store keeps nothing"),
-    ],
-)
-@pytest.mark.parametrize(
-    "args",
-    [["train", *TINY], ["search", "--trials", "1", *TINY], ["diagnose", "abcdef12"]],
-    ids=lambda a: a[0],
-)
-def test_a_tracking_uri_mlflow_cannot_keep_runs_at_is_refused_before_anything_is_made(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uri: str, needle: str, args: list[str]
-) -> None:
-    """MLflow's traceback (an unknown scheme, its file store), or tracebacks after the whole
-    training with its checkpoints in ./mlruns (sqlite:///:memory:)."""
-    monkeypatch.chdir(tmp_path)
-    home = tmp_path / "new" / "home"
-    bad_input(
-        _invoke(home, *args, "--tracking-uri", uri),
-        f"--tracking-uri/MLFLOW_TRACKING_URI {uri}: {needle}",
-    )
-    assert not list(tmp_path.iterdir())  # no home, no ./mlruns, no lock file
-
-
-def test_train_refused_for_its_data_leaves_no_home_behind(tmp_path: Path) -> None:
-    """The MLflow store was made for the run before the data were read: a new home kept it."""
-    home = tmp_path / "new" / "home"
-    missing = tmp_path / "missing.npz"
-    bad_input(_invoke(home, "train", *TINY, "--data", f"npz:{missing}"), str(missing))
-    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize("args", [[], ["data"]], ids=["siamese-lab", "data"])
