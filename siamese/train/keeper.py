@@ -18,7 +18,6 @@ is the best epoch's full state while it is not on disk: Ctrl-C or an error still
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import time
@@ -33,6 +32,7 @@ from siamese.train.checkpoint import load_checkpoint, make_durable, save_checkpo
 from siamese.train.history import EpochRecord, History
 from siamese.train.integrity import disk_full_named
 from siamese.train.keep import FINISHED_REASONS, keep_weights_only, weights_only
+from siamese.train.snapshot import SPENT, Spares, snapshot
 
 # (path, kind "best" or "last", epoch): called after each file is in place.
 Notify = Callable[[Path, str, int], None]
@@ -63,11 +63,12 @@ class _Pending:
     improved: bool
     frozen: bool = False  # its tensors are copies, not the live ones training goes on with
 
-    def freeze(self) -> _Pending:
-        """This epoch with its own copy of every tensor: the run's go on changing."""
+    def freeze(self, spare: Payload | None = None) -> _Pending:
+        """This epoch with its own copy of every tensor: the run's go on changing. The
+        copy goes into the tensors of `spare`, a frozen payload let go, where they fit."""
         if self.frozen:
             return self
-        return replace(self, payload=copy.deepcopy(self.payload), frozen=True)
+        return replace(self, payload=snapshot(self.payload, spare), frozen=True)
 
 
 class CheckpointKeeper:
@@ -84,6 +85,7 @@ class CheckpointKeeper:
         lean: bool = False,
         every_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        spares: Spares = SPENT,
     ) -> None:
         self.checkpoint_dir = checkpoint_dir
         self.notify = notify
@@ -98,6 +100,8 @@ class CheckpointKeeper:
         self._best_weights: tuple[int, Payload] | None = None  # (epoch, weights-only payload)
         # The best epoch's full state while only memory holds it (see the module).
         self._unwritten_best: _Pending | None = None
+        # Frozen payloads let go, which the next freeze copies into (this run's or the next).
+        self._spares = spares
 
     def save(self, record: EpochRecord, payload_fn: Callable[[], Payload]) -> None:
         """last.pt for `record`'s epoch, and best.pt linked to it if the epoch improved on
@@ -113,20 +117,23 @@ class CheckpointKeeper:
         if not self.lean:
             self._write(_Pending(record.epoch, payload, improved))
             return
+        previous = self._pending
         if improved:
             self._best_weights = (record.epoch, _weights_copy(payload))
+            self._let_go(self._unwritten_best)
             self._unwritten_best = None
-        elif self.every_s > 0 and self._pending is not None and self._pending.improved:
+        elif self.every_s > 0 and previous is not None and previous.improved:
             # Held back by `every_s`, so frozen by `write_pending` before this epoch trained.
-            assert self._pending.frozen, "save() twice without write_pending() between"
-            self._unwritten_best = self._pending
+            assert previous.frozen, "save() twice without write_pending() between"
+            self._unwritten_best, previous = previous, None
+        self._let_go(previous)
         self._pending = _Pending(record.epoch, payload, improved)
 
     def write_pending(self) -> None:
         """Writes the epoch a lean keeper holds (nothing otherwise): before its weights
         change. Within `every_s` of the last write, freezes it instead."""
         if self._pending is not None and self._clock() - self._written_at < self.every_s:
-            self._pending = self._pending.freeze()
+            self._pending = self._pending.freeze(self._spares.take())
             return
         self._flush()
 
@@ -137,10 +144,18 @@ class CheckpointKeeper:
         with signals_deferred():
             if self._pending is not None:
                 self._write(self._pending)
+                self._let_go(self._pending)
                 self._pending = None
             if self._unwritten_best is not None:  # (an improving epoch since clears it)
                 self._write_best(self._unwritten_best)
+                self._let_go(self._unwritten_best)
                 self._unwritten_best = None
+
+    def _let_go(self, pending: _Pending | None) -> None:
+        """`pending` is written or superseded: a frozen one's tensors become the spare.
+        Never a payload that is not frozen: its tensors are the run's live ones."""
+        if pending is not None and pending.frozen:
+            self._spares.give(pending.payload)
 
     def _write(self, pending: _Pending) -> None:
         assert self.checkpoint_dir is not None
@@ -181,7 +196,8 @@ class CheckpointKeeper:
             return
         best, last = folder / "best.pt", folder / "last.pt"
         pending, self._pending = self._pending, None
-        self._unwritten_best = None  # its weights are in _best_weights
+        self._let_go(self._unwritten_best)  # its weights are in _best_weights
+        self._unwritten_best = None
         if self._best_weights is not None:
             (epoch, payload), kept = self._best_weights, best
         elif pending is not None and not best.is_file():  # no epoch had a finite AUC
@@ -194,6 +210,7 @@ class CheckpointKeeper:
             if kept != last:
                 last.unlink(missing_ok=True)
             self.notify(kept, "best" if kept == best else "last", epoch)
+        self._let_go(pending)
         self.best_path = best if kept == best else self.best_path
         self.last_path = last
 

@@ -19,6 +19,7 @@ from siamese.train import Callback, EpochRecord, History, load_checkpoint
 from siamese.train import keeper as keeper_module
 from siamese.train.keep import keep_weights_only
 from siamese.train.keeper import CheckpointKeeper
+from siamese.train.snapshot import Spares
 from tests.siamese.test_train import StopAfter
 
 CONFIG = TrainConfig(
@@ -123,6 +124,56 @@ def test_within_its_interval_a_keeper_writes_nothing_yet_ctrl_c_keeps_each_epoch
     assert torch.equal(last["model"]["w"], torch.full((3,), 3.0))
     assert last["optimizer"]["state"][0]["exp_avg"].tolist() == [6.0, 6.0, 6.0]
     assert torch.equal(best["model"]["w"], torch.full((3,), 2.0))
+
+
+def test_held_epochs_reuse_spent_copies_and_ctrl_c_still_keeps_each_as_it_was(
+    tmp_path: Path, written: list[tuple[str, int, bool]]
+) -> None:
+    """Each epoch start freezes the last epoch into the copy of one written or superseded
+    since (no 23 MB allocation per epoch), never into the best epoch's, still held."""
+    clock, training, spares = _Clock(), _Training(), Spares()
+    keeper = CheckpointKeeper(
+        tmp_path, lambda *_: None, lean=True, every_s=30.0, clock=clock, spares=spares
+    )
+    frozen: list[torch.Tensor] = []
+    for epoch, auc in enumerate([0.9, 0.5, 0.4, 0.3, 0.2], start=1):
+        keeper.write_pending()
+        if keeper._pending is not None:
+            frozen.append(keeper._pending.payload["model"]["w"])
+        training.weight += 1.0
+        keeper.save(_record(epoch, auc), training.state)
+    # Epochs 1-4 frozen as epochs 2-5 began: epoch 1 is held as the best; 2's copy, spent
+    # when epoch 3 superseded it, took 3's; 3's (that same tensor) then took 4's.
+    assert frozen[2] is frozen[1] and frozen[3] is frozen[1] and frozen[0] is not frozen[1]
+    keeper.write_pending()  # epoch 6 begins...
+    training.weight += 1.0  # ...and changes the live weights before Ctrl-C
+    keeper.finish("interrupted")
+    assert sorted(written) == [("best.pt", 1, True), ("last.pt", 5, True)]
+    last, best = load_checkpoint(tmp_path / "last.pt"), load_checkpoint(tmp_path / "best.pt")
+    assert torch.equal(last["model"]["w"], torch.full((3,), 5.0))
+    assert last["optimizer"]["state"][0]["exp_avg"].tolist() == [10.0, 10.0, 10.0]
+    assert torch.equal(best["model"]["w"], torch.full((3,), 1.0))
+
+
+def test_the_next_run_freezes_into_the_copies_the_last_one_let_go(tmp_path: Path) -> None:
+    """A search's trials end one after another: the held epochs of one become the copies
+    the next one's first held epoch goes into."""
+    clock, spares = _Clock(), Spares()
+    frozen: list[torch.Tensor] = []
+    for trial, aucs in enumerate([[0.9, 0.8], [0.7, 0.6]]):
+        folder, training = tmp_path / f"trial-{trial}", _Training()
+        keeper = CheckpointKeeper(
+            folder, lambda *_: None, lean=True, every_s=30.0, clock=clock, spares=spares
+        )
+        for epoch, auc in enumerate(aucs, start=1):
+            keeper.write_pending()
+            if keeper._pending is not None:
+                frozen.append(keeper._pending.payload["model"]["w"])
+            training.weight += float(10 * trial + epoch)
+            keeper.save(_record(epoch, auc), training.state)
+        keeper.finish("completed")  # epoch 1, the best, held until now: let go
+        assert load_checkpoint(folder / "best.pt")["model"]["w"].tolist() == [10 * trial + 1] * 3
+    assert frozen[1] is frozen[0]
 
 
 def test_a_keeper_writes_once_its_interval_has_passed(
