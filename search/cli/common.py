@@ -120,6 +120,20 @@ def tracking_options(func: F) -> F:
     return home_option(tracking_uri_option(experiment_option(func)))
 
 
+def refuse_targets_untracked(no_track: bool) -> None:
+    """--no-track logs nothing: a --tracking-uri or --experiment typed with it says where to
+    log, and one of the two is a mistake (it was silently ignored)."""
+    if not no_track:
+        return
+    typed = click.get_current_context().meta.get(OVERRIDES, {})
+    for field, flag in (("tracking_uri", "--tracking-uri"), ("experiment", "--experiment")):
+        if field in typed:
+            raise BadInput(
+                f"{flag} {str(typed[field])[:200]}: given with --no-track, which logs "
+                "nothing; expected one or the other"
+            )
+
+
 def current_env() -> LabEnv:
     """The group's environment, with what this command's own flags changed."""
     ctx = click.get_current_context()

@@ -12,6 +12,7 @@ from search.cli.common import (
     current_env,
     data_options,
     print_json,
+    refuse_targets_untracked,
     tracking_options,
     train_options,
     typed_flags,
@@ -52,6 +53,7 @@ def train(
         run_training,
     )
 
+    refuse_targets_untracked(no_track)
     env = current_env()
     if resume is not None:
         changeable = ("epochs", "device", "precision")

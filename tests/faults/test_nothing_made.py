@@ -62,3 +62,25 @@ def test_train_refused_for_its_data_leaves_no_home_behind(tmp_path: Path) -> Non
     missing = tmp_path / "missing.npz"
     bad_input(_invoke(home, "train", *TINY, "--data", f"npz:{missing}"), str(missing))
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize(
+    "flag,value", [("--tracking-uri", "sqlite:///x.db"), ("--experiment", "e")]
+)
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", *TINY],
+        ["search", "--trials", "1", *TINY],
+        ["worker", "--study", "s", "--storage", "journal:j.log"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_a_tracking_target_given_with_no_track_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: str, value: str, args: list[str]
+) -> None:
+    """It was ignored: the run trained untracked, and the user looked for it at the URI."""
+    monkeypatch.chdir(tmp_path)
+    result = _invoke(tmp_path / "home", *args, "--no-track", flag, value)
+    bad_input(result, f"{flag} {value}: given with --no-track, which logs nothing")
+    assert not list(tmp_path.iterdir())
