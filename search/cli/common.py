@@ -121,8 +121,9 @@ def tracking_options(func: F) -> F:
 
 
 def refuse_targets_untracked(no_track: bool) -> None:
-    """--no-track logs nothing: a --tracking-uri or --experiment typed with it says where to
-    log, and one of the two is a mistake (it was silently ignored)."""
+    """`train --no-track` logs nothing and records nothing: a --tracking-uri or --experiment
+    typed with it says where to log, and one of the two is a mistake (it was ignored). A
+    search records both on its study, where a later resume that tracks finds them."""
     if not no_track:
         return
     typed = click.get_current_context().meta.get(OVERRIDES, {})

@@ -16,7 +16,6 @@ from search.cli.common import (
     data_options,
     home_option,
     print_json,
-    refuse_targets_untracked,
     tracking_options,
     train_options,
     typed_flags,
@@ -135,7 +134,6 @@ def search(
     from search.training import check_device, check_jobs, gpu_devices
 
     check_jobs(jobs)
-    refuse_targets_untracked(no_track)
     env = current_env().with_overrides(storage_url=storage)
     workers: tuple[str | None, ...] = (
         gpu_devices(devices) if devices is not None else (None,) * jobs
@@ -273,7 +271,6 @@ def worker(
     from siamese.errors import SiameseInputError
     from tracking.store import DEFAULT_EXPERIMENT
 
-    refuse_targets_untracked(no_track)
     if device is not None:
         check_device("--device", device)
     env = current_env()

@@ -67,20 +67,11 @@ def test_train_refused_for_its_data_leaves_no_home_behind(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     "flag,value", [("--tracking-uri", "sqlite:///x.db"), ("--experiment", "e")]
 )
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["train", *TINY],
-        ["search", "--trials", "1", *TINY],
-        ["worker", "--study", "s", "--storage", "journal:j.log"],
-    ],
-    ids=lambda a: a[0],
-)
-def test_a_tracking_target_given_with_no_track_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: str, value: str, args: list[str]
+def test_a_tracking_target_given_to_train_with_no_track_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: str, value: str
 ) -> None:
     """It was ignored: the run trained untracked, and the user looked for it at the URI."""
     monkeypatch.chdir(tmp_path)
-    result = _invoke(tmp_path / "home", *args, "--no-track", flag, value)
+    result = _invoke(tmp_path / "home", "train", *TINY, "--no-track", flag, value)
     bad_input(result, f"{flag} {value}: given with --no-track, which logs nothing")
     assert not list(tmp_path.iterdir())
