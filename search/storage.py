@@ -100,6 +100,7 @@ def check_storage_url(url: str) -> None:
         given = url.removeprefix("journal:")
         if not given.strip() or Path(given).is_dir():
             raise SiameseInputError(f"--storage {url!r}: expected journal:PATH of a file")
+        _check_folder_exists(url, Path(given))
         return
     if "://" not in url:
         raise SiameseInputError(
@@ -109,7 +110,14 @@ def check_storage_url(url: str) -> None:
         # An in-memory database: the study would end with the process, its trials unseen.
         raise SiameseInputError(f"--storage {url!r}: expected sqlite:///PATH of a file")
     file = _sqlite_file(url)
-    if file is not None and not file.parent.is_dir():  # SQLite makes the file, not its folder
+    if file is not None:
+        _check_folder_exists(url, file)
+
+
+def _check_folder_exists(url: str, file: Path) -> None:
+    """A storage file goes into an existing folder: a typo in its path is said, not made
+    (SQLite makes the file and not its folder; Optuna's journal made both)."""
+    if not file.parent.is_dir():
         raise SiameseInputError(
             f"--storage {url}: no folder {file.parent} to hold it; expected an existing folder"
         )

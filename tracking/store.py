@@ -95,6 +95,11 @@ def check_tracking_uri(uri: str) -> None:
         raise SiameseInputError(
             f"{where}: an in-memory store keeps nothing once the process ends; {EXPECTED_URI}"
         )
+    store = sqlite_path(uri)
+    if store is not None and not store.parent.is_dir():  # SQLite makes the file, not its folder
+        raise SiameseInputError(
+            f"{where}: no folder {store.parent} to hold it; expected an existing folder"
+        )
 
 
 def bound_http_retries() -> None:

@@ -49,6 +49,8 @@ def _study(home: Path) -> optuna.Study:
 
 
 def _running(home: Path) -> list[FrozenTrial]:
+    if not (home / "optuna-journal.log").is_file():
+        return []  # the search has not made its home yet
     try:
         return _study(home).get_trials(states=(TrialState.RUNNING,))
     except KeyError:  # the study is not created yet

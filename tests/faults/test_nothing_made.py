@@ -35,6 +35,7 @@ def test_a_worker_for_a_storage_file_that_does_not_exist_makes_nothing(
         ("foo://bar", "not a tracking URI MLflow knows"),
         ("file:///tmp/mlruns", "MLflow's file store is in maintenance mode"),
         ("sqlite:///:memory:", "an in-memory store keeps nothing"),
+        ("sqlite:///no/such/folder/mlflow.db", "no folder no/such/folder to hold it"),
     ],
 )
 @pytest.mark.parametrize(
@@ -45,8 +46,9 @@ def test_a_worker_for_a_storage_file_that_does_not_exist_makes_nothing(
 def test_a_tracking_uri_mlflow_cannot_keep_runs_at_is_refused_before_anything_is_made(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uri: str, needle: str, args: list[str]
 ) -> None:
-    """MLflow's traceback (an unknown scheme, its file store), or tracebacks after the whole
-    training with its checkpoints in ./mlruns (sqlite:///:memory:)."""
+    """MLflow's traceback (an unknown scheme, its file store), tracebacks after the whole
+    training with its checkpoints in ./mlruns (sqlite:///:memory:), or the folder a typo
+    named made for a new store."""
     monkeypatch.chdir(tmp_path)
     home = tmp_path / "new" / "home"
     bad_input(

@@ -92,6 +92,7 @@ def test_an_unreachable_mlflow_leaves_no_half_made_study(tmp_path: Path) -> None
     assert failed.exit_code == 2, failed.output
     assert uri in failed.output and "Traceback" not in failed.output
     assert not (home / "optuna-journal.log").exists()  # a new home: not even an empty one
+    home.mkdir(exist_ok=True)  # (a refused command removes the new home it made, if empty)
     storage = open_storage(LabEnv(home).study_storage_url())
     assert not study_exists(storage, "h")
     rerun = _search(home, "--study", "h", "--trials", "0", "--no-track")
@@ -113,6 +114,7 @@ def test_a_study_created_but_never_set_up_starts_as_new_with_its_baseline(
     tmp_path: Path,
 ) -> None:
     home = tmp_path / "home"
+    home.mkdir()
     storage = open_storage(LabEnv(home).study_storage_url())
     optuna.create_study(study_name="half", storage=storage)  # what a crash midway leaves
     result = _search(home, "--study", "half", "--trials", "1", "--no-track")
@@ -157,11 +159,13 @@ def test_a_sqlite_storage_with_a_query_is_found_again(tmp_path: Path) -> None:
     bad_input(again, "--train-pairs")  # the stored study's setting, as for any resume
 
 
-def test_a_new_sqlite_storage_in_a_missing_folder_is_refused_before_anything_is_made(
-    tmp_path: Path,
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_new_storage_file_in_a_missing_folder_is_refused_before_anything_is_made(
+    tmp_path: Path, kind: str
 ) -> None:
+    """A typo in the folder: SQLite refused to make the file, and a journal made both."""
     home, missing = tmp_path / "home", tmp_path / "no" / "such"
-    url = f"sqlite:///{missing / 's.db'}"
+    url = f"sqlite:///{missing / 's.db'}" if kind == "sqlite" else f"journal:{missing / 'j.log'}"
     bad_input(_search(home, "--storage", url, "--trials", "1"), f"no folder {missing} to hold it")
     assert not home.exists() and not missing.exists()  # not even an empty home folder
     memory = _search(home, "--storage", "sqlite:///:memory:", "--trials", "1")
