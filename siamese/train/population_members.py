@@ -6,7 +6,8 @@ the record is appended, then `on_epoch_end` may stop it. Its checkpoint files ar
 and every `checkpoint_every_s` seconds instead of every epoch (K members each writing a
 23 MB file per epoch would make a GPU population wait on the disk). The best epoch's state
 is kept on the device meanwhile (`best_state` in the population), its history and RNG
-state here, so best.pt is the best epoch's whichever epoch it is written at.
+state here, so best.pt is the best epoch's whichever epoch it is written at; so is the last
+epoch's (`last_state`), which Ctrl-C or an error writes, as fit's keeper does.
 """
 
 from __future__ import annotations

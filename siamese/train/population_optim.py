@@ -62,6 +62,11 @@ class StackedState:
         slots = {name: torch.empty_like(t) for name, t in self.slots.items()}
         return StackedState(torch.empty_like(self.flat), slots, torch.zeros_like(self.step))
 
+    def copy_from(self, source: StackedState) -> None:
+        """Every member's values of `source`, in place."""
+        for mine, theirs in zip(self.tensors(), source.tensors(), strict=True):
+            mine.copy_(theirs)
+
     def take_rows(self, source: StackedState, rows: Tensor) -> None:
         """Copy `source`'s values of the members where `rows` (K, 1) is True, in place."""
         for mine, theirs in zip(self.tensors(), source.tensors(), strict=True):

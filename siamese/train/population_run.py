@@ -10,6 +10,7 @@ failure of the shared step, or Ctrl-C, ends them all.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -46,6 +47,7 @@ from siamese.train.step import uses_graph
 # A member's files are written when it ends and, while it runs, every this many seconds (at
 # the end of the epoch that passes it): K members writing every epoch would wait on the disk.
 DEFAULT_CHECKPOINT_EVERY_S = 300.0
+_log = logging.getLogger(__name__)
 
 
 def population_key(config: TrainConfig) -> tuple[object, ...]:
@@ -105,6 +107,10 @@ class Population:
         state = StackedState.start(self.stack.flat, first.optimizer)
         self.optimizer = StackedOptimizer(first.optimizer, state, Hyper.of(self.configs, device))
         self.best_state = state.empty_like()
+        # Every member's state at the end of the last epoch, and which epoch that was for each
+        # (0: none yet): what Ctrl-C writes for a member whose last epoch is not on disk.
+        self.last_state = state.empty_like()
+        self.last_state_epochs = [0] * len(self.configs)
         self.train = DeviceData.put(self.data.train, self.data.train_pairs, device)
         self.val = DeviceData.put(self.data.val, self.data.val_pairs, device)
         shape = (len(starts), 2 * first.batch_size, EMBEDDING_DIM)
@@ -198,6 +204,7 @@ class Population:
         if any(improved):  # the best epoch's weights and optimizer state, kept on the device
             rows = torch.tensor(improved, device=self.device).view(-1, 1)
             self.best_state.take_rows(self.optimizer.state, rows)
+        self._keep_last_state(epoch, running)
         if self._write_due():
             for k in running:
                 self._guarded(k, partial(self._write, k, now=True))
@@ -270,14 +277,37 @@ class Population:
                 _settle_quietly(member)
                 _end(member.callbacks, member.history, exc)
 
+    def _keep_last_state(self, epoch: int, running: list[int]) -> None:
+        """The epoch's end state of every member, on the device (a memcpy there, not K
+        files): the epoch stays resumable from after a Ctrl-C however long since the last
+        write (`checkpoint_every_s`: 300 s on a GPU), as each epoch of fit does."""
+        self.last_state.copy_from(self.optimizer.state)
+        for k in running:
+            self.last_state_epochs[k] = epoch
+
     def _abort(self, exc: BaseException) -> None:
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
-        for member in self.members:
+        for k, member in enumerate(self.members):
             if not member.ended:
                 member.ended, member.active = True, False
                 member.history.stop_reason = reason
+                self._write_kept_quietly(k)
                 _settle_quietly(member)
                 _end(member.callbacks, member.history, exc)
+
+    def _write_kept_quietly(self, k: int) -> None:
+        """Member k's last epoch (and best) as kept on the device, when its files are older:
+        fit's keeper writes them as the run stops. One that cannot be written (the error that
+        stops the run may be the device's) is a warning: that error is the one to see."""
+        member = self.members[k]
+        last = member.last
+        if last is None or self.last_state_epochs[k] != last.record.epoch:
+            return  # stopped before the copy of its last epoch was taken: nothing newer
+        try:
+            self._write(k, last_state=self.last_state)
+        except Exception as exc:
+            text = " ".join(str(exc).split())[:300]
+            _log.warning("warning: member %d's last epoch was not written: %s", k, text)
 
     def _write_due(self) -> bool:
         if self.checkpoint_every_s is None:
@@ -288,17 +318,19 @@ class Population:
         self.last_write = now
         return True
 
-    def _write(self, k: int, now: bool = False) -> None:
+    def _write(self, k: int, now: bool = False, last_state: StackedState | None = None) -> None:
         """Member k's files for its last epoch, and for its best if that is earlier and not
         yet on disk (diverged weights are never written: the keeper skips them). A lean
-        keeper holds the last epoch's until the member ends, unless `now`."""
+        keeper holds the last epoch's until the member ends, unless `now`. `last_state`:
+        where the last epoch's weights are (the live state until the next epoch trains)."""
         member = self.members[k]
         last, best = member.last, member.best
         if last is None or not member.needs_write:
             return
+        state = last_state or self.optimizer.state
         if best is not None and best is not last and best.record.epoch > member.best_written_epoch:
             member.keeper.save_best(best.record, lambda: self._payload(k, best, self.best_state))
-        member.keeper.save(last.record, lambda: self._payload(k, last, self.optimizer.state))
+        member.keeper.save(last.record, lambda: self._payload(k, last, state))
         if now:
             member.keeper.write_pending()
         member.written_epoch = last.record.epoch

@@ -13,6 +13,7 @@ import pytest
 from siamese import PairData, fit, prepare_data
 from siamese.train import Callback, EpochRecord, History, load_checkpoint
 from siamese.train.population import fit_population
+from siamese.train.population_step import PopulationStep
 from tests.siamese.test_population import TINY, assert_same_history, assert_same_weights, cfg
 
 
@@ -134,3 +135,34 @@ def test_checkpoint_files_are_written_at_the_interval_and_at_the_end(
     written = [c for c in at_end.calls if c[0] in ("best", "last")]
     assert ("last", 2) in written and len(written) == 2  # its best and last, once each
     assert at_end.calls[-1] == ("end", "completed")
+
+
+@pytest.mark.parametrize("lean", [False, True], ids=["train", "search trial"])
+def test_ctrl_c_mid_epoch_keeps_each_members_last_finished_epoch(
+    tiny: PairData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lean: bool
+) -> None:
+    """No file was due yet (a GPU population writes every 300 s): the epoch each member
+    finished last is written from the copy kept on the device, not the weights the
+    interrupted epoch has moved since, and resumes to where fit goes straight."""
+    configs = [cfg(optimizer="sgd", seed=1, epochs=3), cfg(optimizer="sgd", seed=2, epochs=3)]
+    real_run, steps = PopulationStep.run, []
+
+    def interrupted_in_epoch_3(self: PopulationStep, order: Any) -> None:
+        steps.append(order)
+        real_run(self, order)
+        if len(steps) == 5:  # 2 steps an epoch: epoch 3's first has changed the weights
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(PopulationStep, "run", interrupted_in_epoch_3)
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    with pytest.raises(KeyboardInterrupt):
+        fit_population(configs, tiny, None, dirs, checkpoint_every_s=None, lean_checkpoints=lean)
+    monkeypatch.setattr(PopulationStep, "run", real_run)
+    for config, folder in zip(configs, dirs, strict=True):
+        last = load_checkpoint(folder / "last.pt")
+        assert last["epoch"] == 2 and last.get("resumable", True) is True
+        assert (folder / "best.pt").is_file()
+        resumed = fit(config, tiny, resume_from=folder / "last.pt")
+        straight = fit(config, tiny)
+        assert_same_history(resumed.history, straight.history, rel=1e-6)
+        assert_same_weights(resumed.model.state_dict(), straight.model.state_dict(), 1e-6)
