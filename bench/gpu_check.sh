@@ -10,6 +10,7 @@
 #    mlflow can be imported);
 # 4. a search of 128 trials at --population 32 against 16 at --population 1 (only where
 #    optuna can be imported; tracked where mlflow can).
+# The checks include a population interrupted mid-epoch (its last.pt, kept on the device).
 # It needs python3 with torch (a CUDA build for the GPU), numpy, scikit-learn and pillow;
 # no pytest, optuna or mlflow, no network, and the project need not be installed. Without
 # CUDA it runs on the CPU with tiny sizes (that is how it is tested). PYTHON=... picks

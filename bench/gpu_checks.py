@@ -29,8 +29,10 @@ import torch
 
 from siamese import DataConfig, PairData, TrainConfig, diagnose, fit, prepare_data
 from siamese.config import OPTIMIZERS, SEED_PRESET
-from siamese.train import Callback, EpochRecord, History, step
+from siamese.train import Callback, EpochRecord, History, load_checkpoint, step
 from siamese.train.loop import _Run
+from siamese.train.population import fit_population
+from siamese.train.population_step import PopulationStep
 
 GPU_DATA = DataConfig(task="same-class", train_pairs=2048, val_pairs=512)
 # On the CPU: small enough to run in seconds, big enough that the graph path (emulated
@@ -193,6 +195,56 @@ def check_the_runs_gpu_is_current(setup: Setup) -> str:
     return f"cuda:{index} current in every epoch; steps: {history.step_path}"
 
 
+@contextlib.contextmanager
+def _interrupted_after(steps: int) -> Iterator[None]:
+    """Ctrl-C, as the population's step number `steps` ends (its weights already moved)."""
+    real_run, taken = PopulationStep.run, [0]
+
+    def run(self: PopulationStep, batch_indices: torch.Tensor) -> None:
+        real_run(self, batch_indices)
+        taken[0] += 1
+        if taken[0] == steps:
+            raise KeyboardInterrupt
+
+    PopulationStep.run = run  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        PopulationStep.run = real_run  # type: ignore[method-assign]
+
+
+def check_population_ctrl_c_keeps_each_last_epoch(setup: Setup) -> str:
+    """Ctrl-C in a population's third epoch, with no file due: each member's last.pt holds
+    its second epoch (copied on the device as each epoch ends), to the weights an
+    uninterrupted two-epoch population ends with."""
+    # SGD: a step moves the weights in proportion to their gradient, so the GPU's reordered
+    # sums stay ~1e-6 apart, where Adam moves a weight with a noise gradient a whole step.
+    sgd = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "dropout": 0.0, "epochs": 3}
+    configs = [setup.config(seed=s, **sgd) for s in (1, 2)]
+    steps = setup.data_config.train_pairs // setup.batch_size
+    with tempfile.TemporaryDirectory() as tmp:
+        cut = [Path(tmp) / f"cut-{k}" for k in range(2)]
+        whole = [Path(tmp) / f"whole-{k}" for k in range(2)]
+        with _interrupted_after(2 * steps + 1), contextlib.suppress(KeyboardInterrupt):
+            fit_population(configs, setup.data, None, cut, checkpoint_every_s=None)
+            raise AssertionError("the population was not interrupted")
+        two = [replace(c, epochs=2) for c in configs]
+        fit_population(two, setup.data, None, whole, checkpoint_every_s=None)
+        worst = 0.0
+        for kept_in, ended_in in zip(cut, whole, strict=True):
+            kept, ended = (
+                load_checkpoint(kept_in / "last.pt"),
+                load_checkpoint(ended_in / "last.pt"),
+            )
+            assert kept["epoch"] == ended["epoch"] == 2, (kept["epoch"], ended["epoch"])
+            for name, tensor in ended["model"].items():
+                # One more step (epoch 3's first) moves the fc weights ~1e-3 of their norm.
+                gap = float((kept["model"][name] - tensor).norm() / tensor.norm().clamp_min(1e-12))
+                assert gap <= 1e-4, f"{name}: {gap:.1e} of its norm apart"
+                worst = max(worst, gap)
+    return f"both members' last.pt at epoch 2 (weights at most {worst:.1e} of their norm apart)"
+
+
 CHECKS: list[Callable[[Setup], str]] = [
     check_graph_learns_with_statistics,
     check_sampled_statistics_agree,
@@ -200,6 +252,7 @@ CHECKS: list[Callable[[Setup], str]] = [
     check_seed_preset_still_fails,
     check_resume_across_devices,
     check_the_runs_gpu_is_current,
+    check_population_ctrl_c_keeps_each_last_epoch,
 ]
 
 
