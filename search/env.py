@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from search import gc_policy
 from siamese.errors import SiameseInputError
-from tracking.store import DEFAULT_EXPERIMENT, TrackingTarget, resolve_target
+from tracking.store import DEFAULT_EXPERIMENT, TrackingTarget, check_store_folder, resolve_target
 
 if TYPE_CHECKING:
     from tracking.mlflow_tracker import MlflowTracker
@@ -116,6 +116,8 @@ class LabEnv:
     ) -> TrackingTarget:
         """The user's URI, else one a study recorded, else the home folder's SQLite store;
         the experiment a study recorded, else the user's."""
+        if self.tracking_uri:
+            check_store_folder(self.tracking_uri)
         uri = self.tracking_uri or recorded_uri
         return resolve_target(self.home, uri, experiment or self.experiment)
 

@@ -95,10 +95,17 @@ def check_tracking_uri(uri: str) -> None:
         raise SiameseInputError(
             f"{where}: an in-memory store keeps nothing once the process ends; {EXPECTED_URI}"
         )
+
+
+def check_store_folder(uri: str) -> None:
+    """The folder of the user's sqlite:///PATH store exists: a typo in it is said, not made
+    (SQLAlchemy makes the file, MLflow made the folder). Not for a URI a study recorded:
+    its folder may be on another machine, which the worker's own check says better."""
     store = sqlite_path(uri)
-    if store is not None and not store.parent.is_dir():  # SQLite makes the file, not its folder
+    if store is not None and not store.parent.is_dir():
         raise SiameseInputError(
-            f"{where}: no folder {store.parent} to hold it; expected an existing folder"
+            f"--tracking-uri/MLFLOW_TRACKING_URI {uri}: no folder {store.parent} to hold it; "
+            "expected an existing folder"
         )
 
 

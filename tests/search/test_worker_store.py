@@ -72,3 +72,22 @@ def test_a_worker_given_another_experiment_than_its_studys_is_refused(tmp_path: 
     assert "--experiment other: study 's' logs its trials to experiment 'mine'" in refused.output
     same = CliRunner().invoke(cli, [*worker, "--experiment", "mine", "--trials", "1"])
     assert same.exit_code == 0, same.output
+
+
+def test_a_worker_whose_studys_recorded_store_is_not_here_is_told_where_to_point(
+    tmp_path: Path,
+) -> None:
+    """The store a study recorded may be on another machine: the worker says so, and how
+    to reach it, not "no folder ... --tracking-uri", a flag the user never typed."""
+    machine_a, store = tmp_path / "a", tmp_path / "shared" / "mlflow.db"
+    store.parent.mkdir()
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = ["--study", "s", "--storage", storage]
+    args = ["search", "--home", str(machine_a), *study, "--trials", "0", *TINY]
+    created = CliRunner().invoke(cli, [*args, "--tracking-uri", f"sqlite:///{store}"])
+    assert created.exit_code == 0, created.output
+    (store.parent).rename(tmp_path / "elsewhere")  # this machine has no such folder
+    joined = CliRunner().invoke(cli, ["worker", "--home", str(tmp_path / "b"), *study])
+    assert joined.exit_code == 2, joined.output
+    assert "logs its trials under MLflow run" in joined.output, joined.output
+    assert not (tmp_path / "shared").exists()
