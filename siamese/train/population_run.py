@@ -22,6 +22,7 @@ import torch
 from siamese.config import TrainConfig
 from siamese.data import PairData
 from siamese.errors import ConfigError
+from siamese.files import signals_deferred
 from siamese.model import EMBEDDING_DIM, SiameseNet
 from siamese.train import gpu
 from siamese.train.callbacks import Callback
@@ -274,6 +275,7 @@ class Population:
             if not member.ended:  # else its on_fit_end already ran (and raised this)
                 member.ended = True
                 member.history.stop_reason = "error"
+                self._write_kept_quietly(k)  # as fit keeps an erring run's last epoch
                 _settle_quietly(member)
                 _end(member.callbacks, member.history, exc)
 
@@ -286,14 +288,22 @@ class Population:
             self.last_state_epochs[k] = epoch
 
     def _abort(self, exc: BaseException) -> None:
+        """Every member still running ends: its files first (a second Ctrl-C waits for
+        them), then its callbacks' on_fit_end, each member's whatever happens meanwhile."""
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
-        for k, member in enumerate(self.members):
-            if not member.ended:
-                member.ended, member.active = True, False
-                member.history.stop_reason = reason
-                self._write_kept_quietly(k)
-                _settle_quietly(member)
-                _end(member.callbacks, member.history, exc)
+        ending = [k for k, member in enumerate(self.members) if not member.ended]
+        for k in ending:
+            member = self.members[k]
+            member.ended, member.active = True, False
+            member.history.stop_reason = reason
+        try:
+            with signals_deferred():
+                for k in ending:
+                    self._write_kept_quietly(k)
+                    _settle_quietly(self.members[k])
+        finally:
+            for k in ending:
+                _end(self.members[k].callbacks, self.members[k].history, exc)
 
     def _write_kept_quietly(self, k: int) -> None:
         """Member k's last epoch (and best) as kept on the device, when its files are older:
@@ -327,7 +337,7 @@ class Population:
         last, best = member.last, member.best
         if last is None or not member.needs_write:
             return
-        state = last_state or self.optimizer.state
+        state = self.optimizer.state if last_state is None else last_state
         if best is not None and best is not last and best.record.epoch > member.best_written_epoch:
             member.keeper.save_best(best.record, lambda: self._payload(k, best, self.best_state))
         member.keeper.save(last.record, lambda: self._payload(k, last, state))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from siamese import PairData, fit, prepare_data
 from siamese.train import Callback, EpochRecord, History, load_checkpoint
@@ -166,3 +167,24 @@ def test_ctrl_c_mid_epoch_keeps_each_members_last_finished_epoch(
         straight = fit(config, tiny)
         assert_same_history(resumed.history, straight.history, rel=1e-6)
         assert_same_weights(resumed.model.state_dict(), straight.model.state_dict(), 1e-6)
+
+
+def test_a_member_whose_callback_fails_keeps_its_last_epoch_as_fit_does(
+    tiny: PairData, tmp_path: Path
+) -> None:
+    """No file was due yet: the failing member's last epoch is written from the device's
+    copy (it had no file at all), and the other member trains on to its end."""
+    failing, other = (
+        Recorder(raises=RuntimeError("the tracking server went away"), at=3),
+        Recorder(),
+    )
+    configs = [cfg(optimizer="sgd", seed=1, epochs=4), cfg(optimizer="sgd", seed=2, epochs=4)]
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    results = fit_population(configs, tiny, [[failing], [other]], dirs, checkpoint_every_s=None)
+    assert isinstance(results[0].error, RuntimeError) and results[1].error is None
+    assert load_checkpoint(dirs[0] / "last.pt")["epoch"] == 3
+    assert load_checkpoint(dirs[1] / "last.pt")["epoch"] == 4
+    # Epoch 3's weights: those a clean three-epoch population ends with.
+    fit_population([replace(configs[0], epochs=3)], tiny, None, [tmp_path / "c"])
+    kept, clean = load_checkpoint(dirs[0] / "last.pt"), load_checkpoint(tmp_path / "c" / "last.pt")
+    assert all(torch.equal(kept["model"][n], t) for n, t in clean["model"].items())
