@@ -195,24 +195,30 @@ class CheckpointKeeper:
         if folder is None:
             return
         best, last = folder / "best.pt", folder / "last.pt"
-        pending, self._pending = self._pending, None
-        self._let_go(self._unwritten_best)  # its weights are in _best_weights
-        self._unwritten_best = None
+        pending = self._pending
         if self._best_weights is not None:
             (epoch, payload), kept = self._best_weights, best
         elif pending is not None and not best.is_file():  # no epoch had a finite AUC
             epoch, payload, kept = pending.epoch, weights_only(pending.payload), last
         else:  # the best epoch came before a resume: it is on disk only
             keep_weights_only(folder)
+            self._release_held()
             return
         with signals_deferred():
             save_checkpoint(kept, payload)
             if kept != last:
                 last.unlink(missing_ok=True)
             self.notify(kept, "best" if kept == best else "last", epoch)
-        self._let_go(pending)
+        self._release_held()
         self.best_path = best if kept == best else self.best_path
         self.last_path = last
+
+    def _release_held(self) -> None:
+        """What memory held is let go once the weights-only file is written: until then a
+        failure leaves it to `finish("error")`, which writes it in full for a resume."""
+        self._let_go(self._pending)
+        self._let_go(self._unwritten_best)  # its weights are in _best_weights
+        self._pending = self._unwritten_best = None
 
     def settle(self) -> None:
         """Makes what the run keeps durable once it stops: last.pt was written every epoch

@@ -176,6 +176,31 @@ def test_the_next_run_freezes_into_the_copies_the_last_one_let_go(tmp_path: Path
     assert frozen[1] is frozen[0]
 
 
+def test_a_weights_only_file_that_fails_leaves_the_full_state_to_the_error_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As fit does: `finish("completed")` raises, then `finish("error")`. The last epoch,
+    held in memory, was let go before its weights-only file was written: lost with it."""
+    real_save, failed = keeper_module.save_checkpoint, []
+
+    def fails_once(path: Path, payload: dict[str, Any], durable: bool = True) -> None:
+        if payload.get("resumable") is False and not failed:
+            failed.append(path.name)
+            raise OSError(5, "Input/output error")
+        real_save(path, payload, durable)
+
+    keeper, training = CheckpointKeeper(tmp_path, lambda *_: None, lean=True), _Training()
+    _train(keeper, training, [0.7, 0.9])  # epoch 1 on disk, epoch 2 held
+    monkeypatch.setattr(keeper_module, "save_checkpoint", fails_once)
+    with pytest.raises(OSError):
+        keeper.finish("completed")
+    keeper.finish("error")
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert failed == ["best.pt"] and last["epoch"] == 2
+    assert torch.equal(last["model"]["w"], torch.full((3,), 2.0))
+    assert last["optimizer"]["state"][0]["exp_avg"].tolist() == [4.0, 4.0, 4.0]
+
+
 def test_a_keeper_writes_once_its_interval_has_passed(
     tmp_path: Path, written: list[tuple[str, int, bool]]
 ) -> None:
