@@ -111,6 +111,12 @@ class LabEnv:
     def embedded_tracking(self) -> bool:
         return self.tracking_uri is None
 
+    def check_tracking_uri(self) -> None:
+        """The user's tracking URI, checked as a tracker would (for a `search --no-track`,
+        whose study records it for a later resume that tracks)."""
+        if self.tracking_uri:
+            self.tracking_target()
+
     def tracking_target(
         self, recorded_uri: str | None = None, experiment: str | None = None
     ) -> TrackingTarget:

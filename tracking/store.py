@@ -98,14 +98,16 @@ def check_tracking_uri(uri: str) -> None:
 
 
 def check_store_folder(uri: str) -> None:
-    """The folder of the user's sqlite:///PATH store exists: a typo in it is said, not made
-    (SQLAlchemy makes the file, MLflow made the folder). Not for a URI a study recorded:
+    """The user's sqlite:///PATH store is a file in an existing folder: a typo is said, not
+    made (SQLAlchemy makes the file, MLflow made the folder). Not for a URI a study recorded:
     its folder may be on another machine, which the worker's own check says better."""
     store = sqlite_path(uri)
+    where = f"--tracking-uri/MLFLOW_TRACKING_URI {uri}"
+    if store is not None and store.is_dir():  # SQLite's "unable to open" traceback otherwise
+        raise SiameseInputError(f"{where}: {store} is a folder; expected the path of a file")
     if store is not None and not store.parent.is_dir():
         raise SiameseInputError(
-            f"--tracking-uri/MLFLOW_TRACKING_URI {uri}: no folder {store.parent} to hold it; "
-            "expected an existing folder"
+            f"{where}: no folder {store.parent} to hold it; expected an existing folder"
         )
 
 

@@ -141,6 +141,7 @@ def search(
     base, space = base_and_space(flags, space_file)
     typed = _study_flags(flags, space_file)
     check_device("--device", base.device)  # a missing GPU: before the study and its run
+    env.check_tracking_uri()  # recorded on the study, even untracked: a resume would use it
     request = SearchRequest(
         study_name=study_name,
         base=base,

@@ -36,6 +36,7 @@ def test_a_worker_for_a_storage_file_that_does_not_exist_makes_nothing(
         ("file:///tmp/mlruns", "MLflow's file store is in maintenance mode"),
         ("sqlite:///:memory:", "an in-memory store keeps nothing"),
         ("sqlite:///no/such/folder/mlflow.db", "no folder no/such/folder to hold it"),
+        ("sqlite:///.", ". is a folder; expected the path of a file"),
     ],
 )
 @pytest.mark.parametrize(
@@ -76,4 +77,12 @@ def test_a_tracking_target_given_to_train_with_no_track_is_refused(
     monkeypatch.chdir(tmp_path)
     result = _invoke(tmp_path / "home", "train", *TINY, "--no-track", flag, value)
     bad_input(result, f"{flag} {value}: given with --no-track, which logs nothing")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_tracking_uri_an_untracked_search_records_is_checked_too(tmp_path: Path) -> None:
+    """The study keeps it for a later resume that tracks, which made the missing folder."""
+    uri = f"sqlite:///{tmp_path / 'no' / 'such' / 'mlflow.db'}"
+    args = ["search", "--trials", "1", *TINY, "--no-track", "--tracking-uri", uri]
+    bad_input(_invoke(tmp_path / "home", *args), f"no folder {tmp_path / 'no' / 'such'} to hold it")
     assert not list(tmp_path.iterdir())

@@ -181,7 +181,7 @@ def test_a_weights_only_file_that_fails_leaves_the_full_state_to_the_error_path(
 ) -> None:
     """As fit does: `finish("completed")` raises, then `finish("error")`. The last epoch,
     held in memory, was let go before its weights-only file was written: lost with it."""
-    real_save, failed = keeper_module.save_checkpoint, []
+    real_save, failed = keeper_module.save_checkpoint, list[str]()
 
     def fails_once(path: Path, payload: dict[str, Any], durable: bool = True) -> None:
         if payload.get("resumable") is False and not failed:
