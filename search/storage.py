@@ -31,6 +31,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial
 
 from siamese.errors import SiameseInputError
+from siamese.files import signals_deferred
 from tracking.base import ERROR_TAG, FAILED, STATE_TAG
 
 MAX_RETRY = 3
@@ -153,6 +154,17 @@ def _check_is_journal(url: str, path: Path) -> None:
         )
 
 
+class WholeAppendJournal(JournalFileBackend):
+    """Optuna's journal file, each append done whole: Ctrl-C or SIGTERM during one is acted
+    on once it ends. Raised inside the append's lock release (between renaming the lock
+    file and removing it), KeyboardInterrupt became Optuna's FileNotFoundError traceback,
+    and the trial failed with that instead of stopping as interrupted."""
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        with signals_deferred():
+            super().append_logs(logs)
+
+
 def open_storage(url: str, stale_callback: StaleTrialHandler | None = None) -> BaseStorage:
     """`journal:PATH`, or an SQLAlchemy URL (sqlite:///..., postgresql://...)."""
     check_storage_url(url)
@@ -160,7 +172,7 @@ def open_storage(url: str, stale_callback: StaleTrialHandler | None = None) -> B
         path = Path(url.removeprefix("journal:"))
         _check_is_journal(url, path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        return JournalStorage(WholeAppendJournal(str(path)))
     callback = stale_callback or StaleTrialHandler()
     beat = Heartbeat.from_environ(os.environ)
     # pool_pre_ping: a connection the server closed while a trial trained is replaced, not

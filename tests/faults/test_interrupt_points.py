@@ -233,3 +233,29 @@ def test_a_run_inside_an_except_block_that_ends_well_is_finished() -> None:
         with tracked_run(tracker, "t", CONFIG, "cpu") as run_id:
             pass
     assert tracker.get_run(run_id).status == FINISHED
+
+
+def test_ctrl_c_inside_a_journal_append_lands_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Raised inside the append's lock release, it became Optuna's FileNotFoundError
+    traceback and a failed trial; here the record is whole and the lock let go first."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    from search.storage import open_storage
+
+    url = f"journal:{tmp_path / 'j.log'}"
+    trial = optuna.create_study(study_name="s", storage=open_storage(url)).ask()
+    real_release = JournalFileSymlinkLock.release
+
+    def release_after_ctrl_c(self: JournalFileSymlinkLock) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # lands here, while the lock is held
+        real_release(self)
+
+    monkeypatch.setattr(JournalFileSymlinkLock, "release", release_after_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        trial.set_user_attr("epoch", 2)
+    monkeypatch.setattr(JournalFileSymlinkLock, "release", real_release)
+    assert not (tmp_path / "j.log.lock").exists()  # let go: the next append does not wait
+    again = optuna.load_study(study_name="s", storage=open_storage(url))
+    assert again.trials[0].user_attrs == {"epoch": 2}
