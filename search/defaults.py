@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from siamese.config import DataConfig, TrainConfig
 
+# The study `search` creates or resumes, and `report` reads, when no --study is given.
+DEFAULT_STUDY = "siamese-lab"
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
 PRUNERS = ("median", "hyperband", "none")
 # A search trains many models: smaller than `train`'s defaults, so the bundled digits search

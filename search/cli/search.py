@@ -20,7 +20,7 @@ from search.cli.common import (
     train_options,
     typed_flags,
 )
-from search.defaults import PRUNERS, SAMPLERS, SEARCH_BASE, SPACE_PARAMS
+from search.defaults import DEFAULT_STUDY, PRUNERS, SAMPLERS, SEARCH_BASE, SPACE_PARAMS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -60,7 +60,7 @@ _population_option = click.option(
 @click.option(
     "--study",
     "study_name",
-    default="siamese-lab",
+    default=DEFAULT_STUDY,
     show_default=True,
     callback=checked_name,
     help="the same name resumes it",
@@ -310,7 +310,9 @@ def worker(
 
 
 @click.command()
-@click.option("--study", "study_name", required=True, callback=checked_name)
+@click.option(
+    "--study", "study_name", default=DEFAULT_STUDY, show_default=True, callback=checked_name
+)
 @_storage_option("default: the home folder's study storage")
 @click.option("--json", "as_json", is_flag=True)
 @home_option

@@ -172,3 +172,14 @@ def test_failure_map_names_the_failing_regions() -> None:
     text = [str(r) for r in failure_map(trials)]
     assert "head=relu2: 3 of 3 collapsed" in text
     assert "lr < 1e-5: 4 of 4 stalled" in text
+
+
+def test_report_reads_the_study_search_makes_by_default(tmp_path: Path) -> None:
+    """`search` without --study makes `siamese-lab`; `report` without one read nothing
+    (it required --study)."""
+    tiny = ["--train-pairs", "64", "--val-pairs", "32", "--trials", "0", "--no-track"]
+    made = CliRunner().invoke(cli, ["--home", str(tmp_path), "search", *tiny])
+    assert made.exit_code == 0, made.output
+    result = CliRunner().invoke(cli, ["report", "--home", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("# Study `siamese-lab`")
