@@ -196,7 +196,7 @@ def check_the_runs_gpu_is_current(setup: Setup) -> str:
 
 
 @contextlib.contextmanager
-def _interrupted_after(steps: int) -> Iterator[None]:
+def interrupted_after(steps: int) -> Iterator[None]:
     """Ctrl-C, as the population's step number `steps` ends (its weights already moved)."""
     real_run, taken = PopulationStep.run, [0]
 
@@ -225,7 +225,7 @@ def check_population_ctrl_c_keeps_each_last_epoch(setup: Setup) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         cut = [Path(tmp) / f"cut-{k}" for k in range(2)]
         whole = [Path(tmp) / f"whole-{k}" for k in range(2)]
-        with _interrupted_after(2 * steps + 1), contextlib.suppress(KeyboardInterrupt):
+        with interrupted_after(2 * steps + 1), contextlib.suppress(KeyboardInterrupt):
             fit_population(configs, setup.data, None, cut, checkpoint_every_s=None)
             raise AssertionError("the population was not interrupted")
         two = [replace(c, epochs=2) for c in configs]

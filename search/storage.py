@@ -171,7 +171,6 @@ def open_storage(url: str, stale_callback: StaleTrialHandler | None = None) -> B
     if url.startswith("journal:"):
         path = Path(url.removeprefix("journal:"))
         _check_is_journal(url, path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(WholeAppendJournal(str(path)))
     callback = stale_callback or StaleTrialHandler()
     beat = Heartbeat.from_environ(os.environ)

@@ -102,10 +102,12 @@ def check_store_folder(uri: str) -> None:
     made (SQLAlchemy makes the file, MLflow made the folder). Not for a URI a study recorded:
     its folder may be on another machine, which the worker's own check says better."""
     store = sqlite_path(uri)
+    if store is None:
+        return
     where = f"--tracking-uri/MLFLOW_TRACKING_URI {uri}"
-    if store is not None and store.is_dir():  # SQLite's "unable to open" traceback otherwise
+    if store.is_dir():  # SQLite's "unable to open" traceback otherwise
         raise SiameseInputError(f"{where}: {store} is a folder; expected the path of a file")
-    if store is not None and not store.parent.is_dir():
+    if not store.parent.is_dir():
         raise SiameseInputError(
             f"{where}: no folder {store.parent} to hold it; expected an existing folder"
         )

@@ -119,11 +119,17 @@ def test_within_its_interval_a_keeper_writes_nothing_yet_ctrl_c_keeps_each_epoch
     assert written == []
     keeper.finish("interrupted")
     assert sorted(written) == [("best.pt", 2, True), ("last.pt", 3, True)]
-    last, best = load_checkpoint(tmp_path / "last.pt"), load_checkpoint(tmp_path / "best.pt")
     # Each as it was at its epoch's end, not the live tensors' values now (4.0).
-    assert torch.equal(last["model"]["w"], torch.full((3,), 3.0))
-    assert last["optimizer"]["state"][0]["exp_avg"].tolist() == [6.0, 6.0, 6.0]
-    assert torch.equal(best["model"]["w"], torch.full((3,), 2.0))
+    _assert_kept_as_they_were(tmp_path, last_epoch=3, best_epoch=2)
+
+
+def _assert_kept_as_they_were(folder: Path, last_epoch: int, best_epoch: int) -> None:
+    """last.pt and best.pt hold _Training's state at the end of those epochs (epoch e:
+    weights e, exp_avg 2e), in full."""
+    last, best = load_checkpoint(folder / "last.pt"), load_checkpoint(folder / "best.pt")
+    assert torch.equal(last["model"]["w"], torch.full((3,), float(last_epoch)))
+    assert last["optimizer"]["state"][0]["exp_avg"].tolist() == [2.0 * last_epoch] * 3
+    assert torch.equal(best["model"]["w"], torch.full((3,), float(best_epoch)))
 
 
 def test_held_epochs_reuse_spent_copies_and_ctrl_c_still_keeps_each_as_it_was(
@@ -149,10 +155,7 @@ def test_held_epochs_reuse_spent_copies_and_ctrl_c_still_keeps_each_as_it_was(
     training.weight += 1.0  # ...and changes the live weights before Ctrl-C
     keeper.finish("interrupted")
     assert sorted(written) == [("best.pt", 1, True), ("last.pt", 5, True)]
-    last, best = load_checkpoint(tmp_path / "last.pt"), load_checkpoint(tmp_path / "best.pt")
-    assert torch.equal(last["model"]["w"], torch.full((3,), 5.0))
-    assert last["optimizer"]["state"][0]["exp_avg"].tolist() == [10.0, 10.0, 10.0]
-    assert torch.equal(best["model"]["w"], torch.full((3,), 1.0))
+    _assert_kept_as_they_were(tmp_path, last_epoch=5, best_epoch=1)
 
 
 def test_the_next_run_freezes_into_the_copies_the_last_one_let_go(tmp_path: Path) -> None:

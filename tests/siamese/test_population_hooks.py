@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import torch
 
+from bench.gpu_checks import interrupted_after
 from siamese import PairData, fit, prepare_data
 from siamese.train import Callback, EpochRecord, History, load_checkpoint
 from siamese.train.population import fit_population
-from siamese.train.population_step import PopulationStep
 from tests.siamese.test_population import TINY, assert_same_history, assert_same_weights, cfg
 
 
@@ -146,19 +146,10 @@ def test_ctrl_c_mid_epoch_keeps_each_members_last_finished_epoch(
     finished last is written from the copy kept on the device, not the weights the
     interrupted epoch has moved since, and resumes to where fit goes straight."""
     configs = [cfg(optimizer="sgd", seed=1, epochs=3), cfg(optimizer="sgd", seed=2, epochs=3)]
-    real_run, steps = PopulationStep.run, []
-
-    def interrupted_in_epoch_3(self: PopulationStep, order: Any) -> None:
-        steps.append(order)
-        real_run(self, order)
-        if len(steps) == 5:  # 2 steps an epoch: epoch 3's first has changed the weights
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(PopulationStep, "run", interrupted_in_epoch_3)
     dirs = [tmp_path / "a", tmp_path / "b"]
-    with pytest.raises(KeyboardInterrupt):
+    # 2 steps an epoch: epoch 3's first has changed the weights when Ctrl-C lands.
+    with interrupted_after(5), pytest.raises(KeyboardInterrupt):
         fit_population(configs, tiny, None, dirs, checkpoint_every_s=None, lean_checkpoints=lean)
-    monkeypatch.setattr(PopulationStep, "run", real_run)
     for config, folder in zip(configs, dirs, strict=True):
         last = load_checkpoint(folder / "last.pt")
         assert last["epoch"] == 2 and last.get("resumable", True) is True
