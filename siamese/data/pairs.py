@@ -8,6 +8,7 @@ ever joins two images of the same split.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -25,6 +26,15 @@ class Split:
     images: np.ndarray  # (n, 40, 50) float32 in [0, 1]
     labels: np.ndarray  # (n,) class index
     origins: tuple[str, ...]
+
+    @cached_property
+    def pixel_stats(self) -> tuple[float, float]:
+        """The images' mean and standard deviation, as torch computes them: a network's
+        normalisation. Once per split, not once per trial (or per population member)."""
+        import torch  # here: the data package itself needs no torch
+
+        images = torch.as_tensor(self.images)
+        return float(images.mean()), float(images.std())
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from torch import Tensor
 from siamese.config import TrainConfig
 from siamese.data import PairData, prepare_data
 from siamese.errors import ConfigError
-from siamese.model import SiameseNet, build_model
+from siamese.model import SiameseNet
 from siamese.train import gpu
 from siamese.train.callbacks import Callback
 from siamese.train.checkpoint import load_for_resume, load_weights
@@ -25,6 +25,7 @@ from siamese.train.checks import EARLY_STOP_REASON, EpochChecks, epoch_record
 from siamese.train.device_data import DeviceData
 from siamese.train.evaluate import INITIAL_TOWER, EvalResult, evaluate
 from siamese.train.history import EpochRecord, History
+from siamese.train.initial import seeded_model
 from siamese.train.keeper import CheckpointKeeper
 from siamese.train.step import StepRunner, load_optimizer_state, make_optimizer, uses_graph
 
@@ -92,10 +93,9 @@ class _Run:
         data = data if data is not None else prepare_data(config.data)
         self.config, self.data, self.callbacks = config, data, callbacks
         self.device = resolve_device(config.device)
-        torch.manual_seed(config.seed)
-        self.model = build_model(config)
-        train_images = torch.as_tensor(data.train.images)
-        self.model.set_normalization(float(train_images.mean()), float(train_images.std()))
+        torch.manual_seed(config.seed)  # CUDA's generators too: dropout on a GPU
+        self.model = seeded_model(config)
+        self.model.set_normalization(*data.train.pixel_stats)
         self.model.to(self.device).train()
         params = list(self.model.parameters())
         self.optimizer = make_optimizer(config, params, capturable=uses_graph(self.device))

@@ -100,8 +100,8 @@ class Population:
 
     def _build(self, masks: str, vmapped: bool | None) -> None:
         first, device = self.configs[0], self.device
-        images = torch.as_tensor(self.data.train.images)
-        starts = [start_member(c, float(images.mean()), float(images.std())) for c in self.configs]
+        mean, std = self.data.train.pixel_stats
+        starts = [start_member(c, mean, std) for c in self.configs]
         self.template = masked_template(quiet_model(first, device))
         self.scratch = quiet_model(first, device)  # members are evaluated and saved through it
         self.stack = Stack(self.template, starts, device)

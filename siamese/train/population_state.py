@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from siamese.config import TrainConfig
 from siamese.model import SiameseNet, build_model
+from siamese.train.initial import seeded_model
 from siamese.train.population_optim import StackedState, torch_slots
 from siamese.train.step import LAYER_PREFIXES, layer_names, make_optimizer
 
@@ -37,8 +38,7 @@ def start_member(config: TrainConfig, mean: float, std: float) -> MemberStart:
     # keeps one generator per member instead). The CPU generator alone is seeded: the
     # network is built on the CPU, as in fit.
     with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(config.seed)
-        model = build_model(config)
+        model = seeded_model(config)
         model.set_normalization(mean, std)
         return MemberStart(model.state_dict(), torch.get_rng_state())
 

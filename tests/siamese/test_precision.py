@@ -9,6 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from torch import Tensor, nn
+from torch.nn.modules.module import register_module_forward_hook
 
 from search.cli import cli
 from siamese import DataConfig, PairData, TrainConfig, fit
@@ -62,28 +63,29 @@ class ConvDtypes:
             self.seen["conv1" if module.in_channels == 1 else "conv2-4"].add(output.dtype)
 
 
-def _trained_dtypes(
-    config: TrainConfig, data: PairData, monkeypatch: pytest.MonkeyPatch
-) -> dict[str, set[torch.dtype]]:
+def _trained_dtypes(config: TrainConfig, data: PairData) -> dict[str, set[torch.dtype]]:
     dtypes = ConvDtypes()
-    original = nn.Conv2d.__init__
 
-    def hooked(self: nn.Conv2d, *args: object, **kwargs: object) -> None:
-        original(self, *args, **kwargs)  # type: ignore[arg-type]
-        self.register_forward_hook(dtypes.hook)
+    def conv_hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        if isinstance(module, nn.Conv2d):
+            dtypes.hook(module, inputs, output)
 
-    monkeypatch.setattr(nn.Conv2d, "__init__", hooked)
-    fit(config, data)
+    # On every module: fit copies a kept network (siamese.train.initial), it builds none.
+    handle = register_module_forward_hook(conv_hook)
+    try:
+        fit(config, data)
+    finally:
+        handle.remove()
     return dtypes.seen
 
 
 @pytest.mark.parametrize("chosen,dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
 def test_the_step_computes_in_the_chosen_format_and_records_it(
-    small_data: PairData, monkeypatch: pytest.MonkeyPatch, chosen: str, dtype: torch.dtype
+    small_data: PairData, chosen: str, dtype: torch.dtype
 ) -> None:
     # conv1 stays float32 on the CPU (siamese.model.Tower._conv1: faster there).
     expected = {"conv1": {torch.float32}, "conv2-4": {dtype}}
-    assert _trained_dtypes(cfg(precision=chosen), small_data, monkeypatch) == expected
+    assert _trained_dtypes(cfg(precision=chosen), small_data) == expected
     assert fit(cfg(precision=chosen), small_data).history.precision == chosen
 
 
@@ -92,7 +94,7 @@ def test_auto_trains_in_float32_where_the_cpu_lacks_native_bf16(
 ) -> None:
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     expected = {"conv1": {torch.float32}, "conv2-4": {torch.float32}}
-    assert _trained_dtypes(cfg(), small_data, monkeypatch) == expected
+    assert _trained_dtypes(cfg(), small_data) == expected
     assert fit(cfg(), small_data).history.precision == "fp32"
 
 
