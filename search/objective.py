@@ -186,9 +186,16 @@ class Objective:
         tags = {"optuna.study": self.study_name, "optuna.trial_number": str(trial.number)}
         name = f"trial-{trial.number}"
         with tracked_run(
-            self.tracker, name, plan.config, self.device, tags, self.parent_run_id
+            self.tracker,
+            name,
+            plan.config,
+            self.device,
+            tags,
+            self.parent_run_id,
+            # The run is made while the trial trains; its id goes on the trial as soon as
+            # it exists (a dead worker's run is then found and closed: search.storage).
+            on_made=lambda made: trial.set_user_attr(RUN_ID_ATTR, made),
         ) as run_id:
-            trial.set_user_attr(RUN_ID_ATTR, run_id)
             tracking = TrackingCallback(
                 self.tracker,
                 run_id,
@@ -198,6 +205,7 @@ class Objective:
             run = TrialRun(run_id, [tracking])
             try:
                 yield run
+                self.tracker.run_id_of(run_id)  # the trial holds its run's id before it is told
                 result = run.finished()
                 # The record on_fit_end wrote holds the verdict, and the run's outcome name.
                 _record_verdict(trial, result, tracking.verdict or diagnose(result.history))

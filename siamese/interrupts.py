@@ -30,6 +30,13 @@ def remember(signum: int) -> None:
     _received.append(signum)
 
 
+def forget() -> None:
+    """Drops what was remembered: a handler outside `interrupts_remembered` (tracking's
+    SIGTERM one) leaves its signal remembered when its scope ends (tests call this between
+    tests)."""
+    _received.clear()
+
+
 def _remember_and_raise(signum: int, frame: FrameType | None) -> None:
     remember(signum)
     raise KeyboardInterrupt

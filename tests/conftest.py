@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from siamese import DataConfig, PairData, prepare_data
+from siamese import DataConfig, PairData, interrupts, prepare_data
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -23,6 +24,13 @@ def _test_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """The tests' own cache folder for MLflow's empty-store template, not the user's; their
     CLI subprocesses inherit it."""
     os.environ["SIAMESE_LAB_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(autouse=True)
+def _no_remembered_signal() -> Iterator[None]:
+    """A signal one test sent (a SIGTERM to a tracked run) is not the next test's."""
+    yield
+    interrupts.forget()
 
 
 @pytest.fixture(scope="session")

@@ -61,6 +61,28 @@ class Tracker(abc.ABC):
     ) -> str:
         """Create a RUNNING run and return its id."""
 
+    def start_run_soon(
+        self,
+        name: str,
+        params: dict[str, object],
+        tags: dict[str, str],
+        parent_run_id: str | None,
+        on_made: Callable[[str], None],
+    ) -> str:
+        """`start_run`, where the run may be made after this returns (MlflowTracker: by a
+        thread of its own, while the caller trains). The id returned may stand in for the
+        run's until then: every call of this tracker takes it, and `run_id_of` gives the
+        run's own. `on_made(run id)` runs once the run exists, before `run_id_of` returns
+        it. Here: made at once."""
+        run_id = self.start_run(name, params, tags, parent_run_id)
+        on_made(run_id)
+        return run_id
+
+    def run_id_of(self, run_id: str) -> str:
+        """The run's own id for an id `start_run_soon` gave (waiting until the run is made
+        and `on_made` has run); any other id as given."""
+        return run_id
+
     @abc.abstractmethod
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         """Log one step of metrics; may return before the write lands (see flush)."""

@@ -99,6 +99,7 @@ class TrackingCallback(Callback):
         """What the run's outcome depends on is written now: the verdict, tags, checkpoints
         and the model (or its offer). The curves and text records are deferred: the tracker draws and
         writes them while the next trial trains (and before the process exits)."""
+        self.run_id = self.tracker.run_id_of(self.run_id)  # made by now: its own id from here
         verdict = self.verdict = diagnose(history)
         best = history.best
         if best is not None:

@@ -1,5 +1,6 @@
 """The MLflow tracker: explicit run ids through MlflowClient (no global active run, so trials
-and their parent can be logged side by side), metrics logged asynchronously."""
+and their parent can be logged side by side), metrics logged asynchronously, a trial's run
+made while the trial starts (tracking.run_maker)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from siamese.errors import SiameseInputError
 from siamese.names import check_name
 from tracking.base import FINISHED, RunView, Tracker
 from tracking.batching import PendingBatch
-from tracking.fresh_store import make_store_at_once, sqlite_path
+from tracking.experiment import experiment_id, refuse_default_in_a_new_store
+from tracking.fresh_store import make_store_at_once
 from tracking.local_artifacts import link_artifact, local_artifact_dir
 from tracking.pt2_model import log_pt2_model, pointed_at
+from tracking.run_maker import RunMaker
 from tracking.sqlite_busy import quiet_retried_refusals, retried
 from tracking.store import TrackingTarget, TrackingUnavailable, bound_http_retries, store_lock
 from tracking.writer_gate import WriterGate
@@ -38,10 +40,6 @@ with warnings.catch_warnings():
 # MLflow logs its schema migrations and requirement guesses at INFO/WARNING on every start.
 logging.getLogger("mlflow").setLevel(logging.ERROR)
 
-# MLflow 3 opens an experiment on its GenAI overview unless this tag says the experiment is
-# model development; then it opens on the runs, which is where trials are.
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-MODEL_DEVELOPMENT = "custom_model_development"
 WRITER_THREAD = "mlflow-writer"
 # A new run waits while a finished run's curves and records have waited longer than this
 # for the low-priority writer: the MLflow UI lags a busy machine's search by about this
@@ -51,9 +49,6 @@ MAX_LAG_S = 30.0
 _log = logging.getLogger(__name__)
 # A run-id prefix is looked up in this many experiments at most (MLflow pages its answers).
 MAX_EXPERIMENTS = 50_000
-
-# The experiment MLflow makes in every new store (id 0).
-MLFLOW_DEFAULT = "Default"
 
 
 class MlflowTracker(Tracker):
@@ -65,11 +60,11 @@ class MlflowTracker(Tracker):
         self.target = target
         self.uri = target.uri
         quiet_retried_refusals()
-        self._refuse_default_in_a_new_store()  # before the lock and the store are made
+        refuse_default_in_a_new_store(target)  # before the lock and the store are made
         with store_lock(target):  # the first contact creates the schema: one process at a time
             make_store_at_once(target.uri)  # a fresh home's store: seconds, not migrations
             self.client = mlflow.MlflowClient(target.uri)
-            self.experiment_id = self._experiment_id()
+            self.experiment_id = experiment_id(self.client, target)
         # One writer thread: metrics and deferred end-of-run work land in the order given.
         # Its queue is drained when the process exits (concurrent.futures joins it). It runs
         # at the lowest CPU priority, beside the training (tracking.writer_priority).
@@ -90,48 +85,7 @@ class MlflowTracker(Tracker):
         self._artifact_dirs: dict[str, Path | None] = {}
         # (value, run id, checkpoint) of the best offer: see offer_model
         self._offered: tuple[float, str, Path] | None = None
-
-    def _experiment_id(self) -> str:
-        try:
-            found = self.client.get_experiment_by_name(self.target.experiment)
-            if found is None:
-                kind = {EXPERIMENT_KIND_TAG: MODEL_DEVELOPMENT}
-                name, root = self.target.experiment, self.target.artifact_root
-                return str(self.client.create_experiment(name, root, tags=kind))
-            self._check_artifacts_in_home(found.artifact_location)
-            if found.tags.get(EXPERIMENT_KIND_TAG) is None:  # made by an older version
-                self.client.set_experiment_tag(
-                    found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT
-                )
-            return str(found.experiment_id)
-        except mlflow.exceptions.MlflowException as exc:
-            if self.target.is_http:
-                raise TrackingUnavailable(
-                    f"--tracking-uri/MLFLOW_TRACKING_URI {self.target.uri}: the MLflow server did not answer "
-                    f"({str(exc).splitlines()[0][:160]}); start it, fix the URI, or use --no-track"
-                ) from exc
-            raise
-
-    def _refuse_default_in_a_new_store(self) -> None:
-        """MLflow makes its Default experiment when it first opens a store, with its artifacts
-        under the directory that process runs in: refused (below) once the store exists, so
-        said now for a store not made yet, which the refusal would leave behind."""
-        store = sqlite_path(self.target.uri)
-        if self.target.experiment != MLFLOW_DEFAULT or store is None or store.exists():
-            return
-        self._check_artifacts_in_home(str(Path.cwd() / "mlruns" / "0"))  # as MLflow names it
-
-    def _check_artifacts_in_home(self, location: str) -> None:
-        """The embedded store keeps every artifact in its home. MLflow's own Default
-        experiment, made when the store is first opened, keeps them under the directory
-        that process ran in (./mlruns): 30 MB of checkpoints and models a run would write
-        there, outside the home, so it is refused (as is a home moved since)."""
-        root = self.target.artifact_root
-        if self.target.embedded and root is not None and not location.startswith(root):
-            raise SiameseInputError(
-                f"--experiment {self.target.experiment}: its artifacts go to {location}, "
-                f"outside the home folder's {root}; choose another experiment name"
-            )
+        self._maker = RunMaker()
 
     def start_run(
         self,
@@ -140,17 +94,40 @@ class MlflowTracker(Tracker):
         tags: dict[str, str],
         parent_run_id: str | None = None,
     ) -> str:
-        all_tags = dict(tags)
-        if parent_run_id:
-            all_tags["mlflow.parentRunId"] = parent_run_id
+        run_id = self._make_run(name, self._run_tags(tags, parent_run_id))
+        self._log(run_id, params=_params(params))
+        return run_id
+
+    def start_run_soon(
+        self,
+        name: str,
+        params: dict[str, object],
+        tags: dict[str, str],
+        parent_run_id: str | None,
+        on_made: Callable[[str], None],
+    ) -> str:
+        """Made by the run maker's thread (tracking.run_maker), started at the time of this
+        call; a stand-in id until then."""
+        all_tags, started = self._run_tags(tags, parent_run_id), int(1000 * time.time())
+        stand_in = self._maker.make(lambda: self._make_run(name, all_tags, started), on_made)
+        self._log(stand_in, params=_params(params))  # the writer waits for the run
+        return stand_in
+
+    def run_id_of(self, run_id: str) -> str:
+        return self._maker.run_id(run_id)
+
+    def _run_tags(self, tags: dict[str, str], parent_run_id: str | None) -> dict[str, str]:
+        if not parent_run_id:
+            return dict(tags)
+        return {**tags, "mlflow.parentRunId": self.run_id_of(parent_run_id)}
+
+    def _make_run(self, name: str, tags: dict[str, str], started: int | None = None) -> str:
+        experiment = self.experiment_id
         run = retried(
-            lambda: self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+            lambda: self.client.create_run(experiment, start_time=started, tags=tags, run_name=name)
         )
         run_id = str(run.info.run_id)
         self._artifact_dirs[run_id] = local_artifact_dir(run.info.artifact_uri)
-        # One batch, not a call per param. MLflow caps a value at 6000 characters.
-        batch = [Param(k, "None" if v is None else str(v)[:6000]) for k, v in params.items()]
-        self._log(run_id, params=batch)
         return run_id
 
     def _write(self, call: Callable[..., object], *args: object, **kwargs: object) -> None:
@@ -197,7 +174,7 @@ class MlflowTracker(Tracker):
         with self._queue_lock:
             batch.taken = True  # from here on it is read, never changed
         params, tags = list(batch.params.values()), list(batch.tags.values())
-        self.client.log_batch(batch.run_id, batch.metrics, params, tags)
+        self.client.log_batch(self.run_id_of(batch.run_id), batch.metrics, params, tags)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         stamp = int(1000 * time.time())
@@ -270,6 +247,7 @@ class MlflowTracker(Tracker):
         self._log(run_id, tags=batch)
 
     def log_artifact(self, run_id: str, local_path: Path, artifact_dir: str | None = None) -> None:
+        run_id = self.run_id_of(run_id)
         if run_id not in self._artifact_dirs:
             uri = self.client.get_run(run_id).info.artifact_uri
             self._artifact_dirs[run_id] = local_artifact_dir(uri)
@@ -278,12 +256,12 @@ class MlflowTracker(Tracker):
             self.client.log_artifact(run_id, str(local_path), artifact_dir)
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
-        self.client.log_text(run_id, text, artifact_file)
+        self.client.log_text(self.run_id_of(run_id), text, artifact_file)
 
     def log_model(self, run_id: str, scorer: nn.Module, name: str = "model") -> str:
         """torch.export ("pt2") format: loading it back unpickles no code."""
         with self.using_store():
-            return log_pt2_model(run_id, scorer, name)
+            return log_pt2_model(self.run_id_of(run_id), scorer, name)
 
     @contextmanager
     def using_store(self) -> Iterator[None]:
@@ -310,21 +288,25 @@ class MlflowTracker(Tracker):
                 raise
 
     def reopen_run(self, run_id: str) -> None:
-        self.client.update_run(run_id, status="RUNNING")
+        self.client.update_run(self.run_id_of(run_id), status="RUNNING")
 
     def end_run(self, run_id: str, status: str = FINISHED) -> None:
         if status == FINISHED:
             # After the run's deferred work (one writer, in order), and not waited for: the
             # next trial starts while the last one's curves are drawn.
-            self._write(self.client.set_terminated, run_id, status)
+            self._write(self._set_terminated, run_id, status)
             return
         # KILLED or FAILED: the process may be stopping; everything queued lands before it
         # does (an offered model waits for the search's end: flush).
         self._drain()
-        self.client.set_terminated(run_id, status=status)
+        self._set_terminated(run_id, status)
+
+    def _set_terminated(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(self.run_id_of(run_id), status=status)
 
     def get_run(self, run_id: str) -> RunView:
         self._settle()
+        run_id = self.run_id_of(run_id)
         try:
             run = self.client.get_run(run_id)
         except mlflow.exceptions.MlflowException as exc:
@@ -341,10 +323,12 @@ class MlflowTracker(Tracker):
 
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         self._settle()
-        return sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
+        history = self.client.get_metric_history(self.run_id_of(run_id), key)
+        return sorted((m.step, m.value) for m in history)
 
     def list_artifacts(self, run_id: str) -> list[str]:
         self._settle()
+        run_id = self.run_id_of(run_id)
         found: list[str] = []
         pending: list[str | None] = [None]
         while pending:
@@ -355,13 +339,13 @@ class MlflowTracker(Tracker):
     def download_artifact(self, run_id: str, path: str, dest: Path) -> Path:
         self._settle()
         dest.mkdir(parents=True, exist_ok=True)
-        return Path(self.client.download_artifacts(run_id, path, str(dest)))
+        return Path(self.client.download_artifacts(self.run_id_of(run_id), path, str(dest)))
 
     def child_runs(self, parent_run_id: str) -> list[RunView]:
         self._settle()
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+            filter_string=f"tags.mlflow.parentRunId = '{self.run_id_of(parent_run_id)}'",
             max_results=5000,
         )
         return [self.get_run(r.info.run_id) for r in runs]
@@ -381,5 +365,11 @@ class MlflowTracker(Tracker):
 
     def run_url(self, run_id: str) -> str | None:
         if self.target.is_http:
-            return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
+            made = self.run_id_of(run_id)
+            return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{made}"
         return None
+
+
+def _params(params: dict[str, object]) -> list[Param]:
+    """One batch, not a call per param. MLflow caps a value at 6000 characters."""
+    return [Param(k, "None" if v is None else str(v)[:6000]) for k, v in params.items()]

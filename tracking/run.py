@@ -67,12 +67,17 @@ def tracked_run(
     device: str,
     tags: dict[str, str] | None = None,
     parent_run_id: str | None = None,
+    on_made: Callable[[str], None] | None = None,
 ) -> Iterator[str]:
-    """Start a run with the config as params; end it with the status the outcome deserves."""
+    """Start a run with the config as params; end it with the status the outcome deserves.
+    With `on_made`, the run may be made while the caller goes on (Tracker.start_run_soon):
+    the id given may stand in for it until `tracker.run_id_of`."""
 
     def start() -> str:
         all_tags = {**environment_tags(device), **(tags or {})}
-        return tracker.start_run(name, config.flat(), all_tags, parent_run_id)
+        if on_made is None:
+            return tracker.start_run(name, config.flat(), all_tags, parent_run_id)
+        return tracker.start_run_soon(name, config.flat(), all_tags, parent_run_id, on_made)
 
     with final_status(tracker, start) as run_id:
         tracker.catch_up()  # here, where SIGTERM ends the new run KILLED, not the process

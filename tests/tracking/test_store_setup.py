@@ -40,7 +40,8 @@ def test_processes_starting_at_once_share_one_store(tmp_path: Path) -> None:
 def test_the_experiment_opens_on_its_runs_in_mlflow_3(tmp_path: Path) -> None:
     import mlflow
 
-    from tracking.mlflow_tracker import EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT, MlflowTracker
+    from tracking.experiment import EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT
+    from tracking.mlflow_tracker import MlflowTracker
     from tracking.store import embedded_target
 
     fresh = MlflowTracker(embedded_target(tmp_path / "a"))

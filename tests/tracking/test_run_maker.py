@@ -1,0 +1,133 @@
+"""A trial's run is made by the run maker's thread while the trial goes on: the caller gets
+a stand-in id that every tracker call takes, and the run's own id once it exists."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+from search.objective import Objective
+from search.space import SearchSpace
+from search.storage import RUN_ID_ATTR
+from siamese import DataConfig, TrainConfig, prepare_data
+from tracking import FINISHED, KILLED, embedded_target
+from tracking.mlflow_tracker import MlflowTracker
+from tracking.run_maker import MAKER_THREAD, STAND_IN_PREFIX
+
+
+@pytest.fixture
+def tracker(tmp_path: Path) -> MlflowTracker:
+    return MlflowTracker(embedded_target(tmp_path / "home"))
+
+
+class HeldMaking:
+    """The store's create_run, held until `release`; records the threads that called it."""
+
+    def __init__(self, tracker: MlflowTracker, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.gate = threading.Event()
+        self.callers: list[str] = []
+        create = tracker.client.create_run
+
+        def held(*args: Any, **kwargs: Any) -> Any:
+            self.callers.append(threading.current_thread().name)
+            assert self.gate.wait(timeout=60), "never released"
+            return create(*args, **kwargs)
+
+        monkeypatch.setattr(tracker.client, "create_run", held)
+
+
+def test_the_run_is_made_in_the_makers_thread_and_started_when_asked_for(
+    tracker: MlflowTracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    making = HeldMaking(tracker, monkeypatch)
+    made: list[tuple[str, str]] = []
+    asked_at = time.time()
+    stand_in = tracker.start_run_soon(
+        "trial-0",
+        {"lr": 0.01},
+        {"optuna.trial_number": "0"},
+        None,
+        lambda run_id: made.append((run_id, threading.current_thread().name)),
+    )
+    assert stand_in.startswith(STAND_IN_PREFIX)  # returned while the store is held
+    tracker.log_metrics(stand_in, {"val_auc": 0.75}, step=1)
+    tracker.set_tags(stand_in, {"diagnosis.verdict": "converged"})
+    time.sleep(0.3)
+    making.gate.set()
+    run_id = tracker.run_id_of(stand_in)
+    assert len(run_id) == 32 and made == [(run_id, made[0][1])]
+    assert made[0][1].startswith(MAKER_THREAD) and making.callers[0].startswith(MAKER_THREAD)
+    tracker.end_run(stand_in, FINISHED)
+    tracker.flush()  # the end is queued behind the run's other writes
+    run = tracker.client.get_run(run_id)
+    assert run.info.start_time < 1000 * (asked_at + 0.3)  # when asked for, not when made
+    assert run.info.status == FINISHED and run.info.run_name == "trial-0"
+    assert run.data.params == {"lr": "0.01"} and run.data.metrics == {"val_auc": 0.75}
+    assert run.data.tags["diagnosis.verdict"] == "converged"
+    assert tracker.get_run(stand_in).run_id == run_id  # reads take the stand-in too
+
+
+def test_a_stand_in_nests_under_its_parent_and_ends_killed(tracker: MlflowTracker) -> None:
+    parent = tracker.start_run("study", {}, {})
+    stand_in = tracker.start_run_soon("trial-0", {}, {}, parent, lambda _: None)
+    tracker.end_run(stand_in, KILLED)
+    (child,) = tracker.child_runs(parent)
+    assert child.run_id == tracker.run_id_of(stand_in) and child.status == KILLED
+
+
+def test_a_run_the_store_could_not_make_raises_where_its_id_is_needed(
+    tracker: MlflowTracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the store is gone")
+
+    monkeypatch.setattr(tracker.client, "create_run", refused)
+    stand_in = tracker.start_run_soon("trial-0", {}, {}, None, lambda _: None)
+    with pytest.raises(RuntimeError, match="the store is gone"):
+        tracker.run_id_of(stand_in)
+
+
+def test_a_failed_on_made_is_one_warning_and_the_run_goes_on(
+    tracker: MlflowTracker, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(run_id: str) -> None:
+        raise OSError("the study's storage is gone")
+
+    stand_in = tracker.start_run_soon("trial-0", {}, {}, None, broken)
+    with caplog.at_level(logging.WARNING):
+        run_id = tracker.run_id_of(stand_in)
+        assert tracker.run_id_of(stand_in) == run_id
+    tracker.end_run(stand_in, FINISHED)
+    assert tracker.get_run(run_id).status == FINISHED
+    warnings = [r.getMessage() for r in caplog.records if "storage is gone" in r.getMessage()]
+    assert warnings == [f"warning: run {run_id}: OSError: the study's storage is gone"]
+
+
+def test_a_search_trial_records_its_runs_own_id_made_off_its_thread(
+    tracker: MlflowTracker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    making = HeldMaking(tracker, monkeypatch)
+    making.gate.set()  # not held: only who made each run is recorded
+    data = DataConfig(train_pairs=128, val_pairs=64)
+    objective = Objective(
+        TrainConfig(epochs=1, data=data),
+        SearchSpace(),
+        prepare_data(data),
+        tmp_path / "trials",
+        "s",
+        tracker=tracker,
+    )
+    study = optuna.create_study(direction="maximize")
+    study.optimize(objective, n_trials=2)
+    tracker.flush()
+    for trial in study.trials:
+        run = tracker.get_run(trial.user_attrs[RUN_ID_ATTR])
+        assert run.tags["optuna.trial_number"] == str(trial.number)
+        assert run.status == FINISHED
+    assert making.callers == [f"{MAKER_THREAD}_0"] * 2
