@@ -174,7 +174,9 @@ class MlflowTracker(Tracker):
         with self._queue_lock:
             batch.taken = True  # from here on it is read, never changed
         params, tags = list(batch.params.values()), list(batch.tags.values())
-        self.client.log_batch(self.run_id_of(batch.run_id), batch.metrics, params, tags)
+        run_id = self._maker.made(batch.run_id)
+        if run_id is not None:  # None: never made (its trial fails with why)
+            self.client.log_batch(run_id, batch.metrics, params, tags)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         stamp = int(1000 * time.time())
@@ -302,7 +304,9 @@ class MlflowTracker(Tracker):
         self._set_terminated(run_id, status)
 
     def _set_terminated(self, run_id: str, status: str) -> None:
-        self.client.set_terminated(self.run_id_of(run_id), status=status)
+        made = self._maker.made(run_id)
+        if made is not None:  # None: never made (its trial fails with why)
+            self.client.set_terminated(made, status=status)
 
     def get_run(self, run_id: str) -> RunView:
         self._settle()

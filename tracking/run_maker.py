@@ -12,26 +12,21 @@ records it on the Optuna trial there, before the trial can end.
 
 from __future__ import annotations
 
-import logging
 import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from tracking.writer_priority import lower_this_thread
-
 STAND_IN_PREFIX = "run-being-made-"
 MAKER_THREAD = "mlflow-run-maker"
-_log = logging.getLogger(__name__)
 
 
 class RunMaker:
     def __init__(self) -> None:
-        # Joined when the process exits (concurrent.futures): a run asked for is made. At the
-        # lowest CPU priority, as the writer: it takes the cores a training leaves idle.
-        self._pool = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=MAKER_THREAD, initializer=lower_this_thread
-        )
+        # Joined when the process exits (concurrent.futures): a run asked for is made. At
+        # the usual priority, unlike the writer: the run's id goes on the trial right after
+        # the run exists, so a worker killed meanwhile leaves a run that recovery can close.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=MAKER_THREAD)
         self._made: dict[str, Future[str]] = {}
         # Each run's id as soon as the store gave it, whatever `on_made` then does.
         self._ids: dict[str, str] = {}
@@ -55,26 +50,31 @@ class RunMaker:
 
     def run_id(self, given: str) -> str:
         """The run's id for a stand-in (waiting until the run is made); any other id as
-        given. Raises what making the run raised. What `on_made` raised once the run
-        existed is said once, as a warning: the run and its writes go on."""
+        given. Raises what making the run raised, or, once, what `on_made` raised (the
+        caller's trial then fails, and its run, which exists, is ended FAILED)."""
         with self._lock:
             future = self._made.get(given)
         if future is None:
             return given
         try:
             return future.result()
-        except Exception as exc:
+        except Exception:
             with self._lock:
                 made = self._ids.get(given)
-                first = made is not None and self._made.get(given) is future
-                if first:  # later calls get the id alone
-                    self._made[given] = _made_already(str(made))
-            if made is None:
-                raise
-            if first:
-                text = " ".join(str(exc).split())[:300]
-                _log.warning("warning: run %s: %s: %s", made, type(exc).__name__, text)
-            return made
+                if made is not None and self._made.get(given) is future:
+                    self._made[given] = _made_already(made)  # said once: later calls get it
+            raise
+
+    def made(self, given: str) -> str | None:
+        """The run's id for a stand-in once the run exists (waiting for it), any other id
+        as given; None for a run that could not be made. The writer's jobs take this: a run
+        that was never made is said once, where its trial waits for it, not by every write
+        queued for it (and not retried as a locked store would be)."""
+        try:
+            return self.run_id(given)
+        except Exception:
+            with self._lock:
+                return self._ids.get(given)
 
 
 def _made_already(run_id: str) -> Future[str]:
