@@ -15,6 +15,7 @@ from search.objective import Objective
 from search.space import SearchSpace
 from search.storage import RUN_ID_ATTR
 from siamese import DataConfig, TrainConfig, prepare_data
+from tests.tracking.held import HeldCall
 from tracking import FAILED, FINISHED, KILLED, embedded_target
 from tracking.mlflow_tracker import MlflowTracker
 from tracking.run_maker import MAKER_THREAD, STAND_IN_PREFIX
@@ -25,26 +26,10 @@ def tracker(tmp_path: Path) -> MlflowTracker:
     return MlflowTracker(embedded_target(tmp_path / "home"))
 
 
-class HeldMaking:
-    """The store's create_run, held until `release`; records the threads that called it."""
-
-    def __init__(self, tracker: MlflowTracker, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.gate = threading.Event()
-        self.callers: list[str] = []
-        create = tracker.client.create_run
-
-        def held(*args: Any, **kwargs: Any) -> Any:
-            self.callers.append(threading.current_thread().name)
-            assert self.gate.wait(timeout=60), "never released"
-            return create(*args, **kwargs)
-
-        monkeypatch.setattr(tracker.client, "create_run", held)
-
-
 def test_the_run_is_made_in_the_makers_thread_and_started_when_asked_for(
     tracker: MlflowTracker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    making = HeldMaking(tracker, monkeypatch)
+    making = HeldCall(tracker, "create_run", monkeypatch)
     made: list[tuple[str, str]] = []
     asked_at = time.time()
     stand_in = tracker.start_run_soon(
@@ -58,7 +43,7 @@ def test_the_run_is_made_in_the_makers_thread_and_started_when_asked_for(
     tracker.log_metrics(stand_in, {"val_auc": 0.75}, step=1)
     tracker.set_tags(stand_in, {"diagnosis.verdict": "converged"})
     time.sleep(0.3)
-    making.gate.set()
+    making.release()
     run_id = tracker.run_id_of(stand_in)
     assert len(run_id) == 32 and made == [(run_id, made[0][1])]
     assert made[0][1].startswith(MAKER_THREAD) and making.callers[0].startswith(MAKER_THREAD)
@@ -113,8 +98,8 @@ def test_a_failed_on_made_fails_the_caller_once_and_the_run_can_end(
 def test_a_search_trial_records_its_runs_own_id_made_off_its_thread(
     tracker: MlflowTracker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    making = HeldMaking(tracker, monkeypatch)
-    making.gate.set()  # not held: only who made each run is recorded
+    making = HeldCall(tracker, "create_run", monkeypatch)
+    making.release()  # not held: only who made each run is recorded
     data = DataConfig(train_pairs=128, val_pairs=64)
     objective = Objective(
         TrainConfig(epochs=1, data=data),

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from siamese import TrainConfig
+from tests.tracking.held import HeldCall
 from tracking import FAILED, FINISHED, embedded_target, mlflow_tracker
 from tracking.mlflow_tracker import MlflowTracker
 from tracking.run import tracked_run
@@ -26,29 +27,10 @@ def tracker(tmp_path: Path) -> MlflowTracker:
     return MlflowTracker(embedded_target(tmp_path / "home"))
 
 
-class HeldStore:
-    """The store's log_batch, held until `release` (a slow disk, a slow server)."""
-
-    def __init__(self, tracker: MlflowTracker, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.gate = threading.Event()
-        self.callers: list[str] = []
-        write = tracker.client.log_batch
-
-        def held(*args: Any, **kwargs: Any) -> None:
-            self.callers.append(threading.current_thread().name)
-            assert self.gate.wait(timeout=60), "never released"
-            write(*args, **kwargs)
-
-        monkeypatch.setattr(tracker.client, "log_batch", held)
-
-    def release(self) -> None:
-        self.gate.set()
-
-
 def test_params_and_tags_do_not_wait_on_the_store(
     tracker: MlflowTracker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = HeldStore(tracker, monkeypatch)
+    store = HeldCall(tracker, "log_batch", monkeypatch)
     run_id = tracker.start_run("trial-0", {"lr": 0.01}, {"optuna.trial_number": "0"})
     tracker.set_tags(run_id, {"diagnosis.verdict": "converged"})
     tracker.rename_run(run_id, "trial-0 · COMPLETE · converged")
@@ -72,7 +54,7 @@ def test_tags_land_in_the_order_given(tracker: MlflowTracker) -> None:
 def test_a_failed_end_lands_after_the_writes_before_it(
     tracker: MlflowTracker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = HeldStore(tracker, monkeypatch)
+    store = HeldCall(tracker, "log_batch", monkeypatch)
     run_id = tracker.start_run("r", {}, {})
     tracker.set_tags(run_id, {"siamese_lab.error": "boom"})
     threading.Timer(0.2, store.release).start()
@@ -150,7 +132,7 @@ def test_a_batch_the_writer_has_taken_takes_nothing_more(
 ) -> None:
     run_id = tracker.start_run("r", {}, {})
     tracker.flush()
-    store = HeldStore(tracker, monkeypatch)
+    store = HeldCall(tracker, "log_batch", monkeypatch)
     tracker.set_tags(run_id, {"a": "1"})
     deadline = time.monotonic() + 30
     while not store.callers and time.monotonic() < deadline:  # the writer is inside it now
