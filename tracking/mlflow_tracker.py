@@ -85,7 +85,9 @@ class MlflowTracker(Tracker):
         self._artifact_dirs: dict[str, Path | None] = {}
         # (value, run id, checkpoint) of the best offer: see offer_model
         self._offered: tuple[float, str, Path] | None = None
-        self._maker = RunMaker()
+        # A trial's run is made while it trains, like the writer's work: making it while the
+        # trial is set up took the interpreter from the set-up it was to spare.
+        self._maker = RunMaker(wait_turn=self._gate.wait, hurry=self._gate.release)
 
     def start_run(
         self,

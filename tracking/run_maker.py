@@ -7,7 +7,9 @@ can be seconds behind a busy machine's training), and the caller holds a stand-i
 meanwhile. The tracker turns a stand-in into the run's id wherever it meets one: its writes
 are queued behind the making, and a read waits for it (it is done long before a trial
 ends). `on_made` learns the run's id in that thread, as soon as the run exists: a search
-records it on the Optuna trial there, before the trial can end.
+records it on the Optuna trial there, before the trial can end. A tracker's maker waits
+for its writer gate (tracking.writer_gate): a run is made once its trial trains, when the
+main thread waits in torch ops, not while the trial is set up in Python beside it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ MAKER_THREAD = "mlflow-run-maker"
 
 
 class RunMaker:
-    def __init__(self) -> None:
+    """Makes runs in a thread of its own. `wait_turn` runs in that thread before each run
+    is made; `hurry` runs before a caller waits for a run not yet made (a tracker's writer
+    gate: a run is made while its trial trains, not while the trial is set up)."""
+
+    def __init__(
+        self, wait_turn: Callable[[], None] = lambda: None, hurry: Callable[[], None] = lambda: None
+    ) -> None:
+        self._wait_turn, self._hurry = wait_turn, hurry
         # Joined when the process exits (concurrent.futures): a run asked for is made. At
         # the usual priority, unlike the writer: the run's id goes on the trial right after
         # the run exists, so a worker killed meanwhile leaves a run that recovery can close.
@@ -37,6 +46,7 @@ class RunMaker:
         stand_in = f"{STAND_IN_PREFIX}{uuid.uuid4().hex}"
 
         def job() -> str:
+            self._wait_turn()
             run_id = make_run()
             with self._lock:
                 self._ids[stand_in] = run_id
@@ -56,6 +66,8 @@ class RunMaker:
             future = self._made.get(given)
         if future is None:
             return given
+        if not future.done():
+            self._hurry()
         try:
             return future.result()
         except Exception:

@@ -6,7 +6,8 @@ draws curves or commits to SQLite then takes the interpreter lock from it every 
 milliseconds, and those ~100 ms of setup took half again as long. While a trial trains, the
 main thread spends most of its time in torch ops that let go of the lock, and the writer's
 work there costs the training little. So the caller holds the writer while it is between
-trainings (`hold`) and lets it go when the next training starts (`release`).
+trainings (`hold`) and lets it go when the next training starts (`release`). The run
+maker's thread (tracking.run_maker) waits for the gate too.
 
 A hold never lasts: after `MAX_HOLD_S` the writer goes on by itself (a caller that forgot
 to release, or a long stretch between trainings, costs the record that much lag at most),

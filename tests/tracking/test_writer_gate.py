@@ -131,6 +131,36 @@ def test_waiting_for_the_writer_releases_it(tracker: MlflowTracker) -> None:
     assert time.monotonic() - started < 30 and not tracker._gate.held
 
 
+def test_a_run_asked_for_while_the_writer_is_held_is_made_once_released(
+    tracker: MlflowTracker,
+) -> None:
+    """A trial's run is made while it trains, not while it is set up: the maker waits for
+    the gate like the writer."""
+    tracker._gate.max_hold_s = 60
+    tracker.hold_writer()
+    made: list[str] = []
+    stand_in = tracker.start_run_soon("trial-1", {}, {}, None, made.append)
+    time.sleep(0.5)
+    assert made == [] and tracker.client.search_runs([tracker.experiment_id]) == []
+    tracker.release_writer()  # the trial's steps start
+    deadline = time.monotonic() + 30
+    while not made and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert made == [tracker.run_id_of(stand_in)]
+
+
+def test_waiting_for_a_run_not_yet_made_releases_the_writer(tracker: MlflowTracker) -> None:
+    """A trial that ends before it trains (an error in its set-up) waits for its run's id:
+    not for the hold to run out."""
+    tracker._gate.max_hold_s = 60
+    tracker.hold_writer()
+    stand_in = tracker.start_run_soon("trial-1", {}, {}, None, lambda _: None)
+    started = time.monotonic()
+    run_id = tracker.run_id_of(stand_in)
+    assert time.monotonic() - started < 30 and not tracker._gate.held
+    assert tracker.client.get_run(run_id).info.run_name == "trial-1"
+
+
 class GateProbe(Callback):
     """Whether the writer is held at each hook, after the tracking callback's turn."""
 
