@@ -22,6 +22,7 @@ from siamese.train.callbacks import Callback
 from siamese.train.history import EpochRecord, History
 
 _received: list[int] = []  # SIGINTs (and SIGTERMs) the handlers saw while installed
+_scopes: list[None] = []  # one per `interrupts_remembered` open now (the main thread's)
 
 
 def remember(signum: int) -> None:
@@ -31,10 +32,18 @@ def remember(signum: int) -> None:
 
 
 def forget() -> None:
-    """Drops what was remembered: a handler outside `interrupts_remembered` (tracking's
-    SIGTERM one) leaves its signal remembered when its scope ends (tests call this between
-    tests)."""
+    """Drops what was remembered (tests call this between tests)."""
     _received.clear()
+
+
+def forget_unless_remembered(signum: int) -> None:
+    """For a handler's scope that ends (tracking's SIGTERM one): its signal is forgotten,
+    unless an `interrupts_remembered` scope is open, whose safe points must still see it
+    (that scope forgets it when it ends). A library caller that caught the interruption
+    and trains again is not stopped at its next epoch's end by the old signal."""
+    if not _scopes:
+        while signum in _received:
+            _received.remove(signum)
 
 
 def _remember_and_raise(signum: int, frame: FrameType | None) -> None:
@@ -50,9 +59,11 @@ def interrupts_remembered() -> Iterator[None]:
         return
     _received.clear()
     previous = signal.signal(signal.SIGINT, _remember_and_raise)
+    _scopes.append(None)
     try:
         yield
     finally:
+        _scopes.pop()
         signal.signal(signal.SIGINT, previous)
         _received.clear()
 

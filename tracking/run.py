@@ -20,7 +20,7 @@ import torch
 import siamese
 from siamese.config import TrainConfig
 from siamese.files import signals_deferred
-from siamese.interrupts import remember
+from siamese.interrupts import forget_unless_remembered, remember
 from tracking.base import ERROR_TAG, FAILED, FINISHED, KILLED, Tracker
 
 
@@ -43,6 +43,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        forget_unless_remembered(signal.SIGTERM)
 
 
 def environment_tags(device: str) -> dict[str, str]:

@@ -175,11 +175,15 @@ class CheckpointKeeper:
 
     def _write_best(self, best: _Pending) -> None:
         """best.pt alone: an epoch better than the last one, held back by `every_s`."""
+        self._put_best(best.payload, best.epoch, durable=False)
+
+    def _put_best(self, payload: Payload, epoch: int, durable: bool) -> None:
+        """best.pt alone, reported (Ctrl-C waits for both: see _write)."""
         assert self.checkpoint_dir is not None
         self.best_path = self.checkpoint_dir / "best.pt"
         with signals_deferred():
-            save_checkpoint(self.best_path, best.payload, durable=False)
-            self.notify(self.best_path, "best", best.epoch)
+            save_checkpoint(self.best_path, payload, durable=durable)
+            self.notify(self.best_path, "best", epoch)
 
     def finish(self, stop_reason: str) -> None:
         """What the run keeps once it has stopped, made durable: weights only for a lean
@@ -247,10 +251,7 @@ class CheckpointKeeper:
         payload = {**payload_fn(), "epoch": record.epoch, "best_val_auc": self.best_auc}
         if self.lean:
             self._best_weights = (record.epoch, _weights_copy(payload))
-        self.best_path = self.checkpoint_dir / "best.pt"
-        with signals_deferred():
-            save_checkpoint(self.best_path, payload)
-            self.notify(self.best_path, "best", record.epoch)
+        self._put_best(payload, record.epoch, durable=True)
 
     def _improves(self, record: EpochRecord) -> bool:
         return math.isfinite(record.val_auc) and record.val_auc > self.best_auc

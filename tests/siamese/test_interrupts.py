@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import time
 
 import pytest
 
@@ -70,3 +71,29 @@ def test_a_sigterm_dropped_in_a_finalizer_is_raised_at_the_next_safe_point() -> 
         gc.collect()
         with pytest.raises(KeyboardInterrupt):
             raise_if_interrupted()
+
+
+def test_a_sigterm_is_forgotten_when_its_scope_ends_outside_a_remembering_one() -> None:
+    """A library caller that caught the interruption and trains again is not stopped by the
+    old signal; inside a search (a remembering scope open) it stays for the safe points."""
+    from tracking.run import Terminated, sigterm_as_interrupt
+
+    with pytest.raises(Terminated), sigterm_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+    _not_interrupted()  # nothing remembered
+
+    with interrupts_remembered():
+        with pytest.raises(Terminated), sigterm_as_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        with pytest.raises(KeyboardInterrupt):
+            raise_if_interrupted()  # the search's next safe point still stops it
+    _not_interrupted()  # the remembering scope forgot it as it ended
+
+
+def _not_interrupted() -> None:
+    try:
+        raise_if_interrupted()
+    except KeyboardInterrupt:  # not let through: it would stop the whole test session
+        pytest.fail("a signal stayed remembered after its scope ended")
