@@ -24,16 +24,19 @@ def read_pairs_csv(path: Path) -> PairList:
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or "not a UTF-8 text file"
         raise SiameseInputError(f"--pairs {path}: cannot read ({reason})") from exc
-    header = rows[0] if rows and rows[0][:2] == ["left", "right"] else None
-    if header is not None:
+    columns = _header(path, rows[0]) if rows else None
+    if columns is not None:
         rows = rows[1:]
+    order = columns or [0, 1]
     if not rows:
         raise SiameseInputError(f"--pairs {path}: no pairs in it; expected rows of left,right")
-    bad = next((i for i, row in enumerate(rows, 1) if len(row) < 2), None)
+    bad = next((i for i, row in enumerate(rows, 1) if len(row) <= max(order[:2])), None)
     if bad is not None:
         raise SiameseInputError(
-            f"--pairs {path}: row {bad} has fewer than 2 columns; expected left,right"
+            f"--pairs {path}: row {bad} has fewer than {max(order[:2]) + 1} columns; "
+            "expected left,right"
         )
+    rows = [[row[i] if i < len(row) else "" for i in order] for row in rows]
     empty = next((i for i, row in enumerate(rows, 1) if not all(c.strip() for c in row[:2])), None)
     if empty is not None:
         raise SiameseInputError(
@@ -41,8 +44,22 @@ def read_pairs_csv(path: Path) -> PairList:
         )
     base = path.parent
     pairs = [(base / row[0].strip(), base / row[1].strip()) for row in rows]
-    has_truth = header is not None and header[2:3] == ["same"]
+    has_truth = columns is not None and len(columns) == 3
     return PairList(pairs, _truth_column(path, rows) if has_truth else None)
+
+
+def _header(path: Path, first: list[str]) -> list[int] | None:
+    """Where the left, right (and same) columns are, when the first row names them, in any
+    order; None when it is a pair (no header)."""
+    names = [cell.strip().lower() for cell in first]
+    if "left" not in names and "right" not in names:
+        return None
+    if "left" not in names or "right" not in names:
+        raise SiameseInputError(
+            f"--pairs {path}: its header names {', '.join(n for n in names if n)}; "
+            "expected left and right columns (and same, 0 or 1, if known)"
+        )
+    return [names.index(name) for name in ("left", "right", "same") if name in names]
 
 
 def _truth_column(path: Path, rows: list[list[str]]) -> list[int]:

@@ -30,7 +30,7 @@ from optuna.storages import (
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial
 
-from siamese.errors import SiameseInputError
+from siamese.errors import SiameseInputError, clipped
 from siamese.files import signals_deferred
 from tracking.base import ERROR_TAG, FAILED, STATE_TAG
 
@@ -188,7 +188,11 @@ def open_storage(url: str, stale_callback: StaleTrialHandler | None = None) -> B
                 heartbeat_stale_trial_callback=callback,
             )
     except Exception as exc:  # SQLAlchemy raises many kinds; all mean "cannot use this URL"
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = (
+            clipped(str(exc).strip().splitlines()[0], 200)
+            if str(exc).strip()
+            else type(exc).__name__
+        )
         raise SiameseInputError(f"--storage {url}: cannot open ({first})") from exc
 
 

@@ -82,9 +82,9 @@ class DataConfig:
             "/".join(INJECTED_BUGS),
             self.inject_bug,
         )
-        if self.task == "one-vs-rest":
-            _expect(
-                self.target is not None, "--target", "a class name for --task one-vs-rest", None
+        if self.task == "one-vs-rest" and self.target is None:
+            raise ConfigError(
+                "--target: required with --task one-vs-rest (the class to tell apart)"
             )
 
 

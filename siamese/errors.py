@@ -8,6 +8,18 @@ from __future__ import annotations
 import errno
 
 
+def clipped(text: str, limit: int) -> str:
+    """`text` on one line, cut at a word boundary before `limit` characters (a message that
+    quotes another program's error must stay one readable line)."""
+    line = " ".join(text.split())
+    if len(line) <= limit:
+        return line
+    cut = line[: limit - 4]
+    if " " in cut:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:([") + " ..."
+
+
 class SiameseInputError(Exception):
     """Bad usage or bad input; the message names the file, flag or value and what was expected."""
 

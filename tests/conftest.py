@@ -27,6 +27,13 @@ def _test_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _not_the_users_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that names no home writes into a folder of its own, never the user's
+    ~/.siamese-lab (a resume from outside a home continues in the default one)."""
+    monkeypatch.setenv("SIAMESE_LAB_HOME", str(tmp_path / "default-home"))
+
+
+@pytest.fixture(autouse=True)
 def _no_remembered_signal() -> Iterator[None]:
     """A signal one test sent (a SIGTERM to a tracked run) is not the next test's."""
     yield

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from siamese.errors import SiameseInputError
+from siamese.errors import SiameseInputError, clipped
 from tracking.fresh_store import sqlite_path
 from tracking.store import TrackingTarget, TrackingUnavailable
 
@@ -36,7 +36,7 @@ def experiment_id(client: mlflow.MlflowClient, target: TrackingTarget) -> str:
         if target.is_http:
             raise TrackingUnavailable(
                 f"--tracking-uri/MLFLOW_TRACKING_URI {target.uri}: the MLflow server did not answer "
-                f"({str(exc).splitlines()[0][:160]}); start it, fix the URI, or use --no-track"
+                f"({clipped(str(exc).splitlines()[0], 160)}); start it, fix the URI, or use --no-track"
             ) from exc
         raise
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from siamese.errors import SiameseInputError
+from siamese.errors import SiameseInputError, clipped
 from siamese.scoring import scorer_from_checkpoint
 from tracking.base import MODEL_URI_TAG
 
@@ -67,7 +67,9 @@ def load_scorer(model: str) -> nn.Module:
         with tempfile.TemporaryDirectory(prefix="siamese-lab-model-") as local:
             loaded = mlflow.pytorch.load_model(model, dst_path=local, map_location="cpu")
     except mlflow.exceptions.MlflowException as exc:
-        raise SiameseInputError(f"--model {model}: {str(exc).splitlines()[0][:200]}") from exc
+        raise SiameseInputError(
+            f"--model {model}: {clipped(str(exc).splitlines()[0], 200)}"
+        ) from exc
     if not isinstance(loaded, nn.Module):
         raise SiameseInputError(f"--model {model}: not a PyTorch model ({type(loaded).__name__})")
     # A torch.export ("pt2") model is already in inference form and refuses .eval().

@@ -81,7 +81,8 @@ def export(out: Path, count: int, seed: int, **flags: Any) -> None:
         asked = click.get_current_context().get_parameter_source("count")
         given = "--pairs" if asked is not click.core.ParameterSource.DEFAULT else "the default"
         click.echo(
-            f"note: {given} {count}: the test split has {exported.pairs}; all of them are here"
+            f"note: {given} {count}: the test split has {exported.pairs} (as many as "
+            f"--val-pairs); all of them are here"
         )
     click.echo(
         f"try: siamese-lab predict --model models:/siamese@champion --pairs {out / PAIRS_FILE}"

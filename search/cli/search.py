@@ -233,6 +233,12 @@ def _print_next_steps(console: Console, result: SearchResult, env: LabEnv) -> No
         )
     if result.storage_url not in env.default_storage_urls():
         where += f" --storage {result.storage_url}"
+    if result.report.best_converged is None:  # promote would refuse it
+        console.print(
+            "nothing to promote: no trial converged (see the diagnoses above); more trials: "
+            f"siamese-lab search --study {result.study_name} --trials N {where}"
+        )
+        return
     console.print(
         f"promote the best converged trial: siamese-lab promote --study {result.study_name} {where}"
     )

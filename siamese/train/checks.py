@@ -190,8 +190,12 @@ class EpochChecks:
         return kept
 
     def after_epoch(self, record: EpochRecord, epoch_steps: int) -> None:
-        """At the end of epoch 1, on its full record (not yet in the history)."""
-        if not self._judged(record.epoch) or not math.isfinite(record.train_loss):
+        """At the end of epoch 1, on its full record (not yet in the history). Not when it
+        is the run's last epoch: a run that trained all its epochs did not stop early (a
+        search trial of one epoch would be PRUNED "at 100% of epoch 1"); its diagnosis at
+        the end says what failed."""
+        last = record.epoch >= self.config.epochs
+        if last or not self._judged(record.epoch) or not math.isfinite(record.train_loss):
             return
         window = self._window(Totals.read(self.runner))
         point = CheckPoint(record.epoch, epoch_steps, epoch_steps, self.config.epochs)

@@ -360,3 +360,9 @@ def test_a_group_without_its_command_prints_its_help(args: list[str]) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("Usage: ") and "Commands:" in result.stdout
     assert result.stderr == ""
+
+
+def test_one_vs_rest_without_a_target_names_the_missing_flag(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["data", "check", "--task", "one-vs-rest"])
+    bad_input(result, "--target: required with --task one-vs-rest")
+    assert "None" not in result.output

@@ -171,15 +171,14 @@ def test_export_says_when_the_test_split_has_fewer_pairs_than_asked(tmp_path: Pa
     result = _run("data", "export", "--out", str(out), "--pairs", "100000")
     assert result.exit_code == 0, result.output
     assert len(_exported_rows(out)) == available
-    assert f"note: --pairs 100000: the test split has {available}; all of them are here" in (
-        result.output
-    )
+    note = f"note: --pairs 100000: the test split has {available} (as many as --val-pairs)"
+    assert f"{note}; all of them are here" in result.output
     enough = _run("data", "export", "--out", str(tmp_path / "some"), "--pairs", "3")
     assert enough.exit_code == 0 and "note:" not in enough.output
     # Not asked for: the note names the default, not a --pairs nobody typed.
     few = _run("data", "export", "--out", str(tmp_path / "few"), "--val-pairs", "10")
     assert few.exit_code == 0, few.output
-    assert "note: the default 20: the test split has 10; all of them are here" in few.output
+    assert "note: the default 20: the test split has 10 (as many as --val-pairs)" in few.output
 
 
 def test_export_feeds_predict(tmp_path: Path) -> None:

@@ -85,9 +85,8 @@ def test_diverging_run_exits_zero_with_diverged(tmp_path: Path) -> None:
 def test_resume_continues_a_run(tmp_path: Path) -> None:
     first = json.loads(_train(tmp_path, "--epochs", "1", "--json").stdout)
     last = first["checkpoints"]["last"]
-    result = CliRunner().invoke(
-        cli, ["train", "--resume", last, "--epochs", "2", "--json", "--no-track"]
-    )
+    again = ["train", "--home", str(tmp_path), "--resume", last, "--epochs", "2"]
+    result = CliRunner().invoke(cli, [*again, "--json", "--no-track"])
     assert result.exit_code == 0, result.output
     records = json.loads(result.stdout)["history"]["records"]
     assert [r["epoch"] for r in records] == [1, 2]

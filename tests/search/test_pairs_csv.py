@@ -29,3 +29,21 @@ def test_a_row_with_an_empty_path_is_named(tmp_path: Path, row: str) -> None:
     csv.write_text(f"left,right\na.png,b.png\n{row}\n")
     with pytest.raises(SiameseInputError, match=r"pairs\.csv: row 2 has an empty image path"):
         read_pairs_csv(csv)
+
+
+def test_a_header_in_another_order_names_the_columns(tmp_path: Path) -> None:
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("same,right,left\n1,b.png,a.png\n0,c.png,a.png\n")
+    read = read_pairs_csv(csv)
+    assert read.pairs == [
+        (tmp_path / "a.png", tmp_path / "b.png"),
+        (tmp_path / "a.png", tmp_path / "c.png"),
+    ]
+    assert read.same == [1, 0]
+
+
+def test_a_header_without_both_image_columns_is_refused(tmp_path: Path) -> None:
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("left,image\na.png,b.png\n")
+    with pytest.raises(SiameseInputError, match="expected left and right columns"):
+        read_pairs_csv(csv)

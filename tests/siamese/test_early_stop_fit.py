@@ -87,3 +87,18 @@ def test_without_early_stop_a_failing_run_trains_to_its_end(small_data: PairData
     history = fit(cfg(early_stop=False, **SEED_PRESET), small_data).history
     assert history.stop_reason == "completed" and history.early_stop is None
     assert len(history.records) == 3
+
+
+@pytest.mark.parametrize("name", sorted(FAILING))
+def test_a_run_of_one_epoch_is_never_stopped_at_its_end(name: str) -> None:
+    """A run that trained all its steps did not stop early: its diagnosis says what failed.
+    (4 steps an epoch: too few for a check inside it, so only its end is judged.)"""
+    tiny = DataConfig(train_pairs=128, val_pairs=64)
+    config = replace(cfg(epochs=1, **FAILING[name]), data=tiny)
+    history = fit(config, prepare_data(tiny)).history
+    early = history.early_stop
+    if early is None:
+        assert history.stop_reason != EARLY_STOP_REASON
+        assert diagnose(history).failed
+    else:
+        assert early["step"] < early["epoch_steps"]  # stopped inside the epoch: it saved steps
