@@ -24,7 +24,7 @@ def read_pairs_csv(path: Path) -> PairList:
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or "not a UTF-8 text file"
         raise SiameseInputError(f"--pairs {path}: cannot read ({reason})") from exc
-    columns = _header(path, rows[0]) if rows else None
+    columns = _header(rows[0]) if rows else None
     if columns is not None:
         rows = rows[1:]
     order = columns or [0, 1]
@@ -48,17 +48,12 @@ def read_pairs_csv(path: Path) -> PairList:
     return PairList(pairs, _truth_column(path, rows) if has_truth else None)
 
 
-def _header(path: Path, first: list[str]) -> list[int] | None:
+def _header(first: list[str]) -> list[int] | None:
     """Where the left, right (and same) columns are, when the first row names them, in any
     order; None when it is a pair (no header)."""
     names = [cell.strip().lower() for cell in first]
-    if "left" not in names and "right" not in names:
-        return None
     if "left" not in names or "right" not in names:
-        raise SiameseInputError(
-            f"--pairs {path}: its header names {', '.join(n for n in names if n)}; "
-            "expected left and right columns (and same, 0 or 1, if known)"
-        )
+        return None  # a pair (an image may be called "left")
     return [names.index(name) for name in ("left", "right", "same") if name in names]
 
 

@@ -9,14 +9,16 @@ import errno
 
 
 def clipped(text: str, limit: int) -> str:
-    """`text` on one line, cut at a word boundary before `limit` characters (a message that
-    quotes another program's error must stay one readable line)."""
+    """`text` on one line, at most `limit` characters: cut at a word near the limit, else
+    inside a long word such as a path (a message that quotes another program's error must
+    stay one readable line)."""
     line = " ".join(text.split())
     if len(line) <= limit:
         return line
     cut = line[: limit - 4]
-    if " " in cut:
-        cut = cut.rsplit(" ", 1)[0]
+    space = cut.rfind(" ")
+    if space >= len(cut) - limit // 4:  # else a long path or URL: keep most of it
+        cut = cut[:space]
     return cut.rstrip(" ,;:([") + " ..."
 
 

@@ -24,6 +24,8 @@ def _test_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """The tests' own cache folder for MLflow's empty-store template, not the user's; their
     CLI subprocesses inherit it."""
     os.environ["SIAMESE_LAB_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    # and a default home of their own (see _not_the_users_home), for fixtures made before it
+    os.environ["SIAMESE_LAB_HOME"] = str(tmp_path_factory.mktemp("default-home"))
 
 
 @pytest.fixture(autouse=True)

@@ -41,9 +41,15 @@ def sigterm_as_interrupt() -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
+    except BaseException as exc:
+        # It reached the caller, who decides (a library caller may catch it and train
+        # again): forgotten, unless a remembering scope is open. One dropped in a finalizer
+        # stays remembered, for the next safe point.
+        if isinstance(interruption_of(exc), Terminated):
+            forget_unless_remembered(signal.SIGTERM)
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
-        forget_unless_remembered(signal.SIGTERM)
 
 
 def environment_tags(device: str) -> dict[str, str]:

@@ -82,8 +82,12 @@ class RunMaker:
         as given; None for a run that could not be made. The writer's jobs take this: a run
         that was never made is said once, where its trial waits for it, not by every write
         queued for it (and not retried as a locked store would be)."""
-        try:
-            return self.run_id(given)
+        with self._lock:
+            future = self._made.get(given)
+        if future is None:
+            return given
+        try:  # not through run_id: a failure it raises is the waiting trial's to meet
+            return future.result()
         except Exception:
             with self._lock:
                 return self._ids.get(given)

@@ -233,6 +233,8 @@ def _print_next_steps(console: Console, result: SearchResult, env: LabEnv) -> No
         )
     if result.storage_url not in env.default_storage_urls():
         where += f" --storage {result.storage_url}"
+    if not result.report.diagnoses:  # no trial has ended (--trials 0): nothing to say yet
+        return
     if result.report.best_converged is None:  # promote would refuse it
         console.print(
             "nothing to promote: no trial converged (see the diagnoses above); more trials: "

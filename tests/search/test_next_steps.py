@@ -26,3 +26,10 @@ def test_a_search_where_nothing_converged_offers_more_trials_not_promote(tmp_pat
     assert f"siamese-lab search --study s --trials N --home {home}" in result.output
     refused = CliRunner().invoke(cli, ["promote", "--study", "s", "--home", home])
     assert refused.exit_code == 2 and "no converged" in refused.output
+
+
+def test_a_search_that_ran_no_trial_offers_no_next_step_about_models(tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
+    result = CliRunner().invoke(cli, ["search", "--home", home, "--study", "s", "--trials", "0"])
+    assert result.exit_code == 0, result.output
+    assert "promote" not in result.output and "nothing to promote" not in result.output

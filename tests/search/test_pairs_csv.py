@@ -42,8 +42,10 @@ def test_a_header_in_another_order_names_the_columns(tmp_path: Path) -> None:
     assert read.same == [1, 0]
 
 
-def test_a_header_without_both_image_columns_is_refused(tmp_path: Path) -> None:
+def test_a_first_row_that_names_one_column_only_is_a_pair(tmp_path: Path) -> None:
     csv = tmp_path / "pairs.csv"
-    csv.write_text("left,image\na.png,b.png\n")
-    with pytest.raises(SiameseInputError, match="expected left and right columns"):
-        read_pairs_csv(csv)
+    csv.write_text("left,b.png\nc.png,d.png\n")  # an image may be called "left"
+    assert read_pairs_csv(csv).pairs == [
+        (tmp_path / "left", tmp_path / "b.png"),
+        (tmp_path / "c.png", tmp_path / "d.png"),
+    ]

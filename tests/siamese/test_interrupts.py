@@ -92,6 +92,18 @@ def test_a_sigterm_is_forgotten_when_its_scope_ends_outside_a_remembering_one() 
     _not_interrupted()  # the remembering scope forgot it as it ended
 
 
+def test_a_sigterm_dropped_in_a_finalizer_outside_a_search_stays_remembered() -> None:
+    """Dropped, it never reached the caller: the next safe point must still stop."""
+    from tracking.run import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
+        holder = TerminatedWhileCollected()
+        del holder
+        gc.collect()
+    with pytest.raises(KeyboardInterrupt):
+        raise_if_interrupted()
+
+
 def _not_interrupted() -> None:
     try:
         raise_if_interrupted()

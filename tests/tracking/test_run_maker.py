@@ -95,6 +95,22 @@ def test_a_failed_on_made_fails_the_caller_once_and_the_run_can_end(
     assert tracker.get_run(run_id).status == FAILED
 
 
+def test_a_failed_on_made_reaches_the_trial_after_the_writer_wrote_for_the_run(
+    tracker: MlflowTracker,
+) -> None:
+    """The writer's jobs for the run (its params) wait for it too: they must not take the
+    failure the trial is to meet, or the trial is told without its run's id."""
+
+    def broken(run_id: str) -> None:
+        raise OSError("the study's storage is gone")
+
+    stand_in = tracker.start_run_soon("trial-0", {"lr": 0.1}, {}, None, broken)
+    tracker.flush()  # the params batch has been written (for the run, which exists)
+    with pytest.raises(OSError, match="storage is gone"):
+        tracker.run_id_of(stand_in)
+    assert tracker.client.get_run(tracker.run_id_of(stand_in)).data.params == {"lr": "0.1"}
+
+
 def test_a_search_trial_records_its_runs_own_id_made_off_its_thread(
     tracker: MlflowTracker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
