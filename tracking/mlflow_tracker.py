@@ -1,6 +1,6 @@
 """The MLflow tracker: explicit run ids through MlflowClient (no global active run, so trials
 and their parent can be logged side by side), metrics logged asynchronously, a trial's run
-made while the trial starts (tracking.run_maker)."""
+made while the trial trains (tracking.run_maker)."""
 
 from __future__ import annotations
 

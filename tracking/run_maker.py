@@ -58,12 +58,16 @@ class RunMaker:
             self._made[stand_in] = future
         return stand_in
 
+    def _future(self, given: str) -> Future[str] | None:
+        """The making of the run `given` stands in for; None for any other id."""
+        with self._lock:
+            return self._made.get(given)
+
     def run_id(self, given: str) -> str:
         """The run's id for a stand-in (waiting until the run is made); any other id as
         given. Raises what making the run raised, or, once, what `on_made` raised (the
         caller's trial then fails, and its run, which exists, is ended FAILED)."""
-        with self._lock:
-            future = self._made.get(given)
+        future = self._future(given)
         if future is None:
             return given
         if not future.done():
@@ -82,8 +86,7 @@ class RunMaker:
         as given; None for a run that could not be made. The writer's jobs take this: a run
         that was never made is said once, where its trial waits for it, not by every write
         queued for it (and not retried as a locked store would be)."""
-        with self._lock:
-            future = self._made.get(given)
+        future = self._future(given)
         if future is None:
             return given
         try:  # not through run_id: a failure it raises is the waiting trial's to meet
