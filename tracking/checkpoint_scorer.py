@@ -18,9 +18,6 @@ Anything else, or anything unreadable, gives None: MLflow loads the pt2 file, as
 
 from __future__ import annotations
 
-import json
-import sys
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +28,7 @@ from siamese.scoring import PairScorer, check_payload
 from siamese.train.checkpoint import load_checkpoint
 from tracking.base import MODEL_URI_TAG
 from tracking.local_artifacts import local_artifact_dir
+from tracking.pt2_archive import PT2_FILE, same_tensors
 
 if TYPE_CHECKING:
     from torch import nn
@@ -39,11 +37,7 @@ if TYPE_CHECKING:
 
 CHECKPOINT_ARTIFACT = "checkpoints/best.pt"
 LOGGED_MODEL_NAME = "model"  # as tracking.models names it
-PT2_FILE = ("data", "model.pt2")  # where mlflow.pytorch keeps a pt2 model in its folder
 VERSION_TAG = "siamese_lab.version"  # set on every tracked run (tracking.run)
-WEIGHTS_CONFIG = "data/weights/model_weights_config.json"
-CONSTANTS_CONFIG = "data/constants/model_constants_config.json"
-FLOAT32 = 7  # torch.export's serialized ScalarType of float32
 
 
 def scorer_from_run_checkpoint(reader: SqliteReader, model_uri: str) -> nn.Module | None:
@@ -115,42 +109,3 @@ def _logged_model_folder(
     # A registered version is loaded from its own storage location: the file to compare.
     folder = local_artifact_dir(storage or logged.artifact_location)
     return None if folder is None else (folder, logged.source_run_id)
-
-
-def same_tensors(pt2: Path, scorer: nn.Module) -> bool:
-    """Whether the torch.export archive `pt2` holds exactly `scorer`'s state dict: the same
-    names, float32 tensors of the same shapes and contiguous strides, the same bytes, and
-    no other tensors (lifted constants)."""
-    expected = scorer.state_dict()
-    try:
-        with zipfile.ZipFile(pt2) as archive:
-            names = archive.namelist()
-            config_name = next(n for n in names if n.endswith(WEIGHTS_CONFIG))
-            root = config_name.removesuffix(WEIGHTS_CONFIG)
-            order = root + "byteorder"
-            if order in names and archive.read(order).decode() != sys.byteorder:
-                return False
-            constants = root + CONSTANTS_CONFIG
-            if constants in names and json.loads(archive.read(constants)).get("config"):
-                return False  # tensors in the graph that no state dict holds
-            config = json.loads(archive.read(config_name))["config"]
-            if set(config) != set(expected):
-                return False
-            folder = config_name.removesuffix("model_weights_config.json")
-            for name, entry in config.items():
-                tensor = expected[name].detach().cpu().contiguous()
-                meta = entry["tensor_meta"]
-                if (
-                    entry.get("use_pickle")
-                    or meta["dtype"] != FLOAT32
-                    or str(tensor.dtype) != "torch.float32"
-                    or [s["as_int"] for s in meta["sizes"]] != list(tensor.shape)
-                    or [s["as_int"] for s in meta["strides"]] != list(tensor.stride())
-                    or meta["storage_offset"]["as_int"] != 0
-                ):
-                    return False
-                if archive.read(folder + entry["path_name"]) != tensor.numpy().tobytes():
-                    return False
-    except (OSError, KeyError, ValueError, TypeError, StopIteration, zipfile.BadZipFile):
-        return False
-    return True

@@ -7,11 +7,14 @@ import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from copy import deepcopy
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from siamese.config import IMAGE_HEIGHT, IMAGE_WIDTH
+from tracking.local_artifacts import local_artifact_dir
+from tracking.pt2_template import keep_template, log_from_template
 
 if TYPE_CHECKING:
     from torch import nn
@@ -52,14 +55,38 @@ def pointed_at(uri: str, experiment_id: str) -> Iterator[None]:
 
 def log_pt2_model(run_id: str, scorer: nn.Module, name: str) -> str:
     """`scorer` logged under `run_id` (MLflow's global API must point at its store: see
-    pointed_at); its model URI. pt2: loading it back unpickles no code."""
-    import torch  # here: commands that only read runs never import torch
+    pointed_at); its model URI. pt2: loading it back unpickles no code. From the kept model
+    of the same graph where there is one (tracking.pt2_template), else exported and kept."""
+    scorer = without_dropout(scorer)
+    uri = log_from_template(run_id, scorer, name)
+    if uri is None:
+        uri = _export(run_id, scorer, name)
+    return uri
+
+
+def without_dropout(scorer: nn.Module) -> nn.Module:
+    """An evaluation copy of `scorer` whose dropout layers are identities, which is what they
+    compute in evaluation. The exported graph then does not carry their rates, which a
+    search draws per trial: one kept graph serves every trial of a head."""
+    from torch import nn  # here: commands that only read runs never import torch
+
+    copy = deepcopy(scorer).cpu().eval()
+    for name, module in list(copy.named_modules()):
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            parent, _, attribute = name.rpartition(".")
+            setattr(copy.get_submodule(parent), attribute, nn.Identity())
+    return copy
+
+
+def _export(run_id: str, scorer: nn.Module, name: str) -> str:
+    """torch.export through mlflow.pytorch; the model's folder is kept for the next one."""
+    import torch
 
     example = np.random.default_rng(0).random((2, *PAIR_SHAPE[1:]), dtype=np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         info = mlflow.pytorch.log_model(
-            scorer.eval().cpu(),
+            scorer,
             name=name,
             signature=scorer_signature(),
             input_example=example,
@@ -72,4 +99,9 @@ def log_pt2_model(run_id: str, scorer: nn.Module, name: str) -> str:
             # round trip is covered by the promote/predict tests instead.
             validate_serving_input=False,
         )
+    logged = local_artifact_dir(
+        mlflow.MlflowClient().get_logged_model(info.model_id).artifact_location
+    )
+    if logged is not None:
+        keep_template(logged, scorer)
     return str(info.model_uri)

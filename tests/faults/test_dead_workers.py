@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.env import LabEnv
 from search.recovery import OWNER_ATTR, RETRY_OF_ATTR, owner_pid
 from search.storage import RUN_ID_ATTR, open_storage
+from tests.child_env import clean_env
 from tracking.mlflow_tracker import MlflowTracker
 from tracking.store import embedded_target
 
@@ -31,7 +32,7 @@ WAIT_S = 240.0
 
 
 def _start(home: Path, *args: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SIAMESE_LAB"))}
+    env = clean_env()
     command = [sys.executable, "-m", "search.cli", "search", "--home", str(home), "--study", "z"]
     return subprocess.Popen(
         [*command, *SLOW_TRIAL, *GOOD, "--no-baseline", *args],

@@ -25,6 +25,7 @@ from search.cli import cli
 from siamese import DataConfig, EpochRecord, History, PairData, TrainConfig, fit
 from siamese.errors import DiskFullError
 from siamese.train import Callback, load_checkpoint, save_checkpoint
+from tests.child_env import clean_env
 from tracking import FAILED, InMemoryTracker, TrackingCallback, tracked_run
 from tracking.base import ERROR_TAG
 from tracking.mlflow_tracker import MlflowTracker
@@ -175,7 +176,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def _lab(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SIAMESE_LAB"))}
+    env = clean_env()
     command = [sys.executable, "-m", "search.cli", "--home", str(home), *args]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 

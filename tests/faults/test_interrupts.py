@@ -10,7 +10,6 @@ points are hit on purpose, in-process, by tests/faults/test_interrupt_points.py.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from siamese.train import load_checkpoint
+from tests.child_env import clean_env
 from tracking.base import FINISHED, KILLED
 from tracking.mlflow_tracker import MlflowTracker
 from tracking.store import embedded_target
@@ -63,7 +63,7 @@ MOMENTS = {
 
 
 def _start(home: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SIAMESE_LAB"))}
+    env = clean_env()
     command = [sys.executable, "-m", "search.cli", "--home", str(home), *SEARCH, *SMALL]
     return subprocess.Popen(
         command,
@@ -127,7 +127,7 @@ def test_ctrl_c_during_train_says_how_to_continue_the_run(tmp_path: Path) -> Non
     """Before "interrupted", the line with the run's last checkpoint and the command that
     continues it: the run's folder name is printed nowhere else until it ends."""
     home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SIAMESE_LAB"))}
+    env = clean_env()
     command = [sys.executable, "-m", "search.cli", "--home", str(home), "train", "--no-track"]
     process = subprocess.Popen(
         [*command, "--epochs", "200", *SMALL],

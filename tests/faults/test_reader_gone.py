@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from search.reader_gone import ReaderTolerantStream
+from tests.child_env import clean_env
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--epochs", "2", "--train-pairs", "64", "--val-pairs", "32", "--device", "cpu"]
@@ -19,7 +20,7 @@ TINY = ["--epochs", "2", "--train-pairs", "64", "--val-pairs", "32", "--device",
 def test_train_piped_into_a_reader_that_quits_still_finishes_its_run(tmp_path: Path) -> None:
     """It died at its next print with BrokenPipeError: a FAILED run, no checkpoint."""
     home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SIAMESE_LAB"))}
+    env = clean_env()
     command = [sys.executable, "-m", "search.cli", "--home", str(home), "train", *TINY]
     process = subprocess.Popen(
         command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -68,10 +69,6 @@ def _lab(home: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "search.cli", "--home", str(home), *args]
 
 
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SIAMESE_LAB"))}
-
-
 JOBS = ["search", "--jobs", "2", "--no-baseline", "--no-track", "--epochs", "1"]
 JOBS += ["--train-pairs", "64", "--val-pairs", "32", "--device", "cpu"]
 
@@ -84,7 +81,7 @@ def test_the_workers_of_search_jobs_train_on_when_the_reader_quits(tmp_path: Pat
     process = subprocess.Popen(
         _lab(home, *JOBS, "--trials", "6"),
         cwd=REPO,
-        env=_clean_env(),
+        env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
@@ -95,7 +92,7 @@ def test_the_workers_of_search_jobs_train_on_when_the_reader_quits(tmp_path: Pat
     report = subprocess.run(
         _lab(home, "report", "--study", "siamese-lab", "--json"),
         cwd=REPO,
-        env=_clean_env(),
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -110,7 +107,7 @@ def test_search_jobs_json_prints_one_json_object(tmp_path: Path) -> None:
     done = subprocess.run(
         _lab(tmp_path / "home", *JOBS, "--trials", "2", "--json"),
         cwd=REPO,
-        env=_clean_env(),
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=600,

@@ -21,9 +21,10 @@ from siamese.scoring import PairScorer, decision_threshold, score, stack_pairs
 from siamese.train.checkpoint import save_checkpoint
 from tests.tracking.registered import digit_png, log_converged_run
 from tracking import embedded_target
-from tracking.checkpoint_scorer import VERSION_TAG, same_tensors, scorer_from_run_checkpoint
+from tracking.checkpoint_scorer import VERSION_TAG, scorer_from_run_checkpoint
 from tracking.local_artifacts import local_artifact_dir
 from tracking.models import load_logged_scorer
+from tracking.pt2_archive import same_tensors
 from tracking.registry import promote
 from tracking.sqlite_reader import SqliteReader, open_reader
 
