@@ -9,11 +9,15 @@ costs milliseconds, so a command's `--help` or its bad-input check never pays fo
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from siamese.lazy import lazy_attributes
 
 __version__ = "0.2.0"
+# When this process first imported the package: a source file changed later may not be the
+# code it runs (an exported model's graph is keyed on the files: tracking.pt2_fingerprint).
+IMPORTED_AT_NS = time.time_ns()
 
 # public name -> the submodule that defines it
 _EXPORTS = {

@@ -9,6 +9,8 @@ holds that no state dict does (lifted constants) are listed in data/constants/.
 from __future__ import annotations
 
 import json
+import secrets
+import struct
 import sys
 import zipfile
 from pathlib import Path
@@ -21,6 +23,10 @@ PT2_FILE = ("data", "model.pt2")  # where mlflow.pytorch keeps a pt2 model in it
 WEIGHTS_CONFIG = "data/weights/model_weights_config.json"
 CONSTANTS_CONFIG = "data/constants/model_constants_config.json"
 FLOAT32 = 7  # torch.export's serialized ScalarType of float32
+SERIALIZATION_ID = ".data/serialization_id"  # an id torch writes per archive
+ALIGNMENT = 64  # where torch's archive writer starts each record's data
+PADDING_FIELD = 0x4246  # the extra field ("FB") torch pads a local header with
+LOCAL_HEADER, FIELD_HEADER = 30, 4  # sizes: a zip local file header, an extra field's header
 _READ_ERRORS = (OSError, KeyError, ValueError, TypeError, StopIteration, zipfile.BadZipFile)
 
 
@@ -41,23 +47,41 @@ def same_tensors(pt2: Path, scorer: nn.Module) -> bool:
 
 def write_with_weights(template: Path, dest: Path, scorer: nn.Module) -> bool:
     """`dest` as a copy of the archive `template` whose weight files hold `scorer`'s state
-    dict; False (and nothing at `dest` to rely on) where `template`'s weights are not
-    exactly that state dict's names, dtypes, shapes and strides, or it holds constants."""
+    dict and whose serialization id is new; False (and nothing at `dest` to rely on) where
+    `template`'s weights are not exactly that state dict's names, dtypes, shapes and
+    strides, or it holds constants. An error writing `dest` is raised (OSError)."""
     expected = _state_bytes(scorer)
     try:
-        with zipfile.ZipFile(template) as archive:
+        archive = zipfile.ZipFile(template)
+    except _READ_ERRORS:
+        return False
+    with archive, zipfile.ZipFile(dest, "w", zipfile.ZIP_STORED) as out:
+        try:
             files = _weight_files(archive, scorer)
             if files is None or set(files) != set(expected):
                 return False
             replaced = {files[name]: data for name, data in expected.items()}
-            with zipfile.ZipFile(dest, "w", zipfile.ZIP_STORED) as out:
-                for info in archive.infolist():  # the same entries, in the same order
-                    data = replaced.get(info.filename)
-                    entry = zipfile.ZipInfo(info.filename, info.date_time)
-                    out.writestr(entry, archive.read(info) if data is None else data)
-    except _READ_ERRORS:
-        return False
+            entries = [(info, archive.read(info)) for info in archive.infolist()]
+        except _READ_ERRORS:
+            return False
+        for info, data in entries:  # the same entries, in the same order
+            if info.filename.endswith(SERIALIZATION_ID):
+                data = f"{secrets.randbelow(10 ** len(data)):0{len(data)}d}".encode()
+            out.writestr(_aligned(out, info), replaced.get(info.filename, data))
     return True
+
+
+def _aligned(out: zipfile.ZipFile, source: zipfile.ZipInfo) -> zipfile.ZipInfo:
+    """An entry like `source` whose data will start at a multiple of ALIGNMENT in `out`, as
+    torch's writer places it (padding in an extra field of the local header): a reader
+    may map a weight in place."""
+    entry = zipfile.ZipInfo(source.filename, source.date_time)
+    entry.external_attr, entry.create_system = source.external_attr, source.create_system
+    assert out.fp is not None  # open for writing
+    header_end = out.fp.tell() + LOCAL_HEADER + len(source.filename.encode()) + FIELD_HEADER
+    padding = -header_end % ALIGNMENT
+    entry.extra = struct.pack("<HH", PADDING_FIELD, padding) + b"Z" * padding
+    return entry
 
 
 def _state_bytes(scorer: nn.Module) -> dict[str, bytes]:

@@ -3,6 +3,7 @@ global (fluent) API pointed at one store for the moment it takes."""
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ with warnings.catch_warnings():
     from mlflow.types import Schema, TensorSpec
 
 PAIR_SHAPE = (-1, 2, IMAGE_HEIGHT, IMAGE_WIDTH)
+_log = logging.getLogger(__name__)
 
 
 def scorer_signature() -> ModelSignature:
@@ -99,9 +101,18 @@ def _export(run_id: str, scorer: nn.Module, name: str) -> str:
             # round trip is covered by the promote/predict tests instead.
             validate_serving_input=False,
         )
-    logged = local_artifact_dir(
-        mlflow.MlflowClient().get_logged_model(info.model_id).artifact_location
-    )
-    if logged is not None:
-        keep_template(logged, scorer)
+    _keep(str(info.model_id), scorer)
     return str(info.model_uri)
+
+
+def _keep(model_id: str, scorer: nn.Module) -> None:
+    """The logged model's folder kept for the next model of its graph (tracking.pt2_template).
+    The model is logged already: nothing here may fail its logging."""
+    try:
+        folder = local_artifact_dir(
+            mlflow.MlflowClient().get_logged_model(model_id).artifact_location
+        )
+        if folder is not None:  # a remote artifact store: nothing is kept
+            keep_template(folder, scorer)
+    except Exception as exc:
+        _log.debug("could not keep the model %s for later ones: %s", model_id, exc)
