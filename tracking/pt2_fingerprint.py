@@ -81,6 +81,7 @@ def _global_hooks() -> bool:
     return any(getattr(module, name, None) for name in hooks)
 
 
+@cache  # a metadata scan, ~25 ms the first time
 def _installed(tool: str) -> str:
     try:
         return f"{tool}=={metadata.version(tool)}"
