@@ -141,26 +141,21 @@ def _prepare(template: Path, folder: Path, scorer: nn.Module) -> _Prepared:
     kept_pt2, pt2 = kept_folder.joinpath(*PT2_FILE), folder.joinpath(*PT2_FILE)
     if not write_with_weights(kept_pt2, pt2, scorer):
         raise Unfit("its archive's tensors are not this scorer's")
-    if _listing(folder, sizes_of_all_but=pt2) != _without_size(listed, pt2.relative_to(folder)):
+    made, archive = _listing(folder), "/".join(PT2_FILE)  # the archive's size may differ
+    if made.keys() != listed.keys() or any(made[f] != listed[f] for f in made if f != archive):
         raise Unfit("files missing or changed")
     if not same_tensors(pt2, scorer):
         raise Unfit("the made archive does not hold this scorer's tensors")
     return _Prepared(folder, kept, pt2.stat().st_size - kept_pt2.stat().st_size)
 
 
-def _listing(folder: Path, sizes_of_all_but: Path | None = None) -> dict[str, int | None]:
-    """Each file under `folder` but MLmodel, with its size (None for `sizes_of_all_but`)."""
+def _listing(folder: Path) -> dict[str, int]:
+    """Each file under `folder` but MLmodel, with its size."""
     return {
-        path.relative_to(folder).as_posix(): None
-        if path == sizes_of_all_but
-        else path.stat().st_size
+        path.relative_to(folder).as_posix(): path.stat().st_size
         for path in folder.rglob("*")
         if path.is_file() and path.name != MLMODEL
     }
-
-
-def _without_size(listed: dict[str, int | None], path: Path) -> dict[str, int | None]:
-    return {**listed, path.as_posix(): None}
 
 
 def keep_template(logged: Path, scorer: nn.Module) -> None:

@@ -66,9 +66,7 @@ def test_a_sigterm_dropped_in_a_finalizer_is_raised_at_the_next_safe_point() -> 
     from tracking.run import sigterm_as_interrupt
 
     with interrupts_remembered(), sigterm_as_interrupt():
-        holder = TerminatedWhileCollected()
-        del holder
-        gc.collect()
+        _drop_terminated_in_a_finalizer()
         with pytest.raises(KeyboardInterrupt):
             raise_if_interrupted()
 
@@ -97,11 +95,16 @@ def test_a_sigterm_dropped_in_a_finalizer_outside_a_search_stays_remembered() ->
     from tracking.run import sigterm_as_interrupt
 
     with sigterm_as_interrupt():
-        holder = TerminatedWhileCollected()
-        del holder
-        gc.collect()
+        _drop_terminated_in_a_finalizer()
     with pytest.raises(KeyboardInterrupt):
         raise_if_interrupted()
+
+
+def _drop_terminated_in_a_finalizer() -> None:
+    """A SIGTERM whose interruption a finalizer swallows (Python only warns of it)."""
+    holder = TerminatedWhileCollected()
+    del holder
+    gc.collect()
 
 
 def _not_interrupted() -> None:
